@@ -1,0 +1,64 @@
+"""An ensemble: the mean of its members' probabilities, as the paper's ensemble experiment uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from foolbench.errors import FoolbenchError
+from foolbench.models.base import Model
+
+
+class _MeanModule(torch.nn.Module):
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(images) for m in self.members]).mean(0)
+
+
+class Ensemble:
+    """Duck-types `Model`: same `probs`, `labels`, `num_classes`, `describe`, `torch_module`."""
+
+    backend = "ensemble"
+
+    def __init__(self, members: list[Model]):
+        if len(members) < 2:
+            raise FoolbenchError("an ensemble needs at least two models")
+        first = members[0]
+        for m in members[1:]:
+            if m.num_classes != first.num_classes or m.labels != first.labels:
+                raise FoolbenchError(
+                    f"ensemble members disagree on their classes: {first.name} has {first.num_classes} "
+                    f"({first.labels[:2]}...), {m.name} has {m.num_classes} ({m.labels[:2]}...); "
+                    "ensemble only models trained on the same label set"
+                )
+        self.members = members
+        self.name = "+".join(m.name for m in members)
+        self.labels = first.labels
+        self.num_classes = first.num_classes
+        self.spec = first.spec
+        self.card = first.card
+        self.path = None
+
+    def member_probs(self, images: np.ndarray) -> list[np.ndarray]:
+        return [m.probs(images) for m in self.members]
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        return np.mean(self.member_probs(images), axis=0)
+
+    def torch_module(self) -> torch.nn.Module:
+        return _MeanModule([m.torch_module() for m in self.members])
+
+    @property
+    def provider(self) -> str:
+        return ",".join(sorted({m.provider for m in self.members}))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "classes": self.num_classes,
+            "members": [m.describe() for m in self.members],
+        }

@@ -1,0 +1,122 @@
+"""ONNX models through onnxruntime: the fast path for scoring populations.
+
+The CUDA provider is asked for only when a GPU is present, so CPU-only machines log no errors.
+External-data files must live beside the model: a path that leaves the model's folder is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foolbench.errors import FoolbenchError
+from foolbench.models.base import DEFAULT_BATCH, Model, spec_from_card
+from foolbench.models.card import CARD_METADATA_KEY, ModelCard, card_from_json
+
+
+def gpu_present() -> bool:
+    return torch.cuda.is_available()
+
+
+def providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if gpu_present() and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def read_onnx(path: Path):
+    """Parse the graph (without external weights) and check it is a safe, well-formed ONNX file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise FoolbenchError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}); re-export it with "
+            "torch.onnx.export or check the file was copied whole"
+        ) from None
+    if not proto.graph.node and not proto.graph.input:
+        raise FoolbenchError(f"{path} is not an ONNX model (it holds no graph); pass a .onnx model file")
+    _check_external_data(proto, path)
+    return proto
+
+
+def _check_external_data(proto, path: Path) -> None:
+    folder = path.resolve().parent
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key != "location":
+                continue
+            target = (folder / entry.value).resolve()
+            if folder not in target.parents:
+                raise FoolbenchError(
+                    f"{path}: external weights at '{entry.value}' point outside the model's folder; "
+                    "refusing to read them (keep external data files beside the model)"
+                )
+
+
+def embedded_card(proto, source: str) -> ModelCard:
+    for prop in proto.metadata_props:
+        if prop.key == CARD_METADATA_KEY:
+            return card_from_json(prop.value, f"{source} (embedded card)")
+    return ModelCard()
+
+
+class OnnxModel(Model):
+    backend = "onnx"
+
+    def __init__(self, path: Path, card: ModelCard, batch_size: int = DEFAULT_BATCH):
+        import onnxruntime as ort
+
+        proto = read_onnx(path)
+        card = embedded_card(proto, str(path)).merged(card)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers())
+        except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+            msg = str(e).splitlines()[0][:200]
+            raise FoolbenchError(f"{path}: onnxruntime cannot load this model ({msg})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise FoolbenchError(
+                f"{path}: the model has {len(inputs)} inputs; foolbench needs one image input"
+            )
+        self.input_name = inputs[0].name
+        shape = [d if isinstance(d, int) else None for d in inputs[0].shape]
+        spec = spec_from_card(card, shape, path.name)
+        super().__init__(card.name or path.stem, card, spec, path, batch_size)
+        self._probe()
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.numpy()})[0]
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def torch_module(self) -> torch.nn.Module:
+        """Convert the graph to PyTorch with onnx2torch so gradients can flow through it."""
+        try:
+            from onnx2torch import convert
+        except ImportError:
+            raise FoolbenchError(
+                f"{self.name}: gradient ascent on ONNX models needs onnx2torch (pip install onnx2torch); "
+                "the evolutionary attacks (direct, cppn) work without it"
+            ) from None
+        try:
+            net = convert(str(self.path)).eval()
+        except Exception as e:
+            raise FoolbenchError(
+                f"{self.name}: onnx2torch cannot convert this model ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:120]}); the evolutionary attacks (direct, cppn) still work"
+            ) from None
+        from foolbench.models.torch_model import ProbabilityModule
+
+        return ProbabilityModule(net, self.spec, self.output_kind)

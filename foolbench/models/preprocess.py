@@ -1,0 +1,118 @@
+"""Turn foolbench's canonical images into what a particular model wants.
+
+Canonical images are float32 NCHW in [0,1] at the attack's own resolution. The model card says the
+rest: channel count, input size, an optional resize of the shorter side followed by a centre crop
+or the ten-crop of the paper's Caffe code, mean/std and NCHW vs NHWC. Everything is written in
+torch so the very same code is differentiable for gradient ascent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# ITU-R 601 luma weights: how a colour image becomes grey for a one-channel model.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input a model's graph takes, as the adapter understood it."""
+
+    channels: int
+    size: tuple[int, int]  # (H, W)
+    layout: str = "NCHW"
+    flat: bool = False  # the graph takes [B, C*H*W] rows rather than images
+    fixed_batch: int | None = None  # the graph only accepts this batch size
+    resize: int | None = None
+    crop: str = "center"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def views(self) -> int:
+        """How many model inputs one image becomes (10 with ten-crop)."""
+        return 10 if self.crop == "ten" else 1
+
+    def is_identity_for(self, shape: tuple[int, ...]) -> bool:
+        """True when images of `shape` go into the model untouched (the fast path)."""
+        return (
+            shape[1] == self.channels
+            and tuple(shape[2:]) == self.size
+            and self.layout == "NCHW"
+            and not self.flat
+            and self.views == 1
+            and _is_noop(self.mean, 0.0)
+            and _is_noop(self.std, 1.0)
+        )
+
+
+def _is_noop(values, neutral: float) -> bool:
+    return values is None or all(v == neutral for v in values)
+
+
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey images are repeated to colour; colour images become grey by luma."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(-1, channels, -1, -1)
+    if c == 3 and channels == 1:
+        w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True)
+    raise ValueError(f"cannot turn {c}-channel images into {channels}-channel input")
+
+
+def resize_and_crop(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Bring images to the model's size; with ten-crop, B images become B*10 views (image-major)."""
+    h, w = spec.size
+    if spec.resize is None:
+        if tuple(x.shape[2:]) != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return x
+    short = min(x.shape[2:])
+    if short != spec.resize:
+        scale = spec.resize / short
+        new = (max(h, round(x.shape[2] * scale)), max(w, round(x.shape[3] * scale)))
+        x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
+    H, W = x.shape[2:]
+    if spec.crop == "ten":
+        return ten_crop(x, h, w)
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[:, :, top : top + h, left : left + w]
+
+
+def ten_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """4 corners + centre, each also mirrored, as Caffe's oversample: [B*10, C, h, w]."""
+    H, W = x.shape[2:]
+    corners = [(0, 0), (0, W - w), (H - h, 0), (H - h, W - w), ((H - h) // 2, (W - w) // 2)]
+    crops = [x[:, :, t : t + h, left : left + w] for t, left in corners]
+    crops += [c.flip(3) for c in crops]
+    return torch.stack(crops, 1).reshape(-1, x.shape[1], h, w)
+
+
+def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    if spec.mean is not None and not _is_noop(spec.mean, 0.0):
+        x = x - torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if spec.std is not None and not _is_noop(spec.std, 1.0):
+        x = x / torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x
+
+
+def to_layout(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    if spec.flat:
+        return x.reshape(x.shape[0], -1)
+    if spec.layout == "NHWC":
+        return x.permute(0, 2, 3, 1).contiguous()
+    return x
+
+
+def preprocess(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Canonical images [B,C,H,W] in [0,1] -> the model's input tensor (B*views rows)."""
+    x = match_channels(x, spec.channels)
+    x = resize_and_crop(x, spec)
+    x = normalise(x, spec)
+    return to_layout(x, spec)

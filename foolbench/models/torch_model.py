@@ -1,0 +1,139 @@
+"""PyTorch models: TorchScript files, state dicts with a named architecture, or a factory.
+
+Files are loaded without executing code in them: state dicts with `weights_only=True`, TorchScript
+through torch.jit. Code runs only when the user names a factory (`package.module:factory`) to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foolbench.errors import FoolbenchError
+from foolbench.models.base import DEFAULT_BATCH, Model
+from foolbench.models.card import ModelCard
+from foolbench.models.preprocess import InputSpec, preprocess
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ProbabilityModule(torch.nn.Module):
+    """Canonical images [B,C,H,W] in [0,1] -> probabilities [B,K], differentiable end to end."""
+
+    def __init__(self, net: torch.nn.Module, spec: InputSpec, output_kind: str):
+        super().__init__()
+        self.net, self.spec, self.output_kind = net, spec, output_kind
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.net(preprocess(images, self.spec))
+        p = out.softmax(dim=1) if self.output_kind == "logits" else out
+        if self.spec.views > 1:
+            p = p.reshape(images.shape[0], self.spec.views, -1).mean(1)
+        return p
+
+
+def import_factory(target: str):
+    """Import `package.module:attribute` (the only way foolbench runs a user's code)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise FoolbenchError(f"'{target}' is not of the form package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise FoolbenchError(
+            f"cannot import '{target}' ({type(e).__name__}: {e}); check the module is on PYTHONPATH "
+            "and the name is spelled right"
+        ) from None
+
+
+def build_from_factory(target: str) -> torch.nn.Module:
+    module = import_factory(target)()
+    if not isinstance(module, torch.nn.Module):
+        raise FoolbenchError(f"'{target}' returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """Plain tensors only: a pickle that would build arbitrary objects is refused, unexecuted."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise FoolbenchError(
+            f"{path} holds pickled Python objects, not plain weights; refusing to load it because "
+            "it could run code. Save model.state_dict() instead and pass --arch package.module:factory"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise FoolbenchError(f"{path} is not a readable PyTorch file ({type(e).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FoolbenchError(f"{path} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_torch_file(path: Path, arch: str | None) -> torch.nn.Module:
+    if arch:
+        module = build_from_factory(arch)
+        try:
+            module.load_state_dict(load_state_dict_file(path))
+        except RuntimeError as e:
+            first = str(e).splitlines()[0][:200]
+            raise FoolbenchError(f"{path} does not fit the architecture {arch}: {first}") from None
+        return module
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError, zipfile.BadZipFile):
+        raise FoolbenchError(
+            f"{path} is not a TorchScript file; if it is a state dict, name its architecture with "
+            "--arch package.module:factory"
+        ) from None
+
+
+class TorchModel(Model):
+    backend = "pytorch"
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        card: ModelCard,
+        name: str,
+        path: Path | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ):
+        if not card.input_size or not card.channels:
+            raise FoolbenchError(
+                f"{name}: a PyTorch model does not declare its input; give input_size and channels "
+                "in a model card (NAME.toml beside the file) or with --input-size H W --channels C"
+            )
+        spec = InputSpec(
+            channels=card.channels,
+            size=tuple(card.input_size),
+            layout=card.layout or "NCHW",
+            resize=card.resize,
+            crop=card.crop,
+            mean=tuple(card.mean) if card.mean else None,
+            std=tuple(card.std) if card.std else None,
+        )
+        self.device = device()
+        self.net = module.eval().to(self.device)
+        super().__init__(card.name or name, card, spec, path, batch_size)
+        self._probe()
+
+    @torch.no_grad()
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        return self.net(x.to(self.device)).float().cpu().numpy()
+
+    @property
+    def provider(self) -> str:
+        return f"torch-{self.device.type}"
+
+    def torch_module(self) -> torch.nn.Module:
+        return ProbabilityModule(self.net, self.spec, self.output_kind)

@@ -1,0 +1,95 @@
+"""MAP-Elites over classes (the paper's search), batched: a whole generation is rendered, scored
+and inserted at once. This module holds the algorithm and its state only; `foolbench.runner`
+adds the run directory, checkpoints and progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from foolbench.search.archive import Archive, confidence_stats
+
+
+def quantise(images: np.ndarray) -> np.ndarray:
+    """Round to the 8-bit values a PNG stores, so what is scored is exactly what is saved."""
+    return np.round(images * 255.0).astype(np.float32) / np.float32(255.0)
+
+
+@dataclass
+class Budget:
+    """Stop when any given limit is reached; generations count the ones after initialisation."""
+
+    generations: int | None = None
+    evaluations: int | None = None
+    seconds: float | None = None
+
+    def done(self, generation: int, evaluations: int, seconds: float) -> bool:
+        return (
+            (self.generations is not None and generation >= self.generations)
+            or (self.evaluations is not None and evaluations >= self.evaluations)
+            or (self.seconds is not None and seconds >= self.seconds)
+        )
+
+
+class MapElites:
+    """State: archive, generator, generation, evaluation and non-finite-score counters."""
+
+    def __init__(self, model, encoding, classes: np.ndarray, batch: int, init_size: int, seed: int):
+        self.model = model
+        self.encoding = encoding
+        self.classes = np.asarray(classes, dtype=np.int64)
+        self.batch = batch
+        self.init_size = init_size
+        self.rng = np.random.default_rng(seed)
+        self.archive = Archive(len(self.classes))
+        self.generation = -1  # -1: not initialised; 0: the random population has been inserted
+        self.evaluations = 0
+        self.nonfinite = 0  # scores that were NaN or infinite, counted as 0
+
+    def evaluate(self, pop: dict) -> np.ndarray:
+        """Fitness [B, cells]: the model's probability of each target class for each genome."""
+        probs = self.model.probs(quantise(self.encoding.render(pop)))[:, self.classes]
+        bad = ~np.isfinite(probs)
+        if bad.any():
+            self.nonfinite += int(bad.any(axis=1).sum())
+            probs = np.where(bad, 0.0, probs)
+        self.evaluations += len(probs)
+        return probs
+
+    def step(self) -> int:
+        """One generation (the first call evaluates the random initial population)."""
+        if self.generation < 0:
+            pop = self.encoding.init(self.init_size, self.rng)
+        else:
+            parents = self.archive.sample(self.batch, self.rng)
+            pop = self.encoding.vary(parents, self.rng, self.generation + 1)
+        fitness = self.evaluate(pop)
+        self.generation += 1
+        return self.archive.insert(pop, fitness, self.generation)
+
+    def stats(self) -> dict:
+        return confidence_stats(self.archive.fitness)
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        counters = {
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "nonfinite": self.nonfinite,
+        }
+        return {
+            **self.archive.state(),
+            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
+            "counters": np.array(json.dumps(counters)),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.archive = Archive.from_state(state)
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
+        counters = json.loads(str(state["counters"]))
+        self.generation = counters["generation"]
+        self.evaluations = counters["evaluations"]
+        self.nonfinite = counters["nonfinite"]
