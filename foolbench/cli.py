@@ -200,11 +200,10 @@ def zoo_list():
     """The models foolbench can build."""
     import pandas as pd
 
-    from foolbench.zoo import list_zoo, zoo_dir
+    from foolbench.zoo import list_zoo
 
-    table = pd.DataFrame(list_zoo())
-    folder = zoo_dir()
-    table["built"] = ["yes" if (folder / f"{n}.onnx").is_file() else "" for n in table["name"]]
+    table = pd.DataFrame(list_zoo())[["name", "dataset", "built", "needs", "description"]]
+    table["built"] = table["built"].map({True: "yes", False: ""})
     click.echo(table.to_string(index=False))
 
 

@@ -31,7 +31,7 @@ from foolbench.encodings import make_encoding
 from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
 from foolbench.presets import Preset, load_preset, parse_classes, preset_from_dict
-from foolbench.report.gallery import gallery, load_png, safe_name, save_png
+from foolbench.report.gallery import gallery, load_png, percent, safe_name, save_png
 from foolbench.search.archive import confidence_stats
 from foolbench.search.map_elites import Budget, MapElites, quantise
 
@@ -323,7 +323,9 @@ def finish_run(run_dir: Path, engine: MapElites, manifest: dict, metrics: list) 
     results["generation"] = engine.archive.generation
     with atomic_path(run_dir / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    captions = [f"{labels[c]}\n{conf:.2%}" for c, conf in zip(classes, results["confidence"], strict=True)]
+    captions = [
+        f"{labels[c]}\n{percent(conf)}" for c, conf in zip(classes, results["confidence"], strict=True)
+    ]
     gallery(list(reloaded), captions, run_dir / "gallery.png")
     summary = summarise(results["confidence"].to_numpy(), metrics, engine, manifest)
     write_json(run_dir / "summary.json", summary)

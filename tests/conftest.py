@@ -13,7 +13,9 @@ import torch
 from foolbench.models.card import CARD_METADATA_KEY, ModelCard
 
 
-def export(net: torch.nn.Module, path: Path, shape: tuple, dynamic: bool = True, card: ModelCard | None = None):
+def export(
+    net: torch.nn.Module, path: Path, shape: tuple, dynamic: bool = True, card: ModelCard | None = None
+):
     """Export `net` to ONNX (legacy exporter: fast and quiet enough for tests)."""
     import onnx
 

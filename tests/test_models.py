@@ -68,7 +68,10 @@ def test_resize_and_channels_are_the_adapters_job(tmp_path):
     np.testing.assert_allclose(model.probs(np.repeat(grey, 3, axis=1)), model.probs(grey), atol=1e-6)
     big = images(2, c=1, size=56)
     by_pil = np.stack(
-        [np.asarray(Image.fromarray(b[0]).resize((28, 28), Image.BILINEAR), dtype=np.float32)[None] for b in big]
+        [
+            np.asarray(Image.fromarray(b[0]).resize((28, 28), Image.BILINEAR), dtype=np.float32)[None]
+            for b in big
+        ]
     )
     assert np.abs(model.probs(big) - model.probs(by_pil)).max() < 2e-3
 
@@ -99,7 +102,9 @@ def test_ten_crop_averages_ten_views(tmp_path):
 
 def test_sidecar_toml_card_is_read(tmp_path):
     path = export(tiny(), tmp_path / "m.onnx", (1, 1, 28, 28))
-    (tmp_path / "m.toml").write_text('labels = ["zero","one","two","three","four","five","six","seven","eight","nine"]\n')
+    (tmp_path / "m.toml").write_text(
+        'labels = ["zero","one","two","three","four","five","six","seven","eight","nine"]\n'
+    )
     assert load_model(str(path)).labels[2] == "two"
 
 

@@ -49,7 +49,9 @@ def assert_same_archive(a: Path, b: Path):
 @pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn"])
 def test_run_directory_holds_what_it_promises(tiny_model, tmp_path, attack):
     out = tmp_path / "run"
-    foolbench("run", "--model", tiny_model, "--attack", attack, "--generations", 12, "--out", out, "--no-progress")
+    foolbench(
+        "run", "--model", tiny_model, "--attack", attack, "--generations", 12, "--out", out, "--no-progress"
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["models"][0]["sha256"]
     metrics = pd.read_csv(out / "metrics.csv")
@@ -71,16 +73,40 @@ def test_run_directory_holds_what_it_promises(tiny_model, tmp_path, attack):
 def test_same_seed_same_archive_and_other_seed_differs(tiny_model, tmp_path):
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        foolbench("run", "--model", tiny_model, "--attack", "mnist-cppn", "--generations", 8,
-                  "--seed", seed, "--out", tmp_path / name, "--no-progress")
+        foolbench(
+            "run",
+            "--model",
+            tiny_model,
+            "--attack",
+            "mnist-cppn",
+            "--generations",
+            8,
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / name,
+            "--no-progress",
+        )
         runs[name] = tmp_path / name
     assert_same_archive(runs["a"], runs["b"])
-    assert not np.array_equal(archive_arrays(runs["a"])["archive/fitness"], archive_arrays(runs["c"])["archive/fitness"])
+    assert not np.array_equal(
+        archive_arrays(runs["a"])["archive/fitness"], archive_arrays(runs["c"])["archive/fitness"]
+    )
 
 
 @pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn"])
 def test_kill_9_then_resume_equals_uninterrupted(tiny_model, tmp_path, attack):
-    args = ["--model", tiny_model, "--attack", attack, "--generations", 150, "--checkpoint-every", 10, "--no-progress"]
+    args = [
+        "--model",
+        tiny_model,
+        "--attack",
+        attack,
+        "--generations",
+        150,
+        "--checkpoint-every",
+        10,
+        "--no-progress",
+    ]
     whole = tmp_path / "whole"
     foolbench("run", *args, "--out", whole)
     killed = tmp_path / "killed"
@@ -99,7 +125,9 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_model, tmp_path, attack):
     a, b = pd.read_csv(whole / "results.csv"), pd.read_csv(killed / "results.csv")
     pd.testing.assert_frame_equal(a, b)
     cols = ["generation", "evaluations", "median_confidence", "classes_at_99"]
-    pd.testing.assert_frame_equal(pd.read_csv(whole / "metrics.csv")[cols], pd.read_csv(killed / "metrics.csv")[cols])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(whole / "metrics.csv")[cols], pd.read_csv(killed / "metrics.csv")[cols]
+    )
 
 
 # -- bad input: one line on stderr, exit 2, nothing written ------------------------------------------------
@@ -112,7 +140,9 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_model, tmp_path, attack):
     ],
 )
 def test_bad_run_options_fail_cleanly(tiny_model, tmp_path, args, message):
-    proc = foolbench("run", "--model", tiny_model, *args, "--out", tmp_path / "out", check=False, cwd=tmp_path)
+    proc = foolbench(
+        "run", "--model", tiny_model, *args, "--out", tmp_path / "out", check=False, cwd=tmp_path
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in proc.stderr
@@ -121,7 +151,9 @@ def test_bad_run_options_fail_cleanly(tiny_model, tmp_path, args, message):
 
 def test_bad_preset_key_is_named(tiny_model, tmp_path):
     preset = tmp_path / "p.toml"
-    preset.write_text('[encoding]\ntype = "direct"\nresolution = 28\nchannels = 1\n[search]\nbatch = 10\nfoo = 1\n')
+    preset.write_text(
+        '[encoding]\ntype = "direct"\nresolution = 28\nchannels = 1\n[search]\nbatch = 10\nfoo = 1\n'
+    )
     proc = foolbench("run", "--model", tiny_model, "--attack", preset, check=False, cwd=tmp_path)
     assert proc.returncode == 2 and "unknown key 'search.foo'" in proc.stderr
     preset.write_text('[encoding]\ntype = "direct"\nresolution = 28\nchannels = 1\nmutation_rate = 7\n')
@@ -132,6 +164,8 @@ def test_bad_preset_key_is_named(tiny_model, tmp_path):
 def test_out_folder_that_is_not_empty_is_refused(tiny_model, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    proc = foolbench("run", "--model", tiny_model, "--out", tmp_path / "out", "--attack", "mnist-direct", check=False)
+    proc = foolbench(
+        "run", "--model", tiny_model, "--out", tmp_path / "out", "--attack", "mnist-direct", check=False
+    )
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from PIL import Image, ImageDraw, ImageFont
 from foolbench.io import atomic_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def percent(confidence: float) -> str:
+    """Confidence as a percentage rounded down, so 99.995% never shows as 100.00%."""
+    return f"{math.floor(confidence * 10000) / 100:.2f}%"
 
 
 def safe_name(label: str, limit: int = 40) -> str:

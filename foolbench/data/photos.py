@@ -1,0 +1,92 @@
+"""Real colour photos: the baseline a fooling confidence is read against, and the zoo's cat check.
+
+`natural_photos` uses only the photos that scikit-image ships inside its package, so it works
+offline. `image_folder` reads the user's own photos (one sub-folder per class) lazily, one file at a
+time, so a large folder costs nothing until it is iterated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from foolbench.errors import FoolbenchError
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        return image[0] if name == "stereo_motorcycle" else image
+
+    return load
+
+
+# Every RGB photograph scikit-image ships offline (the others need its optional downloader).
+PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "chelsea": _skimage("chelsea"),
+    "astronaut": _skimage("astronaut"),
+    "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"),
+    "motorcycle": _skimage("stereo_motorcycle"),
+    "hubble_deep_field": _skimage("hubble_deep_field"),
+    "immunohistochemistry": _skimage("immunohistochemistry"),
+    "retina": _skimage("retina"),
+}
+
+
+def to_chw_float(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1], the layout every foolbench image uses."""
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+
+def photo(name: str) -> np.ndarray:
+    """One shipped photo as float32 [3, H, W] in [0, 1]; `chelsea` is the cat the zoo checks with."""
+    if name not in PHOTOS:
+        raise FoolbenchError(f"unknown photo '{name}'; known photos: {', '.join(PHOTOS)}")
+    return to_chw_float(PHOTOS[name]())
+
+
+def natural_photos(names: Sequence[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 [3, H, W] in [0, 1]) for the given shipped photos, all of them by default."""
+    return [(name, photo(name)) for name in (names or PHOTOS)]
+
+
+class FolderImages(Sequence):
+    """The images of an ImageFolder, decoded only when indexed (float32 [3, H, W] in [0, 1])."""
+
+    def __init__(self, dataset):
+        self._dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        path, _ = self._dataset.samples[index]
+        return to_chw_float(self._dataset.loader(path))
+
+    def path(self, index: int) -> str:
+        return self._dataset.samples[index][0]
+
+
+def image_folder(path: str | Path) -> tuple[FolderImages, np.ndarray, list[str]]:
+    """(lazy images, int64 labels, class names) from PATH/<class>/<image files>, classes sorted by name."""
+    from torchvision.datasets import ImageFolder
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FoolbenchError(f"{path} is not a folder; pass a folder with one sub-folder of images per class")
+    try:
+        dataset = ImageFolder(str(path))
+    except FileNotFoundError:
+        raise FoolbenchError(
+            f"{path}: no images found; expected one sub-folder per class holding image files "
+            "(e.g. DIR/cat/1.jpg, DIR/dog/2.png)"
+        ) from None
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    return FolderImages(dataset), labels, list(dataset.classes)

@@ -1,0 +1,241 @@
+"""Direct encoding: one gene in [0, 1] per pixel and channel (paper, "Direct encoding").
+
+Also home of the real-valued variation operators (Deb's bounded polynomial mutation, SBX) and of the
+option checks, which the CPPN encoding reuses for its weights and options.
+"""
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from foolbench.encodings.colour import hls_to_rgb
+from foolbench.errors import FoolbenchError
+
+Population = dict[str, np.ndarray]
+SBX_BLOCK_GENES = 2**21
+
+
+# ---------------------------------------------------------------- option checks
+
+
+def resolve_options(encoding: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Merge `given` over `defaults`, refusing names the encoding does not know (typos must not pass)."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults))
+        raise FoolbenchError(f"unknown option {unknown[0]!r} for the {encoding} encoding (known: {known})")
+    return {**defaults, **given}
+
+
+def as_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """Check an integer option and return it as a plain `int` (JSON-serialisable in the manifest)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise FoolbenchError(f"option {name}={value!r} must be an integer >= {low}")
+    if high is not None and value > high:
+        raise FoolbenchError(f"option {name}={value!r} must be an integer in [{low}, {high}]")
+    return int(value)
+
+
+def as_float(
+    name: str, value: Any, low: float, high: float | None = None, *, positive: bool = False
+) -> float:
+    """Check a real option in [low, high] (or > low when `positive`) and return it as a plain float."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > low if positive else value >= low)
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        bound = f"> {low}" if positive else f">= {low}"
+        bound = bound if high is None else f"{bound} and <= {high}"
+        raise FoolbenchError(f"option {name}={value!r} must be a number {bound}")
+    return float(value)
+
+
+def as_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    """Check that an option is one of a few allowed values."""
+    if isinstance(value, bool) or value not in choices:
+        raise FoolbenchError(f"option {name}={value!r} must be one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """Check a switch; 0/1 or strings are refused so that a typo cannot silently turn it on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise FoolbenchError(f"option {name}={value!r} must be true or false")
+    return bool(value)
+
+
+# ---------------------------------------------------------------- variation operators
+
+
+def bernoulli_indices(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of `n` independent coin flips with success probability `rate` that came up heads.
+
+    Draws geometric gaps between successes instead of one number per gene, so the cost scales with
+    the number of chosen genes (rate * n), not with n: this is what keeps mutation of 256x256x3
+    genomes cheap.
+    """
+    if rate <= 0.0 or n == 0:
+        return np.empty(0, dtype=np.int64)
+    if rate >= 1.0:
+        return np.arange(n, dtype=np.int64)
+    log_miss = math.log1p(-rate)
+    expected = n * rate
+    batch = int(expected + 6.0 * math.sqrt(expected) + 16)
+    parts, last = [], -1
+    while last < n:
+        gaps = (np.log(1.0 - rng.random(batch)) * (1.0 / log_miss)).astype(np.int64) + 1  # >= 0: floor
+        idx = last + np.cumsum(gaps)
+        parts.append(idx)
+        last = int(idx[-1])
+    idx = np.concatenate(parts)
+    return idx[idx < n]
+
+
+def polynomial_mutation(x: np.ndarray, u: np.ndarray, low: float, high: float, eta: float) -> np.ndarray:
+    """Deb's bounded polynomial mutation (NSGA-II; DEAP's `mutPolynomialBounded`) of values `x`.
+
+    `u` holds one uniform [0, 1) number per value. The perturbation shrinks near a bound so results
+    stay in [low, high]; eta (distribution index) sets how local the jump is (15 in the paper).
+    Computed in float32 with powers as exp/log, which numpy vectorises (float64 `**` is ~10x slower).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    u = np.asarray(u, dtype=np.float32)
+    span, power = np.float32(high - low), np.float32(eta + 1.0)
+    lower = u < 0.5
+    xy = np.where(lower, (high - x) / span, (x - low) / span)  # 1 - delta_1, resp. 1 - delta_2
+    tail = _pow(xy, power)
+    val = np.where(lower, 2.0 * u + (1.0 - 2.0 * u) * tail, 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * tail)
+    root = _pow(val, 1.0 / power)
+    delta_q = np.where(lower, root - 1.0, 1.0 - root)
+    return np.clip(x + delta_q * span, low, high).astype(np.float32, copy=False)
+
+
+def _pow(base: np.ndarray, exponent: float) -> np.ndarray:
+    """base ** exponent for base >= 0 (0 ** positive = 0) via exp/log, numpy's fast vectorised path."""
+    with np.errstate(divide="ignore"):
+        return np.exp(np.float32(exponent) * np.log(base))
+
+
+def sbx_crossover(genes: np.ndarray, rng: np.random.Generator, rate: float, eta: float) -> np.ndarray:
+    """Simulated binary crossover bounded to [0, 1] (Deb's NSGA-II `realcross`), as the released code.
+
+    Parents are shuffled into pairs; each pair crosses with probability `rate`; within a crossing
+    pair every gene crosses with probability 0.5 (and only if the parents differ there), and the two
+    children's values are swapped by a fair coin. With an odd count the unpaired parent is copied.
+    Children keep their parents' rows, so the output has the same shape as the input. Pairs are
+    processed a block at a time to bound the float32 temporaries for 256x256x3 genomes.
+    """
+    out = genes.copy()
+    flat = out.reshape(len(out), int(np.prod(out.shape[1:])))
+    perm = rng.permutation(len(out))
+    half = len(out) // 2
+    crossing = rng.random(half) < rate
+    first, second = perm[:half][crossing], perm[half : 2 * half][crossing]
+    block = max(1, SBX_BLOCK_GENES // max(flat.shape[1], 1))
+    for start in range(0, len(first), block):
+        rows_a, rows_b = first[start : start + block], second[start : start + block]
+        flat[rows_a], flat[rows_b] = _sbx_pairs(flat[rows_a], flat[rows_b], rng, eta)
+    return out
+
+
+def _sbx_pairs(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, eta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """SBX children of parent rows `a` and `b` (float32, same shape), gene by gene."""
+    chosen = rng.random(a.shape, dtype=np.float32) < 0.5
+    u = rng.random(a.shape, dtype=np.float32)
+    swap = rng.random(a.shape, dtype=np.float32) < 0.5
+    y1, y2 = np.minimum(a, b), np.maximum(a, b)
+    diff = y2 - y1
+    chosen &= diff > 0
+    diff[~chosen] = 1.0  # keeps the formulas finite where nothing crosses; those genes are not used
+    c1 = np.clip(0.5 * (y1 + y2 - _sbx_spread(1.0 + 2.0 * y1 / diff, u, eta) * diff), 0.0, 1.0)
+    c2 = np.clip(0.5 * (y1 + y2 + _sbx_spread(1.0 + 2.0 * (1.0 - y2) / diff, u, eta) * diff), 0.0, 1.0)
+    child_a = np.where(chosen, np.where(swap, c2, c1), a)
+    child_b = np.where(chosen, np.where(swap, c1, c2), b)
+    return child_a, child_b
+
+
+def _sbx_spread(beta: np.ndarray, u: np.ndarray, eta: float) -> np.ndarray:
+    """SBX spread factor beta_q for the bounded variant (alpha accounts for the distance to a bound)."""
+    alpha = 2.0 - _pow(beta, -(eta + 1.0))
+    inside = u <= 1.0 / alpha
+    base = np.where(inside, u * alpha, 1.0 / (2.0 - u * alpha))
+    return _pow(base, 1.0 / (eta + 1.0))
+
+
+def mutation_rate_at(rate: float, halving: int | None, generation: int) -> float:
+    """Per-gene mutation probability at `generation`: the paper halves it every `halving` generations.
+
+    `halving` of 0 or None keeps it fixed, as the released code does.
+    """
+    if not halving:
+        return rate
+    return rate * 0.5 ** (max(generation, 0) // halving)
+
+
+# ---------------------------------------------------------------- the encoding
+
+
+class DirectEncoding:
+    """Genome `{"genes": float32 [B, C, H, W] in [0, 1]}`; the image is the genes themselves."""
+
+    name = "direct"
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "resolution": 28,
+        "channels": 1,
+        "colour": "rgb",
+        "mutation_rate": 0.1,
+        "rate_halving": 1000,
+        "eta_m": 15.0,
+        "crossover": False,
+        "crossover_rate": 0.5,
+        "eta_c": 10.0,
+    }
+
+    def __init__(self, **options: Any) -> None:
+        opts = resolve_options(self.name, self.DEFAULTS, options)
+        self.resolution = as_int("resolution", opts["resolution"], 1)
+        self.channels = as_choice("channels", as_int("channels", opts["channels"], 1), (1, 3))
+        colour = as_choice("colour", opts["colour"], ("rgb", "hls"))
+        if colour == "hls" and self.channels != 3:
+            raise FoolbenchError("option colour='hls' needs channels=3")
+        halving = opts["rate_halving"]
+        self.options = {
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "colour": colour,
+            "mutation_rate": as_float("mutation_rate", opts["mutation_rate"], 0.0, 1.0),
+            "rate_halving": None if halving is None else as_int("rate_halving", halving, 0),
+            "eta_m": as_float("eta_m", opts["eta_m"], 0.0),
+            "crossover": as_bool("crossover", opts["crossover"]),
+            "crossover_rate": as_float("crossover_rate", opts["crossover_rate"], 0.0, 1.0),
+            "eta_c": as_float("eta_c", opts["eta_c"], 0.0),
+        }
+
+    def init(self, n: int, rng: np.random.Generator) -> Population:
+        """Uniform random genes in [0, 1) (the paper's random start, before scaling by 255)."""
+        shape = (n, self.channels, self.resolution, self.resolution)
+        return {"genes": rng.random(shape, dtype=np.float32)}
+
+    def vary(self, parents: Population, rng: np.random.Generator, generation: int) -> Population:
+        """Optional SBX crossover between shuffled parent pairs, then polynomial mutation of each child."""
+        opts = self.options
+        genes = parents["genes"].astype(np.float32, copy=False)
+        if opts["crossover"]:
+            genes = sbx_crossover(genes, rng, opts["crossover_rate"], opts["eta_c"])
+        else:
+            genes = genes.copy()
+        rate = mutation_rate_at(opts["mutation_rate"], opts["rate_halving"], generation)
+        flat = genes.reshape(-1)
+        idx = bernoulli_indices(flat.size, rate, rng)
+        flat[idx] = polynomial_mutation(flat[idx], rng.random(len(idx)), 0.0, 1.0, opts["eta_m"])
+        return {"genes": genes}
+
+    def render(self, pop: Population) -> np.ndarray:
+        """Images float32 `[B, C, H, W]` in [0, 1]: a copy of the genes, or their HLS->RGB conversion."""
+        genes = pop["genes"]
+        if self.options["colour"] == "hls":
+            return hls_to_rgb(genes)
+        return genes.astype(np.float32, copy=True)

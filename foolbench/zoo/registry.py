@@ -1,0 +1,201 @@
+"""The zoo: the reference models of the paper, each built into an ONNX file with its model card.
+
+This module stays import-light (no torch), so that `foolbench zoo list` is instant; the builders
+are imported only when a model is built. Seed twins of the trained MNIST models are named
+`lenet-mnist-s1`, `lenet-mnist-s2`, ...: same recipe, different initialisation and data order,
+for the paper's transfer experiment. `lenet-mnist` itself is seed 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from foolbench.errors import FoolbenchError
+from foolbench.io import write_text
+
+if TYPE_CHECKING:  # kept out of the import path: foolbench.models imports torch
+    import numpy as np
+    import torch
+
+    from foolbench.models.card import ModelCard
+
+TORCHVISION_URLS = {
+    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
+}
+OFFLINE_ENV = "FOOLBENCH_OFFLINE"
+ZOO_ENV = "FOOLBENCH_ZOO"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dataset: str
+    description: str
+    kind: str  # "mnist" (trained here), "efficientnet" (weights in a pip package), "torchvision"
+
+    @property
+    def weights_url(self) -> str | None:
+        return TORCHVISION_URLS.get(self.name)
+
+
+ENTRIES = {
+    e.name: e
+    for e in (
+        Entry("lenet-mnist", "mnist", "Caffe's LeNet, the paper's MNIST network, trained here", "mnist"),
+        Entry("mlp-mnist", "mnist", "MLP 784-512-512-10, a second MNIST architecture for transfer", "mnist"),
+        Entry(
+            "efficientnet-lite0", "imagenet", "EfficientNet-Lite0, ImageNet weights from PyPI", "efficientnet"
+        ),
+        Entry(
+            "efficientnet-lite1", "imagenet", "EfficientNet-Lite1, ImageNet weights from PyPI", "efficientnet"
+        ),
+        Entry(
+            "efficientnet-lite2", "imagenet", "EfficientNet-Lite2, ImageNet weights from PyPI", "efficientnet"
+        ),
+        Entry("alexnet", "imagenet", "torchvision AlexNet, as fooled in the paper", "torchvision"),
+        Entry("googlenet", "imagenet", "torchvision GoogLeNet, as fooled in the paper", "torchvision"),
+    )
+}
+ZOO_NAMES = tuple(ENTRIES)
+_NEEDS = {
+    "mnist": "nothing (trains on the CPU, ~15 s)",
+    "efficientnet": "nothing (weights in a pip package)",
+    "torchvision": "internet or --weights FILE",
+}
+
+
+@dataclass
+class Built:
+    """What a builder hands back: the module to export, its card and what the model card page says."""
+
+    module: torch.nn.Module  # in eval mode
+    card: ModelCard
+    example: torch.Tensor  # preprocessed input the ONNX file is checked on
+    summary: str
+    how: list[str] = field(default_factory=list)
+    check: Callable[[np.ndarray], None] | None = (
+        None  # gets the ONNX probabilities on `example`; raises to fail
+    )
+
+
+def zoo_dir() -> Path:
+    """Where built models live: $FOOLBENCH_ZOO, else ./zoo (the repository's zoo/ from its root)."""
+    return Path(os.environ.get(ZOO_ENV) or "zoo")
+
+
+def list_zoo(out_dir: str | Path | None = None) -> list[dict]:
+    """One row per zoo model: what it is, what building it needs, and whether it is built already."""
+    folder = Path(out_dir) if out_dir else zoo_dir()
+    return [
+        {
+            "name": e.name,
+            "dataset": e.dataset,
+            "description": e.description,
+            "needs": _NEEDS[e.kind],
+            "needs_internet_or_weights": e.kind == "torchvision",
+            "weights_url": e.weights_url,
+            "path": str(folder / f"{e.name}.onnx"),
+            "built": (folder / f"{e.name}.onnx").is_file(),
+        }
+        for e in ENTRIES.values()
+    ]
+
+
+def resolve(name: str, seed: int = 0) -> tuple[Entry, int, str]:
+    """(entry, seed, file stem) for a zoo name, seed twins (`lenet-mnist-s3`) included."""
+    twin = re.fullmatch(r"(.+)-s(\d+)", name)
+    if twin and twin[1] in ENTRIES and ENTRIES[twin[1]].kind == "mnist":
+        name, name_seed = twin[1], int(twin[2])
+        if seed not in (0, name_seed):
+            raise FoolbenchError(
+                f"the name {twin[0]} says seed {name_seed} but --seed is {seed}; give only one"
+            )
+        seed = name_seed
+    if name not in ENTRIES:
+        raise FoolbenchError(
+            f"unknown zoo model '{name}'; known: {', '.join(ZOO_NAMES)} (and seed twins such as lenet-mnist-s1)"
+        )
+    entry = ENTRIES[name]
+    if seed < 0 or (seed and entry.kind != "mnist"):
+        raise FoolbenchError(
+            f"--seed {seed}: only the trained MNIST models take a seed (a whole number >= 0)"
+        )
+    return entry, seed, name if seed == 0 else f"{name}-s{seed}"
+
+
+def build(
+    name: str,
+    out_dir: str | Path | None = None,
+    data: str | Path | None = None,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Build zoo model `name` into OUT/STEM.onnx plus the human-readable OUT/STEM.md; returns the .onnx path."""
+    entry, seed, stem = resolve(name, seed)
+    if data is not None and entry.kind != "mnist":
+        raise FoolbenchError(f"--data is for the MNIST models; {entry.name} does not train")
+    if weights is not None and entry.kind != "torchvision":
+        raise FoolbenchError(f"--weights is for alexnet and googlenet; {entry.name} brings its own")
+    path = (Path(out_dir) if out_dir else zoo_dir()) / f"{stem}.onnx"
+    _say(progress, f"building {stem} ...")
+    start = time.perf_counter()
+    built = _run_builder(entry, seed, data, weights, progress)
+    built.card.name = stem
+    built.card.extra["rebuild"] = _rebuild_command(stem, data, weights)
+    from foolbench.zoo.export import export_onnx
+
+    export_onnx(built.module, path, built.card, built.example, built.check)
+    seconds = time.perf_counter() - start
+    from foolbench.zoo.cardmd import render_card_md
+
+    write_text(path.with_suffix(".md"), render_card_md(path, built, seconds))
+    _say(progress, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
+    return path
+
+
+def ensure(name: str, out_dir: str | Path | None = None) -> Path:
+    """The built model file, building it first if it is not there yet (models are built on first use)."""
+    _, _, stem = resolve(name)
+    path = (Path(out_dir) if out_dir else zoo_dir()) / f"{stem}.onnx"
+    return path if path.is_file() else build(name, out_dir=out_dir)
+
+
+def downloads_allowed() -> bool:
+    """False when $FOOLBENCH_OFFLINE is set (to anything but 0): nothing is fetched, errors come at once."""
+    return os.environ.get(OFFLINE_ENV, "0") in ("", "0")
+
+
+def _run_builder(entry: Entry, seed: int, data, weights, progress: bool) -> Built:
+    if entry.kind == "mnist":
+        from foolbench.zoo.mnist_models import build_mnist
+
+        return build_mnist(entry.name, seed, data, progress)
+    from foolbench.zoo import imagenet
+
+    if entry.kind == "efficientnet":
+        return imagenet.build_efficientnet(entry.name, progress)
+    return imagenet.build_torchvision(entry.name, weights, progress)
+
+
+def _rebuild_command(stem: str, data, weights) -> str:
+    """The command that rebuilds the same model; where it is written (--out) is not part of the model."""
+    parts = ["foolbench", "zoo", "build", stem]
+    for flag, value in (("--data", data), ("--weights", weights)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
