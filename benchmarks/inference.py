@@ -46,11 +46,14 @@ def main(quick: bool) -> None:
             feed = {model.input_name: x}
             xt = torch.from_numpy(x)
 
-            def eager(xt=xt):
+            def eager(xt=xt, net=net):
                 with torch.no_grad():
                     net(xt)
 
-            ort_rate = best_rate(lambda feed=feed: model.session.run(None, feed), batch, min_seconds=seconds)
+            def ort(feed=feed, session=model.session):
+                session.run(None, feed)
+
+            ort_rate = best_rate(ort, batch, min_seconds=seconds)
             torch_rate = best_rate(eager, batch, min_seconds=seconds)
             rows[f"{name}@{batch}"] = {
                 "model": name,

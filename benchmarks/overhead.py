@@ -29,9 +29,9 @@ CASES = [
 
 def bare_session(model, batch: int):
     """The raw onnxruntime call on a prepared input: the ceiling for any attack."""
-    from foolbench.models.preprocess import preprocess
-
     import torch
+
+    from foolbench.models.preprocess import preprocess
 
     h, w = model.spec.size
     x = np.random.default_rng(0).random((batch, model.spec.channels, h, w), dtype=np.float32)

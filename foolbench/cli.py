@@ -38,6 +38,7 @@ def model_options(f):
         click.option(
             "--crop", type=click.Choice(["center", "ten"]), help="Centre crop or the paper's 10 crops."
         ),
+        click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 256)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -64,11 +65,15 @@ def collect_model_options(kw: dict) -> dict:
         "crop": kw.pop("crop"),
     }
     labels = kw.pop("labels")
-    return {
+    options = {
         "arch": kw.pop("arch"),
         "labels": str(Path(labels).resolve()) if labels else None,
         "overrides": {k: v for k, v in overrides.items() if v is not None},
     }
+    batch_size = kw.pop("batch_size")
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    return options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,9 +169,7 @@ def _default_attacks(models: list[str], model_opts: dict) -> tuple[str, ...]:
     """The MNIST presets for grey models, the ImageNet presets for colour ones."""
     from foolbench.models import load_model
 
-    m = load_model(
-        models[0], arch=model_opts["arch"], labels=model_opts["labels"], overrides=model_opts["overrides"]
-    )
+    m = load_model(models[0], **model_opts)
     dataset = (m.card.dataset or "").lower()
     if dataset not in DEFAULT_ATTACKS:
         dataset = "mnist" if m.spec.channels == 1 else "imagenet"

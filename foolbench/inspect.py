@@ -24,9 +24,7 @@ def probe_image(channels: int) -> tuple[str, np.ndarray]:
 def inspect_model(spec: str, options: dict) -> str:
     from foolbench.models import load_model
 
-    model = load_model(
-        spec, arch=options.get("arch"), labels=options.get("labels"), overrides=options.get("overrides")
-    )
+    model = load_model(spec, **options)
     d = model.describe()
     inp = d["input"]
     lines = [

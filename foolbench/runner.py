@@ -30,6 +30,7 @@ from foolbench import __version__
 from foolbench.encodings import make_encoding
 from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
+from foolbench.models.base import DEFAULT_BATCH
 from foolbench.presets import Preset, load_preset, parse_classes, preset_from_dict
 from foolbench.report.gallery import gallery, load_png, percent, safe_name, save_png
 from foolbench.search.archive import confidence_stats
@@ -131,16 +132,11 @@ def _preset_tables(d: dict) -> dict:
 def _load(specs: list[str], preset: Preset, options: dict):
     from foolbench.models import load_models
 
-    overrides = dict(options.get("overrides") or {})
-    if "crop" in preset.evaluation and "crop" not in overrides:
-        overrides["crop"] = preset.evaluation["crop"]
-    return load_models(
-        specs,
-        arch=options.get("arch"),
-        labels=options.get("labels"),
-        overrides=overrides,
-        batch_size=preset.evaluation.get("batch_size", 256),
-    )
+    """Load the models as the user described them; the preset's evaluation settings fill the gaps."""
+    options = {"overrides": {}, **options}
+    options["overrides"] = {k: v for k, v in preset.evaluation.items() if k == "crop"} | options["overrides"]
+    options.setdefault("batch_size", preset.evaluation.get("batch_size", DEFAULT_BATCH))
+    return load_models(specs, **options)
 
 
 def _members(specs, model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -118,9 +120,9 @@ def test_torchscript_and_state_dict_and_factory_agree(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     torch.save(net.state_dict(), weights)
     (tmp_path / "w.toml").write_text(card)
+    tests_dir = str(Path(__file__).parent)
     (tmp_path / "userarch.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom conftest import tiny\n\ndef make():\n    return tiny()\n"
-        % str(__import__("pathlib").Path(__file__).parent)
+        f"import sys\nsys.path.insert(0, {tests_dir!r})\nfrom conftest import tiny\n\ndef make():\n    return tiny()\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     expected = torch_probs(net, x)

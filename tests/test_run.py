@@ -169,3 +169,28 @@ def test_out_folder_that_is_not_empty_is_refused(tiny_model, tmp_path):
     )
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("case", ["missing", "not-onnx", "truncated", "zoo-name", "bad-arch", "labels"])
+def test_bad_models_fail_in_one_line_from_the_cli(tiny_model, tmp_path, case):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model" * 50)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny_model.read_bytes()[:3000])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("only\ntwo\n")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    args = {
+        "missing": [tmp_path / "nope.onnx"],
+        "not-onnx": [junk],
+        "truncated": [cut],
+        "zoo-name": ["lenet-mnits"],
+        "bad-arch": [weights, "--arch", "nowhere.at_all:make"],
+        "labels": [tiny_model, "--labels", labels],
+    }[case]
+    proc = foolbench("models", "inspect", *args, check=False, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("foolbench: error:")
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.onnx", "junk.onnx", "labels.txt", "w.pth"]

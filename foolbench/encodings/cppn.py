@@ -231,6 +231,10 @@ def delete_node(pop: Population, rows: np.ndarray, rng: np.random.Generator, fir
 
 # ---------------------------------------------------------------- rendering
 
+X, Y, D, BIAS = range(N_INPUTS)
+IDENTITY = ACTIVATIONS.index("identity")
+Edges = tuple[np.ndarray, ...]
+
 
 def input_planes(resolution: int, coordinates: str) -> torch.Tensor:
     """The 4 input rows `[4, resolution**2]` float64: x (along width), y (along height), d, bias.
@@ -248,7 +252,7 @@ def input_planes(resolution: int, coordinates: str) -> torch.Tensor:
     return planes.reshape(N_INPUTS, -1)
 
 
-def edge_list(conn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def edge_list(conn: np.ndarray) -> Edges:
     """All connections of `conn [P, N, N]` as (genome, dst, src), sorted by (genome, dst, src).
 
     `flatnonzero` + `divmod` is several times faster than a 3-d `nonzero` on these sparse masks.
@@ -259,14 +263,12 @@ def edge_list(conn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return genome, dst, src
 
 
-def needed_nodes(
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray], shape: tuple[int, int], n_out: int
-) -> np.ndarray:
+def needed_nodes(edges: Edges, shape: tuple[int, int], n_out: int) -> np.ndarray:
     """`[P, N]` bool: the outputs and every node with a path to an output (inputs excluded).
 
-    Mutation leaves many hidden nodes dangling (their paths to the outputs deleted, 80% of them in
-    a long run); they cannot change the image, so they are not computed. Found by walking the edge
-    list backwards from the outputs, one step per sweep (as many sweeps as the longest path).
+    Mutation leaves many hidden nodes dangling (their paths to the outputs deleted: 80% of them after
+    150 generations); they cannot change the image, so they are not computed. Found by walking the
+    edge list backwards from the outputs, one step per sweep (as many sweeps as the longest path).
     """
     genome, dst, src = edges
     dst_flat, src_flat = genome * shape[1] + dst, genome * shape[1] + src
@@ -283,28 +285,40 @@ def needed_nodes(
     return need
 
 
-def node_depth(edges: tuple[np.ndarray, np.ndarray, np.ndarray], computing: np.ndarray) -> np.ndarray:
-    """Evaluation level `[P, N]` of the `computing` nodes: 1 + max level of their sources; others 0.
+def relax(edges: Edges, values: np.ndarray, reduce: np.ufunc, step: int = 0) -> np.ndarray:
+    """In place, repeat `values[dst] = reduce(values[src] over dst's incoming edges) + step` until stable.
 
-    Nodes of one level depend only on lower levels, so a whole level of a whole chunk of genomes is
-    one batched gather-and-sum. `edges` (sorted by genome and dst, see `edge_list`) must include every
-    connection into a computing node and come only from inputs or computing nodes. Found by relaxation
-    over the edge list; it converges after (longest path) sweeps because the graph is acyclic.
+    `edges` (genome, dst, src) must be sorted by (genome, dst), as `edge_list` gives them. Sweeps run
+    over the whole edge list at once; as the graph is acyclic, (longest path + 1) sweeps suffice.
     """
-    depth = computing.astype(np.int32)
     genome, dst, src = edges
     if not len(genome):
-        return depth
-    dst_flat, src_flat = genome * depth.shape[1] + dst, genome * depth.shape[1] + src
+        return values
+    dst_flat, src_flat = genome * values.shape[1] + dst, genome * values.shape[1] + src
     starts = np.flatnonzero(np.diff(dst_flat, prepend=-1))
     targets = dst_flat[starts]
-    flat = depth.reshape(-1)
+    flat = values.reshape(-1)
     while True:
-        new = np.maximum.reduceat(flat[src_flat], starts) + 1
+        new = reduce.reduceat(flat[src_flat], starts) + step
         if np.array_equal(new, flat[targets]):
-            break
+            return values
         flat[targets] = new
-    return depth
+
+
+def node_depth(edges: Edges, computing: np.ndarray) -> np.ndarray:
+    """Evaluation level `[P, N]` of the `computing` nodes, 1 + max level of their sources; others 0.
+
+    Nodes of one level depend only on lower levels, so a whole level of a chunk of genomes is one
+    batched gather-and-sum. `edges` (sorted, see `relax`) are the connections into computing nodes.
+    """
+    return relax(edges, computing.astype(np.int32), np.maximum, 1)
+
+
+def input_dependence(edges: Edges, shape: tuple[int, int]) -> np.ndarray:
+    """`[P, N]` bit mask of the inputs each node depends on: 1 x, 2 y, 4 d (0: a constant node)."""
+    uses = np.zeros(shape, dtype=np.int8)
+    uses[:, [X, Y, D]] = [1, 2, 4]
+    return relax(edges, uses, np.bitwise_or)
 
 
 def render_outputs(
@@ -317,59 +331,131 @@ def render_outputs(
 ) -> np.ndarray:
     """Output-node images `[P, n_out, R, R]` float32, each pixel clip(|output|, 0, 1) as in the paper.
 
-    Only nodes with a path to an output are computed. Genomes are grouped into chunks whose node
-    values (one row of R*R pixels per node) fit in `budget_bytes`. Node values are computed in
-    `dtype`: float32 is plenty for 8-bit images; float64 exists so the tests can check the algorithm
-    exactly against a float64 reference.
+    Only the nodes with a path to an output matter. Those that depend on no input but the bias
+    (constants), or on x only, or on y only, vary along one image axis at most: they are computed on a
+    single line of R pixels, in float64. Constants are then folded into the bias weights of the nodes
+    they feed, and line nodes that feed a full node or are outputs are broadcast to full rows.
+
+    The other nodes are computed on all R*R pixels, in `dtype`, by chunks of genomes whose rows fit
+    in `budget_bytes`. float32 is plenty for 8-bit images; float64 exists so the tests can check the
+    algorithm exactly against a float64 reference.
     """
-    act = pop["act"]
+    act, shape = pop["act"], pop["act"].shape
     edges = edge_list(pop["conn"])
-    need = needed_nodes(edges, act.shape, n_out)
+    need = needed_nodes(edges, shape, n_out)
     keep = need[edges[0], edges[1]]
     edges = tuple(column[keep] for column in edges)
-    depth = node_depth(edges, need)
-    weights = pop["weight"][edges].astype(np.float64)
-    weights[act[edges[0], edges[1]] == IDENTITY] /= 3.0  # see `_activate`
-    inputs = input_planes(resolution, coordinates).to(dtype)
-    pixels = inputs.shape[1]
-    rows_per_genome = need.sum(axis=1)
-    row_bytes = pixels * inputs.element_size()
+    weight = pop["weight"][edges].astype(np.float64)
+    weight[act[edges[0], edges[1]] == IDENTITY] /= 3.0  # see `_activate`
+    uses = input_dependence(edges, shape)
+    line = need & ((uses == 0) | (uses == 1) | (uses == 2))
+    planes = input_planes(resolution, coordinates)
+    lines, line_row = _render_lines(line, act, edges, weight, planes.view(N_INPUTS, resolution, resolution))
+
+    # Edges into full nodes: constant sources (and the bias) folded into one bias edge per node.
+    value = np.zeros(shape)
+    value[:, BIAS] = 1.0
+    constant = need & (uses == 0)
+    value[constant] = lines[line_row[constant], 0].numpy()
+    full = need & ~line
+    into_full = full[edges[0], edges[1]]
+    genome, dst, src, weight = (column[into_full] for column in (*edges, weight))
+    folded = (src == BIAS) | constant[genome, src]
+    bias = np.bincount(
+        (genome * shape[1] + dst)[folded],
+        weights=weight[folded] * value[genome, src][folded],
+        minlength=need.size,
+    )
+    bias_genome, bias_dst = np.divmod(np.flatnonzero(bias), shape[1])
+    genome, dst, src, weight = (column[~folded] for column in (genome, dst, src, weight))
+    depth = node_depth((genome, dst, src), full)
+    shown = np.zeros(shape, dtype=bool)  # line nodes needed as full rows
+    shown[genome, src] = True
+    shown[:, N_INPUTS : N_INPUTS + n_out] = True
+    shown &= line
+    sort = np.argsort(np.concatenate([genome, bias_genome]), kind="stable")
+    edges = tuple(
+        np.concatenate(pair)[sort]
+        for pair in (
+            (genome, bias_genome),
+            (dst, bias_dst),
+            (src, np.full(len(bias_genome), BIAS)),
+            (weight, bias[bias_genome * shape[1] + bias_dst]),
+        )
+    )
+
+    pixels = resolution * resolution
+    row_bytes = pixels * dtype.itemsize
+    rows_per_genome = full.sum(axis=1) + shown.sum(axis=1)
     max_rows = max(budget_bytes // row_bytes, N_INPUTS + int(rows_per_genome.max(initial=0)))
     out = _empty((len(need), n_out, pixels), dtype)
     buffer = _empty((min(max_rows, N_INPUTS + int(rows_per_genome.sum())), pixels), dtype)
-    buffer[:N_INPUTS] = inputs
+    buffer[:N_INPUTS] = planes
     genomes = np.arange(len(need) + 1)
-    node_genome, node_slot = np.divmod(np.flatnonzero(need), need.shape[1])
-    node_bounds, edge_bounds = np.searchsorted(node_genome, genomes), np.searchsorted(edges[0], genomes)
+    by_genome = [
+        (*np.divmod(np.flatnonzero(mask), shape[1]),)
+        for mask in (shown & (uses != 2), shown & (uses == 2), full)  # along x, along y, full
+    ]
+    bounds = [np.searchsorted(nodes[0], genomes) for nodes in by_genome]
+    edge_bounds = np.searchsorted(edges[0], genomes)
     for start, stop in _chunks(rows_per_genome, max_rows - N_INPUTS):
-        nodes, links = (
-            slice(node_bounds[start], node_bounds[stop]),
-            slice(edge_bounds[start], edge_bounds[stop]),
-        )
-        genome, slot = node_genome[nodes] - start, node_slot[nodes]
-        key = depth[start:stop][genome, slot] * len(ACTIVATIONS) + act[start:stop][genome, slot]
-        row_of = _evaluate(
-            (genome, slot, key),
-            (edges[0][links] - start, edges[1][links], edges[2][links], weights[links]),
-            (stop - start, need.shape[1]),
-            buffer,
-        )
+        row_of = _input_rows((stop - start, shape[1]))
+        first = N_INPUTS
+        for axis, (node_genome, node_slot), bound in zip(("x", "y"), by_genome[:2], bounds[:2], strict=True):
+            part = slice(bound[start], bound[stop])
+            node_genome, node_slot = node_genome[part], node_slot[part]
+            count = len(node_genome)
+            row_of[node_genome - start, node_slot] = np.arange(first, first + count)
+            values = lines[torch.from_numpy(line_row[node_genome, node_slot])]
+            values = values[:, None, :] if axis == "x" else values[:, :, None]
+            buffer[first : first + count].view(count, resolution, resolution).copy_(values)
+            first += count
+        part = slice(bounds[2][start], bounds[2][stop])
+        node_genome, node_slot = by_genome[2][0][part], by_genome[2][1][part]
+        key = depth[node_genome, node_slot] * len(ACTIVATIONS) + act[node_genome, node_slot]
+        links = slice(edge_bounds[start], edge_bounds[stop])
+        chunk_edges = (edges[0][links] - start, *(column[links] for column in edges[1:]))
+        _evaluate((node_genome - start, node_slot, key), chunk_edges, row_of, first, buffer)
         rows = torch.from_numpy(row_of[:, N_INPUTS : N_INPUTS + n_out].reshape(-1))
         torch.index_select(buffer, 0, rows, out=out[start:stop].view(-1, pixels))
     out.abs_().clamp_(max=1.0)
     return out.numpy().astype(np.float32, copy=False).reshape(len(need), n_out, resolution, resolution)
 
 
-IDENTITY = ACTIVATIONS.index("identity")
+def _render_lines(
+    line: np.ndarray, act: np.ndarray, edges: Edges, weight: np.ndarray, grid: torch.Tensor
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Values of the `line` nodes (no input but x or y) on one line of pixels, float64 `[rows, R]`.
+
+    Row 0 holds x along the width, row 1 y along the height (what x-only and y-only nodes see), row 3
+    the bias. Returns the rows and the row of every node `[P, N]`.
+    """
+    on_line = line[edges[0], edges[1]]
+    genome, dst, src, weight = (column[on_line] for column in (*edges, weight))
+    node_genome, node_slot = np.divmod(np.flatnonzero(line), line.shape[1])
+    depth = node_depth((genome, dst, src), line)
+    key = depth[node_genome, node_slot] * len(ACTIVATIONS) + act[node_genome, node_slot]
+    lines = torch.zeros((N_INPUTS + len(key), grid.shape[1]), dtype=torch.float64)
+    lines[X], lines[Y], lines[BIAS] = grid[X, 0], grid[Y, :, 0], 1.0
+    row_of = _input_rows(line.shape)
+    _evaluate((node_genome, node_slot, key), (genome, dst, src, weight), row_of, N_INPUTS, lines)
+    return lines, row_of
+
+
+def _input_rows(shape: tuple[int, int]) -> np.ndarray:
+    """A `[P, N]` node -> buffer row table with the 4 inputs in rows 0-3."""
+    row_of = np.zeros(shape, dtype=np.int64)
+    row_of[:, :N_INPUTS] = np.arange(N_INPUTS)
+    return row_of
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor in memory from numpy, whose allocator asks Linux for huge pages.
 
-    Touching a fresh 240 MB of torch.empty (400 images 224x224x3) page-faults 4 kB at a time, which
-    cost ~4x longer than filling it; numpy's huge pages make that nearly free.
+    A fresh 240 MB of torch.empty (400 images 224x224x3) page-faults 4 kB at a time when first
+    written, ~4x slower than the writing itself; numpy's huge pages make that nearly free.
     """
-    return torch.from_numpy(np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
+    return torch.from_numpy(np.empty(shape, dtype=np.float64 if dtype == torch.float64 else np.float32))
 
 
 def _chunks(rows_per_genome: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
@@ -386,29 +472,27 @@ def _chunks(rows_per_genome: np.ndarray, max_rows: int) -> list[tuple[int, int]]
 def _evaluate(
     nodes: tuple[np.ndarray, np.ndarray, np.ndarray],
     edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    shape: tuple[int, int],
+    row_of: np.ndarray,
+    first: int,
     buffer: torch.Tensor,
-) -> np.ndarray:
-    """Evaluate one chunk of genomes into `buffer`; returns the buffer row of every slot `[P, N]`.
+) -> None:
+    """Compute `nodes` into `buffer` rows from `first` on, recording their rows in `row_of [P, N]`.
 
-    `nodes` (genome, slot, level * 4 + activation) are the nodes to compute, `edges` (genome, dst,
-    src, weight) the connections into them. They become rows of `buffer` after the 4 shared input
-    rows, sorted by (level, activation). A level is one gather-and-weighted-sum of rows below it
-    (`embedding_bag`, in effect a sparse CSR times dense product); each activation then writes a
-    contiguous block of rows.
+    `nodes` (genome, slot, level * 4 + activation) are sorted by key into consecutive rows; `edges`
+    (genome, dst, src, weight) are all the connections into them, from rows already in `row_of`. A
+    level is one gather-and-weighted-sum of rows below it (`embedding_bag`, in effect a sparse CSR
+    times dense product); each activation then writes a contiguous block of rows.
     """
     genome, slot, key = nodes
     sort = np.argsort(key, kind="stable")
     key = key[sort]
-    row_of = np.zeros(shape, dtype=np.int64)
-    row_of[:, :N_INPUTS] = np.arange(N_INPUTS)
-    row_of[genome[sort], slot[sort]] = np.arange(N_INPUTS, N_INPUTS + len(key))
+    row_of[genome[sort], slot[sort]] = np.arange(first, first + len(key))
     e_genome, e_dst, e_src, e_weight = edges
     dst = row_of[e_genome, e_dst]
     by_dst = np.argsort(dst, kind="stable")
     src = torch.from_numpy(row_of[e_genome, e_src][by_dst])
     values = torch.from_numpy(e_weight[by_dst]).to(buffer.dtype)
-    bounds = np.searchsorted(dst[by_dst], np.arange(N_INPUTS, N_INPUTS + len(key) + 1))
+    bounds = np.searchsorted(dst[by_dst], np.arange(first, first + len(key) + 1))
     offsets = torch.from_numpy(bounds)
     groups = np.flatnonzero(np.diff(key, prepend=-1, append=-1))  # runs of equal key, then len(key)
     group_key = key[groups[:-1]]
@@ -416,22 +500,17 @@ def _evaluate(
     groups, group_key, levels = groups.tolist(), group_key.tolist(), levels.tolist()
     for level_begin, level_end in zip(levels[:-1], levels[1:], strict=True):
         begin, end = groups[level_begin], groups[level_end]
-        first, last = int(bounds[begin]), int(bounds[end])
+        low, high = int(bounds[begin]), int(bounds[end])
         total = torch.nn.functional.embedding_bag(
-            src[first:last],
-            buffer[: N_INPUTS + begin],
-            offsets[begin:end] - first,
+            src[low:high],
+            buffer[: first + begin],
+            offsets[begin:end] - low,
             mode="sum",
-            per_sample_weights=values[first:last],
+            per_sample_weights=values[low:high],
         )
         for group in range(level_begin, level_end):
             lo, hi = groups[group], groups[group + 1]
-            _activate(
-                total[lo - begin : hi - begin],
-                buffer[N_INPUTS + lo : N_INPUTS + hi],
-                group_key[group] % len(ACTIVATIONS),
-            )
-    return row_of
+            _activate(total[lo - begin : hi - begin], buffer[first + lo : first + hi], group_key[group] % 4)
 
 
 def _activate(total: torch.Tensor, out: torch.Tensor, activation: int) -> None:
