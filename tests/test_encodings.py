@@ -2,7 +2,6 @@
 
 import colorsys
 import json
-import time
 
 import numpy as np
 import pytest
@@ -329,6 +328,21 @@ def test_cppn_render_without_any_hidden_node_and_empty_networks() -> None:
     np.testing.assert_allclose(encoding.render(pop), expected, atol=1e-5, rtol=0)
 
 
+def test_cppn_render_restores_torch_threads_and_does_not_depend_on_them() -> None:
+    encoding = make_encoding("cppn", resolution=10)  # small: rendered on one thread, then restored
+    pop = evolve(encoding, 12, 20)
+    before = torch.get_num_threads()
+    try:
+        images = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            images[threads] = encoding.render(pop)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(images[1], images[2])
+
+
 def test_cppn_render_rejects_a_population_of_another_shape() -> None:
     pop = make_encoding("cppn", max_hidden=8).init(2, np.random.default_rng(0))
     with pytest.raises(FoolbenchError, match="max_hidden"):
@@ -357,30 +371,3 @@ def test_concat_refuses_different_encodings() -> None:
     cppn = make_encoding("cppn", resolution=4).init(2, np.random.default_rng(0))
     with pytest.raises(FoolbenchError):
         concat([direct, cppn])
-
-
-# ---------------------------------------------------------------- overhead report (printed, not asserted)
-
-
-def test_report_cppn_overhead(capsys) -> None:
-    encoding = make_encoding("cppn", resolution=28)
-    rng = np.random.default_rng(0)
-    pop = evolve(encoding, 200, 50)
-    lines = [_timed(encoding, pop, rng, "200 genomes 28x28 after 50 generations")]
-    large = make_encoding("cppn", resolution=224, channels=3)
-    pop = evolve(large, 400, 50)
-    lines.append(_timed(large, pop, rng, "400 genomes 224x224x3 after 50 generations"))
-    with capsys.disabled():
-        print("\nCPPN overhead: " + "; ".join(lines))
-
-
-def _timed(encoding, pop: dict[str, np.ndarray], rng: np.random.Generator, label: str) -> str:
-    """One render and one vary of `pop`, timed with a wall clock."""
-    start = time.perf_counter()
-    encoding.render(pop)
-    render = time.perf_counter() - start
-    start = time.perf_counter()
-    encoding.vary(pop, rng, 50)
-    vary = time.perf_counter() - start
-    hidden = pop["alive"][:, N_INPUTS + encoding.channels :].sum(axis=1).mean()
-    return f"{label} (mean {hidden:.1f} hidden): render {render * 1e3:.0f} ms, vary {vary * 1e3:.1f} ms"

@@ -13,6 +13,8 @@ A connection src->dst may exist only if `order[src] < order[dst]`, which makes e
 feed-forward by construction: inputs are sources, outputs are sinks, cycles cannot form.
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +36,8 @@ N_INPUTS = 4
 ACTIVATIONS = ("sine", "sigmoid", "gaussian", "identity")
 NO_ACTIVATION = -1
 RENDER_BUDGET_BYTES = 64 * 2**20
+# Renders with fewer (needed nodes x pixels) than this run on one torch thread (see `render_outputs`).
+SERIAL_RENDER_ELEMENTS = 2**23
 KEYS = ("alive", "act", "conn", "weight", "order")
 
 
@@ -339,10 +343,45 @@ def render_outputs(
     The other nodes are computed on all R*R pixels, in `dtype`, by chunks of genomes whose rows fit
     in `budget_bytes`. float32 is plenty for 8-bit images; float64 exists so the tests can check the
     algorithm exactly against a float64 reference.
+
+    A small render (MNIST-sized: a few ms of work in ~100 small torch ops) runs on one torch thread:
+    two threads gain little there, and when the cores are busy (other processes, or other thread
+    pools in this one) every multi-threaded op can wait milliseconds for a descheduled thread, which
+    made such renders 10-100x slower. The thread setting is restored on return.
     """
-    act, shape = pop["act"], pop["act"].shape
     edges = edge_list(pop["conn"])
-    need = needed_nodes(edges, shape, n_out)
+    need = needed_nodes(edges, pop["act"].shape, n_out)
+    serial = int(need.sum()) * resolution**2 < SERIAL_RENDER_ELEMENTS
+    with _one_thread() if serial else contextlib.nullcontext():
+        return _render(pop, edges, need, resolution, coordinates, n_out, budget_bytes, dtype)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _render(
+    pop: Population,
+    edges: Edges,
+    need: np.ndarray,
+    resolution: int,
+    coordinates: str,
+    n_out: int,
+    budget_bytes: int,
+    dtype: torch.dtype,
+) -> np.ndarray:
+    """`render_outputs` given the population's `edge_list` and `needed_nodes`."""
+    act, shape = pop["act"], pop["act"].shape
     keep = need[edges[0], edges[1]]
     edges = tuple(column[keep] for column in edges)
     weight = pop["weight"][edges].astype(np.float64)
@@ -351,75 +390,68 @@ def render_outputs(
     line = need & ((uses == 0) | (uses == 1) | (uses == 2))
     planes = input_planes(resolution, coordinates)
     lines, line_row = _render_lines(line, act, edges, weight, planes.view(N_INPUTS, resolution, resolution))
-
-    # Edges into full nodes: constant sources (and the bias) folded into one bias edge per node.
-    value = np.zeros(shape)
-    value[:, BIAS] = 1.0
-    constant = need & (uses == 0)
-    value[constant] = lines[line_row[constant], 0].numpy()
     full = need & ~line
-    into_full = full[edges[0], edges[1]]
-    genome, dst, src, weight = (column[into_full] for column in (*edges, weight))
-    folded = (src == BIAS) | constant[genome, src]
-    bias = np.bincount(
-        (genome * shape[1] + dst)[folded],
-        weights=weight[folded] * value[genome, src][folded],
-        minlength=need.size,
-    )
-    bias_genome, bias_dst = np.divmod(np.flatnonzero(bias), shape[1])
-    genome, dst, src, weight = (column[~folded] for column in (genome, dst, src, weight))
-    depth = node_depth((genome, dst, src), full)
-    shown = np.zeros(shape, dtype=bool)  # line nodes needed as full rows
-    shown[genome, src] = True
+    edges = _fold_constants(full, need & (uses == 0), edges, weight, lines[line_row, 0].numpy())
+    depth = node_depth(edges[:3], full)
+    shown = np.zeros(shape, dtype=bool)  # line nodes needed as full rows: sources of full nodes, outputs
+    shown[edges[0], edges[2]] = True
     shown[:, N_INPUTS : N_INPUTS + n_out] = True
     shown &= line
-    sort = np.argsort(np.concatenate([genome, bias_genome]), kind="stable")
-    edges = tuple(
-        np.concatenate(pair)[sort]
-        for pair in (
-            (genome, bias_genome),
-            (dst, bias_dst),
-            (src, np.full(len(bias_genome), BIAS)),
-            (weight, bias[bias_genome * shape[1] + bias_dst]),
-        )
-    )
 
     pixels = resolution * resolution
-    row_bytes = pixels * dtype.itemsize
     rows_per_genome = full.sum(axis=1) + shown.sum(axis=1)
-    max_rows = max(budget_bytes // row_bytes, N_INPUTS + int(rows_per_genome.max(initial=0)))
+    max_rows = max(budget_bytes // (pixels * dtype.itemsize), N_INPUTS + int(rows_per_genome.max(initial=0)))
     out = _empty((len(need), n_out, pixels), dtype)
     buffer = _empty((min(max_rows, N_INPUTS + int(rows_per_genome.sum())), pixels), dtype)
     buffer[:N_INPUTS] = planes
-    genomes = np.arange(len(need) + 1)
-    by_genome = [
-        (*np.divmod(np.flatnonzero(mask), shape[1]),)
-        for mask in (shown & (uses != 2), shown & (uses == 2), full)  # along x, along y, full
+    nodes = [  # along x (and constants), along y, full; each as (genome, slot, where each genome starts)
+        _by_genome(mask) for mask in (shown & (uses != 2), shown & (uses == 2), full)
     ]
-    bounds = [np.searchsorted(nodes[0], genomes) for nodes in by_genome]
-    edge_bounds = np.searchsorted(edges[0], genomes)
+    edge_bounds = np.searchsorted(edges[0], np.arange(len(need) + 1))
     for start, stop in _chunks(rows_per_genome, max_rows - N_INPUTS):
-        row_of = _input_rows((stop - start, shape[1]))
-        first = N_INPUTS
-        for axis, (node_genome, node_slot), bound in zip(("x", "y"), by_genome[:2], bounds[:2], strict=True):
-            part = slice(bound[start], bound[stop])
-            node_genome, node_slot = node_genome[part], node_slot[part]
+        (x_genome, x_slot), (y_genome, y_slot), (genome, slot) = (
+            (node_genome[bound[start] : bound[stop]] - start, node_slot[bound[start] : bound[stop]])
+            for node_genome, node_slot, bound in nodes
+        )
+        row_of, first = _input_rows((stop - start, shape[1])), N_INPUTS
+        for along_x, node_genome, node_slot in ((True, x_genome, x_slot), (False, y_genome, y_slot)):
             count = len(node_genome)
-            row_of[node_genome - start, node_slot] = np.arange(first, first + count)
-            values = lines[torch.from_numpy(line_row[node_genome, node_slot])]
-            values = values[:, None, :] if axis == "x" else values[:, :, None]
+            row_of[node_genome, node_slot] = np.arange(first, first + count)
+            values = lines[torch.from_numpy(line_row[start + node_genome, node_slot])]
+            values = values[:, None, :] if along_x else values[:, :, None]
             buffer[first : first + count].view(count, resolution, resolution).copy_(values)
             first += count
-        part = slice(bounds[2][start], bounds[2][stop])
-        node_genome, node_slot = by_genome[2][0][part], by_genome[2][1][part]
-        key = depth[node_genome, node_slot] * len(ACTIVATIONS) + act[node_genome, node_slot]
+        key = depth[start + genome, slot] * len(ACTIVATIONS) + act[start + genome, slot]
         links = slice(edge_bounds[start], edge_bounds[stop])
         chunk_edges = (edges[0][links] - start, *(column[links] for column in edges[1:]))
-        _evaluate((node_genome - start, node_slot, key), chunk_edges, row_of, first, buffer)
+        _evaluate((genome, slot, key), chunk_edges, row_of, first, buffer)
         rows = torch.from_numpy(row_of[:, N_INPUTS : N_INPUTS + n_out].reshape(-1))
         torch.index_select(buffer, 0, rows, out=out[start:stop].view(-1, pixels))
     out.abs_().clamp_(max=1.0)
     return out.numpy().astype(np.float32, copy=False).reshape(len(need), n_out, resolution, resolution)
+
+
+def _fold_constants(
+    full: np.ndarray, constant: np.ndarray, edges: Edges, weight: np.ndarray, value: np.ndarray
+) -> Edges:
+    """The connections into `full` nodes as (genome, dst, src, weight), sorted by (genome, dst).
+
+    Those from `constant` nodes (whose `value [P, N]` is known) and from the bias input are summed
+    into a single connection from the bias per node (none where that sum is 0).
+    """
+    n_nodes = full.shape[1]
+    into = full[edges[0], edges[1]]
+    genome, dst, src, weight = (column[into] for column in (*edges, weight))
+    folded = (src == BIAS) | constant[genome, src]
+    contribution = weight * np.where(src == BIAS, 1.0, value[genome, src])
+    node = genome * n_nodes + dst
+    bias = np.bincount(node[folded], weights=contribution[folded], minlength=full.size)
+    biased = np.flatnonzero(bias)
+    node = np.concatenate([node[~folded], biased])
+    sort = np.argsort(node, kind="stable")
+    src = np.concatenate([src[~folded], np.full(len(biased), BIAS)])[sort]
+    weight = np.concatenate([weight[~folded], bias[biased]])[sort]
+    return (*np.divmod(node[sort], n_nodes), src, weight)
 
 
 def _render_lines(
@@ -440,6 +472,12 @@ def _render_lines(
     row_of = _input_rows(line.shape)
     _evaluate((node_genome, node_slot, key), (genome, dst, src, weight), row_of, N_INPUTS, lines)
     return lines, row_of
+
+
+def _by_genome(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The True entries of `mask [P, N]` as (genome, slot), and where each genome's entries start."""
+    genome, slot = np.divmod(np.flatnonzero(mask), mask.shape[1])
+    return genome, slot, np.searchsorted(genome, np.arange(len(mask) + 1))
 
 
 def _input_rows(shape: tuple[int, int]) -> np.ndarray:
@@ -527,7 +565,7 @@ def _activate(total: torch.Tensor, out: torch.Tensor, activation: int) -> None:
         # exp(-x**2); below exp(-87) (about the smallest normal float32) exp's results are subnormal,
         # which makes it up to 10x slower, and they are negligible anyway.
         torch.exp(total.square_().clamp_(max=87.0).neg_(), out=out)
-    else:  # the 1/3 is in the incoming weights (see `render_outputs`)
+    else:  # the 1/3 is in the incoming weights (see `_render`)
         torch.clamp(total, -1.0, 1.0, out=out)
 
 

@@ -78,6 +78,8 @@ class OnnxModel(Model):
         card = embedded_card(proto, str(path)).merged(card)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Idle onnxruntime threads otherwise spin and steal the cores the renderer needs between batches.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers())
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs
