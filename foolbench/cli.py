@@ -224,6 +224,143 @@ def zoo_build(name, data, seed, weights, out):
     click.echo(f"built {path}")
 
 
+# -- transfer ----------------------------------------------------------------------------------------
+@cli.command("transfer")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model", "models", multiple=True, required=True, help="Target model (file or zoo name); repeatable."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("transfer"),
+    show_default=True,
+    help="Folder for transfer.csv, the matrices and the heatmaps.",
+)
+@model_options
+def transfer_cmd(run_dirs, models, out, **kw):
+    """Score the champion PNGs of RUN_DIR... on each --model: how well do fooling images transfer?
+
+    Writes, per (source model, target model), the median target confidence for the champion's class,
+    the shares at >= 99% and >= 50%, and how often the target's top-1 is the champion's class.
+    """
+    from foolbench.experiments.transfer import format_table, transfer
+
+    table = transfer(run_dirs, list(models), out, collect_model_options(kw))
+    click.echo(format_table(table))
+    click.echo(f"transfer: {out / 'transfer.csv'}   heatmaps: {out}/heatmap_*.png")
+
+
+# -- baseline ----------------------------------------------------------------------------------------
+@cli.command("baseline")
+@click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
+@click.option(
+    "--data",
+    help="mnist (held-out digits), skimage (scikit-image's photos) or DIR (one sub-folder per class, "
+    "named by label or class index). Default: mnist for digit models, else skimage.",
+)
+@click.option(
+    "--runs",
+    "runs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Run directory whose champions are the fooling images (repeatable; extra arguments count too).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("baseline"),
+    show_default=True,
+    help="Folder for baseline.json.",
+)
+@model_options
+def baseline_cmd(run_dirs, model, data, runs, out, **kw):
+    """Median top-1 confidence on real images (overall, right, wrong), and, given runs, how well that
+    confidence separates real images from fooling ones (AUROC, FPR at 95% TPR)."""
+    import json
+
+    from foolbench.experiments.baseline import baseline
+
+    result = baseline(model, data, [*runs, *run_dirs], out, collect_model_options(kw))
+    shown = {k: v for k, v in result.items() if k not in ("per_image", "paper")}
+    click.echo(json.dumps(shown, indent=2))
+    click.echo(f"baseline: {out / 'baseline.json'}")
+
+
+# -- experiments -------------------------------------------------------------------------------------
+@cli.group("experiment")
+def experiment_group():
+    """The paper's experiments as presets: evolve the runs, then write the tables."""
+
+
+def _experiment_options(f):
+    options = [
+        click.option(
+            "--out", type=click.Path(path_type=Path), help="Experiment folder (default: ./EXPERIMENT-NAME)."
+        ),
+        click.option("--seed", type=click.IntRange(0), help="Seed of every run (default: the presets')."),
+        click.option(
+            "--generations", type=click.IntRange(0), help="Generations per run (default: the preset's)."
+        ),
+        click.option(
+            "--scale",
+            type=click.Choice(["cpu", "full"]),
+            default="cpu",
+            show_default=True,
+            help="Preset budget: sized for 2 CPU cores, or the paper's.",
+        ),
+        click.option(
+            "--model",
+            "models",
+            multiple=True,
+            help="Replace the experiment's MNIST models (repeatable, at least two).",
+        ),
+        click.option("--progress/--no-progress", default=True, help="Show progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run_experiment(name, out, seed, generations, scale, models, progress, imagenet=False):
+    from foolbench.experiments.transfer import experiment_summary, run_experiment
+
+    out = out or Path(name)
+    tables = run_experiment(
+        name,
+        out,
+        seed=seed,
+        generations=generations,
+        scale=scale,
+        imagenet=imagenet,
+        models={"mnist": list(models)} if models else None,
+        progress=progress,
+        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+    )
+    click.echo(experiment_summary(tables))
+    click.echo(f"experiment: {out}   transfer: {out / 'transfer'}")
+
+
+@experiment_group.command("transfer-seeds")
+@_experiment_options
+def experiment_transfer_seeds(out, seed, generations, scale, models, progress):
+    """LeNet vs its seed twins (lenet-mnist-s1, -s2): evolve on each, transfer among them."""
+    _run_experiment("transfer-seeds", out, seed, generations, scale, models, progress)
+
+
+@experiment_group.command("transfer-arch")
+@_experiment_options
+@click.option(
+    "--imagenet/--no-imagenet",
+    default=False,
+    help="Also EfficientNet-Lite0 vs -Lite2 with the imagenet-cppn preset.",
+)
+def experiment_transfer_arch(out, seed, generations, scale, models, progress, imagenet):
+    """LeNet vs an MLP on MNIST (and, with --imagenet, EfficientNet-Lite0 vs -Lite2)."""
+    _run_experiment("transfer-arch", out, seed, generations, scale, models, progress, imagenet)
+
+
 def main() -> None:
     try:
         rv = cli.main(standalone_mode=False)

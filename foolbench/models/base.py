@@ -141,6 +141,7 @@ class Model:
             "backend": self.backend,
             "provider": self.provider,
             "classes": self.num_classes,
+            "labels": self.labels,
             "input": {
                 "channels": s.channels,
                 "size": list(s.size),

@@ -60,5 +60,6 @@ class Ensemble:
             "name": self.name,
             "backend": self.backend,
             "classes": self.num_classes,
+            "labels": self.labels,
             "members": [m.describe() for m in self.members],
         }

@@ -1,0 +1,253 @@
+"""The real-image baseline a fooling confidence is read against, and whether confidence separates the two.
+
+The paper (Sec. 3.3) puts its fooling confidences next to the model's confidence on real images: on
+the ImageNet validation set AlexNet's median top-1 confidence is 60.3% — 86.7% where its label is
+right and 33.7% where it is wrong. `baseline` measures the same on real images, and, given runs, asks
+whether the model's own max-softmax could tell the fooling images from real ones (the OpenOOD
+convention: real images are the positives, scored by max-softmax; AUROC and the share of fooling
+images accepted at the threshold that keeps 95% of real images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from foolbench.errors import FoolbenchError
+from foolbench.io import write_json
+
+PAPER = {
+    "data": "ImageNet validation set, AlexNet (Caffe reference model)",
+    "median_confidence": 0.603,
+    "median_confidence_correct": 0.867,
+    "median_confidence_wrong": 0.337,
+}
+TPR = 0.95
+PER_IMAGE_LIMIT = 100  # baseline.json lists every image's top-1 when there are at most this many
+
+
+# -- separability ----------------------------------------------------------------------------------------
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of `x`, ties sharing their average rank."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="mergesort")
+    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return ranks
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(a positive scores above a negative), ties counted half: the Mann-Whitney rank formula."""
+    pos = np.asarray(positives, dtype=np.float64).ravel()
+    neg = np.asarray(negatives, dtype=np.float64).ravel()
+    if not len(pos) or not len(neg):
+        raise FoolbenchError("AUROC needs at least one positive and one negative score")
+    ranks = average_ranks(np.concatenate([pos, neg]))
+    n = len(pos)
+    return float((ranks[:n].sum() - n * (n + 1) / 2.0) / (n * len(neg)))
+
+
+def fpr_at_tpr(
+    positives: Sequence[float], negatives: Sequence[float], tpr: float = TPR
+) -> tuple[float, float]:
+    """(share of negatives accepted, threshold) at the highest threshold accepting >= `tpr` of positives.
+
+    A score >= threshold is accepted as a positive; this is OpenOOD's FPR@95 (`fpr[argmax(tpr >= 0.95)]`).
+    """
+    pos = np.sort(np.asarray(positives, dtype=np.float64).ravel())[::-1]
+    neg = np.asarray(negatives, dtype=np.float64).ravel()
+    if not len(pos) or not len(neg):
+        raise FoolbenchError("FPR at a TPR needs at least one positive and one negative score")
+    k = max(1, int(np.ceil(tpr * len(pos) - 1e-9)))
+    threshold = float(pos[k - 1])
+    return float(np.mean(neg >= threshold)), threshold
+
+
+# -- real images -------------------------------------------------------------------------------------------
+def default_data(model) -> str:
+    dataset = (model.card.dataset or "").lower()
+    if dataset == "mnist" or (dataset != "imagenet" and model.spec.channels == 1):
+        return "mnist"
+    return "skimage"
+
+
+def real_images(data: str, model) -> dict:
+    """images (a sequence of float32 [C,H,W] in [0,1]), labels (model class indices or None), source, names."""
+    if data == "mnist":
+        from foolbench.data.mnist import load_mnist
+
+        if model.num_classes != 10:
+            raise FoolbenchError(
+                f"--data mnist needs a 10-class digit model; {model.name} has {model.num_classes} classes"
+            )
+        digits = load_mnist()
+        x = digits.test_x.astype(np.float32)[:, None] / np.float32(255.0)
+        return {"images": x, "labels": digits.test_y.astype(np.int64), "source": digits.source, "names": None}
+    if data == "skimage":
+        from foolbench.data.photos import natural_photos
+
+        photos = natural_photos()
+        return {
+            "images": [p for _, p in photos],
+            "labels": None,
+            "source": "scikit-image's shipped photos (" + ", ".join(n for n, _ in photos) + ")",
+            "names": [n for n, _ in photos],
+            "note": "these photos carry no ImageNet labels, so only the overall median is reported; "
+            "the right/wrong medians and the accuracy are null",
+        }
+    from foolbench.data.photos import image_folder
+
+    images, folder_labels, classes = image_folder(data)
+    if len(images) == 0:
+        raise FoolbenchError(f"{data}: no images found in its class folders")
+    index = match_classes(classes, model.labels, data)
+    return {
+        "images": images,
+        "labels": index[folder_labels],
+        "source": f"image folder {Path(data).resolve()} ({len(classes)} classes)",
+        "names": [images.path(i) for i in range(len(images))] if len(images) <= PER_IMAGE_LIMIT else None,
+    }
+
+
+def match_classes(folders: Sequence[str], labels: Sequence[str], where: str) -> np.ndarray:
+    """Each class folder's model class: the label of that exact text, else the folder name as an index."""
+    out = []
+    for name in folders:
+        hits = [i for i, label in enumerate(labels) if label == name]
+        if len(hits) > 1:
+            raise FoolbenchError(
+                f"{where}: folder '{name}' matches {len(hits)} classes of the model ({hits}); "
+                "name it by its class index instead"
+            )
+        if hits:
+            out.append(hits[0])
+        elif name.isdigit() and int(name) < len(labels):
+            out.append(int(name))
+        else:
+            raise FoolbenchError(
+                f"{where}: class folder '{name}' is neither a label of the model nor a class index in "
+                f"0..{len(labels) - 1}; name class folders by exact label text or by index"
+            )
+    return np.asarray(out, dtype=np.int64)
+
+
+def top1(model, images: Iterable[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 class, its probability) per image; images of one shape go to the model in batches."""
+    if isinstance(images, np.ndarray):
+        p = model.probs(images)
+        return p.argmax(1), p.max(1)
+    tops, confs, batch = [], [], []
+
+    def flush():
+        if batch:
+            p = model.probs(np.stack(batch))
+            tops.append(p.argmax(1))
+            confs.append(p.max(1))
+            batch.clear()
+
+    for image in images:
+        limit = max(1, min(256, (1 << 24) // max(1, image.size)))
+        if batch and (image.shape != batch[0].shape or len(batch) >= limit):
+            flush()
+        batch.append(np.asarray(image, dtype=np.float32))
+    flush()
+    if not tops:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(tops), np.concatenate(confs)
+
+
+def _median(x: np.ndarray) -> float | None:
+    return float(np.median(x)) if len(x) else None
+
+
+# -- the command -------------------------------------------------------------------------------------------
+def baseline(
+    model_spec: str,
+    data: str | None = None,
+    runs: Sequence[str | Path] = (),
+    out: str | Path = "baseline",
+    model_options: dict | None = None,
+) -> dict:
+    """Write OUT/baseline.json; everything is computed before anything is written."""
+    from foolbench.models import load_model
+
+    model = load_model(model_spec, **(model_options or {}))
+    data = data or default_data(model)
+    real = real_images(data, model)
+    top, conf = top1(model, real["images"])
+    if not len(conf):
+        raise FoolbenchError(f"{data}: no images found")
+    result = {
+        "model": model.name,
+        "model_path": str(model.path) if model.path else None,
+        "data": data,
+        "data_source": real["source"],
+        "images": len(conf),
+        "labels_known": real["labels"] is not None,
+        "confidence": "the model's top-1 softmax probability (max-softmax)",
+        "median_confidence": _median(conf),
+        "mean_confidence": float(np.mean(conf)),
+        "median_confidence_correct": None,
+        "median_confidence_wrong": None,
+        "correct": None,
+        "wrong": None,
+        "accuracy": None,
+    }
+    if real["labels"] is not None:
+        right = top == real["labels"]
+        result |= {
+            "median_confidence_correct": _median(conf[right]),
+            "median_confidence_wrong": _median(conf[~right]),
+            "correct": int(right.sum()),
+            "wrong": int((~right).sum()),
+            "accuracy": float(right.mean()),
+        }
+    if real.get("note"):
+        result["note"] = real["note"]
+    result["paper"] = PAPER
+    if real["names"] is not None and len(real["names"]) <= PER_IMAGE_LIMIT:
+        result["per_image"] = [
+            {"image": n, "top1": int(t), "top1_label": model.labels[t], "confidence": float(c)}
+            for n, t, c in zip(real["names"], top, conf, strict=True)
+        ]
+    result["fooling_vs_real"] = fooling_vs_real(model, conf, runs) if runs else None
+    write_json(Path(out) / "baseline.json", result)
+    return result
+
+
+def fooling_vs_real(model, real_conf: np.ndarray, run_dirs: Sequence[str | Path]) -> dict:
+    """Could the model's own max-softmax tell its real images from the runs' fooling images?"""
+    from foolbench.experiments.transfer import CHUNK, check_target, class_space, read_run
+
+    runs = [read_run(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
+    check_target(model, class_space(runs))
+    fooling, seen = [], set()
+    for run in runs:
+        for start in range(0, len(run.files), CHUNK):
+            images = run.images(start, start + CHUNK)
+            fooling.append(top1(model, images)[1])
+            seen.update(hashlib.sha1(x.tobytes()).hexdigest() for x in images)
+    fooling = np.concatenate(fooling)
+    distinct = len(seen)
+    fpr, threshold = fpr_at_tpr(real_conf, fooling, TPR)
+    return {
+        "convention": "OpenOOD: real images are the positives, scored by the model's max-softmax; "
+        "a fooling image is accepted as real when its max-softmax >= the threshold",
+        "runs": [
+            {"path": str(r.path), "source": r.source, "attack": r.attack, "images": len(r.files)}
+            for r in runs
+        ],
+        "fooling_images": len(fooling),
+        "distinct_fooling_images": distinct,  # one image may hold several classes' cells
+        "real_images": len(real_conf),
+        "auroc": auroc(real_conf, fooling),
+        "fpr_at_95_tpr": fpr,
+        "threshold_at_95_tpr": threshold,
+        "median_fooling_confidence": float(np.median(fooling)),
+        "reading": "AUROC near 1: a confidence threshold would catch the fooling images; near or below 0.5: "
+        "the fooling images look at least as confident as real ones and a threshold cannot catch them",
+    }

@@ -1,0 +1,506 @@
+"""Transfer: do the champions evolved against one model fool another?
+
+The paper (Sec. 3.4) scores the images evolved on one network with a second network trained with a
+different seed (often fooled too) or a different architecture (AlexNet to GoogLeNet: about 20%).
+`transfer` does this for saved runs: it re-scores each run's champion PNGs — the 8-bit files on disk,
+never the genomes — on every target model and reports, per (source model, target model):
+
+  median_confidence   median target probability of the champion's class
+  fraction_at_99      share of champions the target gives >= 99% for their class
+  fraction_at_50      share at >= 50%
+  top1_match          share whose target top-1 is the champion's class
+
+`transfer-seeds` and `transfer-arch` are the paper's two cases as ready-made experiments: they evolve
+the runs (normal run directories under DIR/runs/) and then write the transfer matrices.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foolbench.errors import FoolbenchError
+from foolbench.io import atomic_path, read_json, write_json
+from foolbench.report.gallery import load_png, percent, safe_name
+
+# statistic column -> what it means (also the heatmap title)
+STATISTICS = {
+    "median_confidence": "median target confidence for the champion's class",
+    "fraction_at_99": "share of champions at >= 99% on the target",
+    "fraction_at_50": "share of champions at >= 50% on the target",
+    "top1_match": "share whose target top-1 is the champion's class",
+}
+CHUNK = 256  # champion PNGs held in memory at once (ImageNet runs have 1000 of 256x256)
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+@dataclass
+class RunImages:
+    """A finished run's champions as the transfer needs them."""
+
+    path: Path
+    source: str  # the run's model name (manifest)
+    attack: str
+    files: list[str]  # relative to the run directory
+    classes: np.ndarray
+    confidences: np.ndarray  # results.csv: the source model's confidence of each PNG
+    num_classes: int
+    labels: dict[int, str]  # the class labels the run knows (all, if its manifest lists them)
+    channels: int
+    crop: str | None
+
+    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The champion PNGs [start:stop] as float32 [N, C, H, W] in [0, 1]."""
+        return np.stack([load_png(self.path / f, self.channels) for f in self.files[start:stop]])
+
+
+def read_run(run_dir: str | Path) -> RunImages:
+    """The champions of a finished run directory (manifest.json + results.csv + champions/)."""
+    path = Path(run_dir)
+    if not (path / "manifest.json").is_file():
+        raise FoolbenchError(
+            f"{path} is not a run directory (no manifest.json); pass folders written by 'foolbench run'"
+        )
+    if not (path / "results.csv").is_file():
+        raise FoolbenchError(
+            f"{path}: the run has no results.csv, so it has not finished; "
+            f"finish it with 'foolbench run --resume {path}'"
+        )
+    manifest = read_json(path / "manifest.json")
+    results = pd.read_csv(
+        path / "results.csv", dtype={"label": str, "file": str}, keep_default_na=False, na_filter=False
+    )
+    missing = {"file", "class", "label", "confidence"} - set(results.columns)
+    if missing:
+        raise FoolbenchError(f"{path}/results.csv lacks the columns {', '.join(sorted(missing))}")
+    if results.empty:
+        raise FoolbenchError(f"{path}/results.csv lists no champions; the run has nothing to transfer")
+    for f in results["file"]:
+        if not (path / f).is_file():
+            raise FoolbenchError(f"{path}: the champion {f} named in results.csv is missing")
+    model = manifest.get("model", {})
+    labels = {int(c): str(lab) for c, lab in zip(results["class"], results["label"], strict=True)}
+    full = model.get("labels") or manifest.get("labels")
+    if full:
+        labels = {i: str(lab) for i, lab in enumerate(full)}
+    preset = manifest.get("preset", {})
+    return RunImages(
+        path=path,
+        source=str(model.get("name") or manifest["models"][0]["name"]),
+        attack=str(manifest.get("attack", preset.get("name", "?"))),
+        files=list(results["file"]),
+        classes=results["class"].to_numpy(dtype=np.int64),
+        confidences=results["confidence"].to_numpy(dtype=np.float64),
+        num_classes=int(model.get("classes") or len(full or []) or max(labels) + 1),
+        labels=labels,
+        channels=int(preset.get("encoding", {}).get("channels", 0))
+        or _png_channels(path / results["file"][0]),
+        crop=preset.get("evaluation", {}).get("crop"),
+    )
+
+
+def _png_channels(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return 1 if img.mode in ("L", "I", "I;16", "1") else 3
+
+
+@dataclass
+class ClassSpace:
+    """The classes shared by a set of runs: their count and every label any of them names."""
+
+    num_classes: int
+    labels: dict[int, str] = field(default_factory=dict)
+    first: str = ""
+
+
+def class_space(runs: Sequence[RunImages]) -> ClassSpace:
+    """The runs' common class space; runs whose label lists disagree cannot be compared."""
+    if not runs:
+        raise FoolbenchError("no runs given; pass one or more run directories")
+    first = runs[0]
+    space = ClassSpace(first.num_classes, dict(first.labels), str(first.path))
+    for run in runs[1:]:
+        if run.num_classes != space.num_classes:
+            raise FoolbenchError(
+                f"runs from different class spaces: {space.first} has {space.num_classes} classes, "
+                f"{run.path} has {run.num_classes}; transfer only runs against models of one label set"
+            )
+        for c, label in run.labels.items():
+            if space.labels.setdefault(c, label) != label:
+                raise FoolbenchError(
+                    f"runs from different class spaces: class {c} is '{space.labels[c]}' in {space.first} "
+                    f"but '{label}' in {run.path}; transfer only runs against models of one label set"
+                )
+    return space
+
+
+def check_target(model, space: ClassSpace) -> None:
+    """A target must have the runs' classes, with the same labels."""
+    if model.num_classes != space.num_classes:
+        raise FoolbenchError(
+            f"target {model.name} has {model.num_classes} classes but the runs have {space.num_classes}; "
+            "transfer needs models of the runs' label set"
+        )
+    for c, label in sorted(space.labels.items()):
+        if model.labels[c] != label:
+            raise FoolbenchError(
+                f"target {model.name} calls class {c} '{model.labels[c]}' but the runs call it '{label}'; "
+                "pass a model of the runs' label set (or give it the same labels with --labels)"
+            )
+
+
+# -- scoring -------------------------------------------------------------------------------------------
+def load_targets(specs: Sequence[str], runs: Sequence[RunImages], options: dict | None = None) -> list:
+    """Load each target once. Unless the options say otherwise, they score with the runs' crop."""
+    from foolbench.models import load_model
+
+    options = {"overrides": {}, **(options or {})}
+    crops = {r.crop for r in runs}
+    if "crop" not in options["overrides"] and len(crops) == 1 and None not in crops:
+        options["overrides"] = {**options["overrides"], "crop": crops.pop()}
+    models, seen = [], {}
+    for spec in dict.fromkeys(specs):
+        model = load_model(spec, **options)
+        if model.name in seen:
+            raise FoolbenchError(
+                f"two targets are both named '{model.name}' ({seen[model.name]} and {spec}); "
+                "rename one of the files so the matrices can tell them apart"
+            )
+        seen[model.name] = spec
+        models.append(model)
+    return models
+
+
+def score_transfer(runs: Sequence[RunImages], targets: Sequence, chunk: int = CHUNK) -> pd.DataFrame:
+    """One row per (champion, target): the target's confidence for the champion's class and its top-1."""
+    rows = []
+    for i, run in enumerate(runs):
+        n = len(run.files)
+        conf = {m.name: np.empty(n) for m in targets}
+        top = {m.name: np.empty(n, dtype=np.int64) for m in targets}
+        top_conf = {m.name: np.empty(n) for m in targets}
+        for start in range(0, n, chunk):  # PNGs are read once per chunk and scored by every target
+            images = run.images(start, start + chunk)
+            classes = run.classes[start : start + chunk]
+            idx = np.arange(len(classes))
+            for model in targets:
+                probs = model.probs(images)
+                t = probs.argmax(1)
+                conf[model.name][start : start + len(classes)] = probs[idx, classes]
+                top[model.name][start : start + len(classes)] = t
+                top_conf[model.name][start : start + len(classes)] = probs[idx, t]
+        for model in targets:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "run": str(run.path),
+                        "run_index": i,
+                        "attack": run.attack,
+                        "source": run.source,
+                        "target": model.name,
+                        "file": run.files,
+                        "class": run.classes,
+                        "label": [run.labels[c] for c in run.classes],
+                        "source_confidence": run.confidences,
+                        "confidence": conf[model.name],
+                        "top1": top[model.name],
+                        "top1_confidence": top_conf[model.name],
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def summarise(images: pd.DataFrame) -> pd.DataFrame:
+    """The long-form table: one row per (source, target) with the four statistics."""
+    rows = []
+    for (source, target), g in images.groupby(["source", "target"], sort=False):
+        conf = g["confidence"].to_numpy()
+        rows.append(
+            {
+                "source": source,
+                "target": target,
+                "median_confidence": float(np.median(conf)),
+                "fraction_at_99": float(np.mean(conf >= 0.99)),
+                "fraction_at_50": float(np.mean(conf >= 0.5)),
+                "top1_match": float(np.mean(g["top1"].to_numpy() == g["class"].to_numpy())),
+                "n_images": len(g),
+                "runs": int(g["run_index"].nunique()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _order(names: Sequence[str], first: Sequence[str]) -> list[str]:
+    """Sources in the targets' order (a square matrix reads along its diagonal), the rest after."""
+    names = list(dict.fromkeys(names))
+    return [n for n in first if n in names] + [n for n in names if n not in first]
+
+
+def matrix(table: pd.DataFrame, statistic: str, targets: Sequence[str]) -> pd.DataFrame:
+    sources = _order(table["source"], targets)
+    m = table.pivot(index="source", columns="target", values=statistic)
+    return m.reindex(index=sources, columns=list(targets))
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def write_transfer(images: pd.DataFrame, out: str | Path, targets: Sequence[str], meta: dict) -> pd.DataFrame:
+    """transfer.csv, images.csv, transfer.json, and per statistic a matrix CSV and a heatmap PNG."""
+    out = Path(out)
+    table = summarise(images)
+    with atomic_path(out / "transfer.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out / "images.csv") as tmp:
+        images.drop(columns="run_index").to_csv(tmp, index=False)
+    for statistic, title in STATISTICS.items():
+        m = matrix(table, statistic, targets)
+        with atomic_path(out / f"matrix_{statistic}.csv") as tmp:
+            m.to_csv(tmp, index_label="source")
+        counts = table.groupby("source", sort=False)["n_images"].max()
+        rows = [f"{src}\n({counts[src]} images)" for src in m.index]
+        heatmap(m.set_axis(rows, axis=0), title, out / f"heatmap_{statistic}.png")
+    write_json(out / "transfer.json", {**meta, "statistics": STATISTICS, "table": table.to_dict("records")})
+    return table
+
+
+def heatmap(m: pd.DataFrame, title: str, path: Path) -> None:
+    """A matrix as an annotated heatmap (no pyplot: no global state, works without a display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, cols = m.shape
+    fig = Figure(figsize=(max(6.0, 1.4 * cols + 3.5), max(3.5, 0.8 * rows + 2.4)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    values = m.to_numpy(dtype=float)
+    im = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(rows):
+        for j in range(cols):
+            v = values[i, j]
+            text = "–" if np.isnan(v) else percent(v)
+            ax.text(j, i, text, ha="center", va="center", color="black" if v >= 0.6 else "white", fontsize=9)
+    ax.set_xticks(range(cols), [str(c) for c in m.columns], rotation=30, ha="right")
+    ax.set_yticks(range(rows), [str(r) for r in m.index])
+    ax.set_xlabel("target model (scores the PNGs)")
+    ax.set_ylabel("source model (evolved against)")
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.subplots_adjust(left=0.22, right=0.92, bottom=0.25, top=0.85)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def transfer(
+    run_dirs: Sequence[str | Path],
+    target_specs: Sequence[str],
+    out: str | Path = "transfer",
+    model_options: dict | None = None,
+) -> pd.DataFrame:
+    """Score every run's champion PNGs on every target; everything is checked before anything is written."""
+    if not target_specs:
+        raise FoolbenchError("no target model given; pass one or more --model")
+    runs = [read_run(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
+    space = class_space(runs)
+    targets = load_targets(target_specs, runs, model_options)
+    for model in targets:
+        check_target(model, space)
+    images = score_transfer(runs, targets)
+    names = [m.name for m in targets]
+    meta = {
+        "runs": [
+            {"path": str(r.path), "source": r.source, "attack": r.attack, "images": len(r.files)}
+            for r in runs
+        ],
+        "targets": [{"name": m.name, "path": str(m.path) if m.path else None} for m in targets],
+        "crop": sorted({m.spec.crop for m in targets}),
+    }
+    return write_transfer(images, out, names, meta)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for col in STATISTICS:
+        shown[col] = shown[col].map(percent)
+    return shown.to_string(index=False)
+
+
+# -- the paper's two transfer experiments ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Group:
+    """Models of one label set, each evolved against with each attack, then transferred among each other."""
+
+    name: str
+    models: tuple[str, ...]
+    attacks: tuple[str, ...]
+    imagenet: bool = False  # run only with --imagenet
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    paper: str
+    groups: tuple[Group, ...]
+
+
+MNIST_ATTACKS = ("mnist-cppn", "mnist-direct")
+EXPERIMENTS = {
+    "transfer-seeds": Experiment(
+        "transfer-seeds",
+        "LeNet and two seed twins (same recipe, different initialisation and data order)",
+        "Sec. 3.4: images evolved on one network often fool another trained with a different seed",
+        (Group("mnist", ("lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2"), MNIST_ATTACKS),),
+    ),
+    "transfer-arch": Experiment(
+        "transfer-arch",
+        "Different architectures: LeNet vs an MLP on MNIST; EfficientNet-Lite0 vs -Lite2 on ImageNet",
+        "Sec. 3.4: across architectures (AlexNet to GoogLeNet) about 20% of the images transfer",
+        (
+            Group("mnist", ("lenet-mnist", "mlp-mnist"), MNIST_ATTACKS),
+            Group(
+                "imagenet", ("efficientnet-lite0", "efficientnet-lite2"), ("imagenet-cppn",), imagenet=True
+            ),
+        ),
+    ),
+}
+
+
+def _stem(spec: str) -> str:
+    path = Path(spec)
+    return safe_name(path.stem if path.suffix else spec)
+
+
+def run_experiment(
+    name: str,
+    out: str | Path,
+    *,
+    seed: int | None = None,
+    generations: int | None = None,
+    scale: str = "cpu",
+    imagenet: bool = False,
+    models: dict[str, Sequence[str]] | None = None,
+    model_options: dict | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict[str, pd.DataFrame]:
+    """Evolve every (model, attack) of the experiment into DIR/runs/, then write DIR/transfer/<group>/.
+
+    `models` replaces a group's models (by group name). A run directory that already holds a finished run
+    with the same settings is reused and an unfinished one is resumed, so a killed experiment continues.
+    Returns the pooled transfer table of each group.
+    """
+    from foolbench.runner import RunRequest, resume_run, start_run
+
+    if name not in EXPERIMENTS:
+        raise FoolbenchError(f"unknown experiment '{name}'; known: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    out = Path(out)
+    groups = [g for g in exp.groups if imagenet or not g.imagenet]
+    models = dict(models or {})
+    unknown = set(models) - {g.name for g in groups}
+    if unknown:
+        raise FoolbenchError(
+            f"{name} has no group {', '.join(sorted(unknown))}; its groups: {[g.name for g in groups]}"
+        )
+    tables, record = {}, {"experiment": exp.name, "description": exp.description, "paper": exp.paper}
+    record |= {"seed": seed, "generations": generations, "scale": scale, "groups": []}
+    for group in groups:
+        specs = list(models.get(group.name, group.models))
+        if len(specs) < 2:
+            raise FoolbenchError(f"{name}: group {group.name} needs at least two models to transfer between")
+        run_dirs = []
+        for spec in specs:
+            for attack in group.attacks:
+                run_dir = out / "runs" / group.name / f"{_stem(spec)}-{attack}"
+                req = RunRequest(
+                    models=[spec],
+                    attack=attack,
+                    scale=scale,
+                    generations=generations,
+                    seed=seed,
+                    out=run_dir,
+                    model_options=dict(model_options or {}),
+                    progress=progress,
+                )
+                state = _existing(run_dir, req)
+                log(f"{name}: {attack} on {spec} -> {run_dir}" + (f" ({state})" if state else ""))
+                if state == "resuming":
+                    resume_run(run_dir, req)
+                elif state is None:
+                    start_run(req)
+                run_dirs.append(run_dir)
+        runs = [read_run(d) for d in run_dirs]
+        space = class_space(runs)
+        targets = load_targets(specs, runs, model_options)
+        for model in targets:
+            check_target(model, space)
+        images = score_transfer(runs, targets)
+        names = [m.name for m in targets]
+        folder = out / "transfer" / group.name
+        meta = {
+            "experiment": exp.name,
+            "group": group.name,
+            "runs": [str(d) for d in run_dirs],
+            "targets": names,
+        }
+        tables[group.name] = write_transfer(
+            images, folder / "all", names, {**meta, "attacks": list(group.attacks)}
+        )
+        for attack in group.attacks:
+            write_transfer(
+                images[images["attack"] == attack], folder / attack, names, {**meta, "attacks": [attack]}
+            )
+        record["groups"].append(
+            {
+                "name": group.name,
+                "models": specs,
+                "attacks": list(group.attacks),
+                "runs": [str(d) for d in run_dirs],
+            }
+        )
+    write_json(out / "experiment.json", record)
+    return tables
+
+
+def _existing(run_dir: Path, req) -> str | None:
+    """None: start it; 'finished': reuse it; 'resuming': continue it. Other settings there: refuse."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FoolbenchError(f"{run_dir} exists and is not a run directory; choose a new --out")
+    manifest = read_json(manifest_path)
+    from foolbench.presets import load_preset
+
+    preset = load_preset(req.attack, req.scale)
+    expected = {
+        "attack": preset.name,
+        "seed": req.seed if req.seed is not None else preset.search.get("seed", 0),
+        "generations": req.generations if req.generations is not None else preset.search.get("generations"),
+        "spec": req.models[0],
+    }
+    found = {
+        "attack": manifest.get("attack"),
+        "seed": manifest.get("seed"),
+        "generations": manifest.get("budget", {}).get("generations"),
+        "spec": manifest.get("models", [{}])[0].get("spec"),
+    }
+    if found != expected:
+        diff = ", ".join(
+            f"{k} {found[k]!r} (asked {expected[k]!r})" for k in expected if found[k] != expected[k]
+        )
+        raise FoolbenchError(
+            f"{run_dir} holds a run with other settings: {diff}; choose a new --out or delete that run"
+        )
+    return "finished" if (run_dir / "summary.json").is_file() else "resuming"
+
+
+def experiment_summary(tables: dict[str, pd.DataFrame]) -> str:
+    return "\n\n".join(f"[{group}]\n{format_table(table)}" for group, table in tables.items())

@@ -1,0 +1,190 @@
+"""`foolbench baseline`: real-image confidences and how well max-softmax separates fooling images."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from conftest import export, tiny
+from PIL import Image
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from foolbench.cli import main
+from foolbench.errors import FoolbenchError
+from foolbench.experiments.baseline import auroc, baseline, fpr_at_tpr
+from foolbench.runner import RunRequest, start_run
+
+
+@pytest.fixture
+def foolbench(capsys, monkeypatch):
+    """The real entry point (`foolbench.cli:main`) in this process: no second torch import per call."""
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["foolbench", *map(str, args)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_.value.code, stdout=out, stderr=err)
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return export(tiny(), tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 1, 28, 28))
+
+
+def onnx_probs(model: Path, x: np.ndarray) -> np.ndarray:
+    """Independent of foolbench's adapter: onnxruntime on the raw array, then a float64 softmax."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0].astype(np.float64)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# -- the rank formula against sklearn ---------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_auroc_and_fpr_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = rng.integers(1, 300, size=2)
+    pos = rng.normal(rng.normal(), 1, n_pos)
+    neg = rng.normal(0, 1, n_neg)
+    if seed % 2:  # coarse scores: many ties, within and across the two groups
+        pos, neg = np.round(pos, 1), np.round(neg, 1)
+    y = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+    scores = np.r_[pos, neg]
+    assert auroc(pos, neg) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)
+    expected = fpr[np.argmax(tpr >= 0.95)]  # OpenOOD's fpr_recall
+    got, threshold = fpr_at_tpr(pos, neg)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert np.mean(pos >= threshold) >= 0.95 and np.mean(neg >= threshold) == got
+
+
+def test_auroc_extremes():
+    assert auroc([0.9, 0.8], [0.1, 0.2, 0.3]) == 1.0
+    assert auroc([0.1], [0.9, 0.95]) == 0.0
+    assert auroc([0.5, 0.5], [0.5]) == 0.5
+    with pytest.raises(FoolbenchError):
+        auroc([], [0.5])
+
+
+# -- an image folder with hand-computed medians ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def folder(model, tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Grey 28x28 PNGs: the first 8 in the folder of their predicted class (right), the rest in another."""
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((20, 28, 28)) * 255).round().astype(np.uint8)
+    top = onnx_probs(model, pixels[:, None] / 255.0).argmax(1)
+    root = tmp_path_factory.mktemp("data") / "images"
+    truth = np.where(np.arange(20) < 8, top, (top + 1) % 10)
+    for i, (image, cls) in enumerate(zip(pixels, truth, strict=True)):
+        name = f"class {cls}" if cls % 2 else str(cls)  # label text or class index: both are accepted
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(root / name / f"{i}.png")
+    return root, pixels, truth
+
+
+def hand_baseline(model: Path, root: Path) -> dict:
+    files = sorted(root.rglob("*.png"))
+    x = np.stack([np.asarray(Image.open(f).convert("L"), dtype=np.float64) / 255 for f in files])[:, None]
+    truth = [int(f.parent.name.removeprefix("class ")) for f in files]
+    p = onnx_probs(model, x)
+    conf, right = p.max(1), p.argmax(1) == np.array(truth)
+    return {
+        "median_confidence": np.median(conf),
+        "median_confidence_correct": np.median(conf[right]),
+        "median_confidence_wrong": np.median(conf[~right]),
+        "correct": int(right.sum()),
+        "wrong": int((~right).sum()),
+        "conf": conf,
+    }
+
+
+def test_image_folder_baseline_and_fooling_separation(model, folder, tmp_path, foolbench):
+    root, _, _ = folder
+    run = start_run(
+        RunRequest(
+            models=[str(model)], attack="mnist-direct", generations=2, out=tmp_path / "run", progress=False
+        )
+    )
+    out = tmp_path / "out"
+    proc = foolbench("baseline", "--model", model, "--data", root, "--runs", run, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "baseline.json").read_text())
+    hand = hand_baseline(model, root)
+    assert result["images"] == 20 and result["labels_known"] is True
+    assert (result["correct"], result["wrong"]) == (hand["correct"], hand["wrong"]) == (8, 12)
+    assert result["accuracy"] == pytest.approx(0.4)
+    for key in ("median_confidence", "median_confidence_correct", "median_confidence_wrong"):
+        assert result[key] == pytest.approx(hand[key], abs=1e-6), key
+    # Fooling vs real: the champion PNGs (negatives) against the folder's images (positives).
+    results = pd.read_csv(run / "results.csv")
+    fooling = np.stack([np.asarray(Image.open(run / f), dtype=np.float64) / 255 for f in results["file"]])
+    fooling_conf = onnx_probs(model, fooling[:, None]).max(1)
+    sep = result["fooling_vs_real"]
+    assert sep["fooling_images"] == 10 and sep["real_images"] == 20
+    y = np.r_[np.ones(20), np.zeros(10)]
+    assert sep["auroc"] == pytest.approx(roc_auc_score(y, np.r_[hand["conf"], fooling_conf]), abs=1e-6)
+    fpr, tpr, _ = roc_curve(y, np.r_[hand["conf"], fooling_conf], drop_intermediate=False)
+    assert sep["fpr_at_95_tpr"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+
+
+def test_mixed_sizes_are_resized_and_counted(model, folder, tmp_path):
+    root, pixels, _ = folder
+    extra = tmp_path / "mixed"
+    for i, size in enumerate((20, 28, 40, 40)):
+        (extra / "3").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[i]).resize((size, size)).save(extra / "3" / f"{i}.png")
+    result = baseline(str(model), str(extra), out=tmp_path / "out")
+    assert result["images"] == 4 and result["correct"] + result["wrong"] == 4
+    assert [Path(r["image"]).name for r in result["per_image"]] == ["0.png", "1.png", "2.png", "3.png"]
+
+
+def test_photos_have_no_labels_so_only_the_overall_median(tmp_path):
+    colour = export(tiny(channels=3), tmp_path / "colour.onnx", (1, 3, 28, 28))
+    result = baseline(str(colour), "skimage", out=tmp_path / "out")
+    assert result["images"] == 8 and result["labels_known"] is False
+    assert 0 < result["median_confidence"] <= 1
+    assert result["median_confidence_correct"] is None and result["median_confidence_wrong"] is None
+    assert result["accuracy"] is None and "no ImageNet labels" in result["note"]
+    assert json.loads((tmp_path / "out" / "baseline.json").read_text()) == result
+
+
+def test_mnist_held_out_digits(model, tmp_path):
+    result = baseline(str(model), "mnist", out=tmp_path)
+    assert result["images"] == 1000 and result["correct"] + result["wrong"] == 1000
+    assert result["accuracy"] == pytest.approx(result["correct"] / 1000)
+
+
+@pytest.mark.parametrize("case", ["no-class-folders", "empty-class-folder"])
+def test_a_folder_without_images_fails_in_one_line(model, tmp_path, case, foolbench):
+    data = tmp_path / "data"
+    data.mkdir()
+    if case == "empty-class-folder":
+        (data / "3").mkdir()
+        (data / "3" / "notes.txt").write_text("not an image")
+    if case == "no-class-folders":
+        proc = foolbench("baseline", "--model", model, "--data", data, "--out", tmp_path / "out")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.stderr.startswith("foolbench: error:") and "no images" in proc.stderr
+    else:
+        with pytest.raises(FoolbenchError, match="no images"):
+            baseline(str(model), str(data), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_class_folder_is_named(model, folder, tmp_path):
+    data = tmp_path / "data"
+    (data / "giraffe").mkdir(parents=True)
+    Image.fromarray(folder[1][0]).save(data / "giraffe" / "0.png")
+    with pytest.raises(FoolbenchError, match="'giraffe' is neither a label"):
+        baseline(str(model), str(data), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
