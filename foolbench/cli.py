@@ -134,14 +134,15 @@ def run(models, attacks, scale, resume, out, progress, **kw):
         req = RunRequest(models=list(models), attack="", progress=progress, **budget)
         done = [resume_run(resume, req)]
     else:
-        models = list(models) or [DEFAULT_MODEL]
-        attacks = list(attacks) or list(_default_attacks(models, model_opts))
+        if not attacks:
+            models = list(models) or [DEFAULT_MODEL]
+            attacks = _default_attacks(models, model_opts)
         scale = _resolve_scale(scale)
         done = []
         for attack in attacks:
             target = out / Path(attack).stem if out is not None and len(attacks) > 1 else out
             req = RunRequest(
-                models=models,
+                models=list(models),
                 attack=attack,
                 scale=scale,
                 out=target,
@@ -150,7 +151,8 @@ def run(models, attacks, scale, resume, out, progress, **kw):
                 **budget,
                 **kw,
             )
-            click.echo(f"foolbench: {attack} ({scale} scale) on {' + '.join(models)}", err=True)
+            on = " + ".join(models) if models else "the preset's model"
+            click.echo(f"foolbench: {attack} ({scale} scale) on {on}", err=True)
             done.append(start_run(req))
     click.echo(summary_table(done))
     for d in done:

@@ -50,8 +50,19 @@ SCHEMA: dict[str, dict] = {
     },
     "evaluation": {"crop": ("choice", ("center", "ten")), "batch_size": _int(1, 100_000)},
     "encoding": None,
-    "gradient": None,
+    "gradient": {
+        "steps": _int(0, 10_000_000),
+        "lr": _float(1e-9, 100),
+        "resolution": _int(1, 4096),
+        "channels": ("choice", (1, 3)),
+        "decay": _float(0, 0.99),
+        "blur_every": _int(0, 1_000_000),
+        "blur_radius": _float(0, 100),
+        "l1_percentile": _float(0, 99),
+        "objective": ("choice", ("probability", "logit")),
+    },
 }
+DEFAULT_GRADIENT_STEPS = 300
 
 
 @dataclass
@@ -122,6 +133,7 @@ def preset_from_dict(data: dict, source: str, scale: str = "full") -> Preset:
         **{section: data.get(section, {}) for section in SCHEMA},
     )
     _check_encoding(preset, source)
+    _check_gradient(preset, source)
     return preset
 
 
@@ -147,8 +159,8 @@ def _check_value(key: str, value, rule: tuple, source: str) -> None:
     bad = f"{source}: '{key}' "
     if kind == "str" and not isinstance(value, str):
         raise FoolbenchError(bad + f"must be text, got {value!r}")
-    if kind == "choice" and value not in rule[1]:
-        raise FoolbenchError(bad + f"must be one of {', '.join(rule[1])}, got {value!r}")
+    if kind == "choice" and (isinstance(value, bool) or value not in rule[1]):
+        raise FoolbenchError(bad + f"must be one of {', '.join(map(str, rule[1]))}, got {value!r}")
     if kind in ("int", "float"):
         ok_type = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok_type or not math.isfinite(value):
@@ -174,6 +186,32 @@ def _check_encoding(preset: Preset, source: str) -> None:
         make_encoding(kind, **options)
     except FoolbenchError as e:
         raise FoolbenchError(f"{source}: [encoding] {e}") from None
+
+
+def _check_gradient(preset: Preset, source: str) -> None:
+    """A gradient preset has [gradient] instead of [encoding]; `gradient.steps` is its budget."""
+    if preset.method != "gradient":
+        if preset.gradient:
+            raise FoolbenchError(f"{source}: [gradient] is only for attack.method = 'gradient'")
+        return
+    if preset.encoding:
+        raise FoolbenchError(
+            f"{source}: a gradient preset takes no [encoding]; set resolution and channels in [gradient]"
+        )
+    g, search = preset.gradient, preset.search
+    if (g.get("blur_every", 0) > 0) != (g.get("blur_radius", 0) > 0):
+        raise FoolbenchError(
+            f"{source}: 'gradient.blur_every' and 'gradient.blur_radius' go together: set both above 0 "
+            "to blur, or both to 0"
+        )
+    steps = g.get("steps", DEFAULT_GRADIENT_STEPS)
+    if not any(k in search for k in ("generations", "evaluations", "seconds")):
+        search["generations"] = steps
+    elif "steps" in g and search.get("generations", steps) != steps:
+        raise FoolbenchError(
+            f"{source}: 'gradient.steps' ({steps}) and 'search.generations' ({search['generations']}) "
+            "disagree; set the budget once (gradient.steps)"
+        )
 
 
 def parse_classes(spec, labels: list[str]) -> list[int]:

@@ -37,6 +37,7 @@ from foolbench.search.archive import confidence_stats
 from foolbench.search.map_elites import Budget, MapElites, quantise
 
 RUNS_DIR = Path("runs")
+DEFAULT_MODEL = "lenet-mnist"
 KEEP_CHECKPOINTS = 2
 
 
@@ -61,12 +62,14 @@ class RunRequest:
 # -- starting and resuming ---------------------------------------------------------------------------
 def start_run(req: RunRequest) -> Path:
     preset = load_preset(req.attack, req.scale)
-    model = _load(req.models, preset, req.model_options)
+    specs = req.models or [preset.attack.get("model", DEFAULT_MODEL)]
+    model = _load(specs, preset, req.model_options)
     classes = parse_classes(
         req.classes if req.classes is not None else preset.search.get("classes"), model.labels
     )
     budget = _budget(preset, req)
     seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
+    engine = _engine(model, preset, classes, seed)  # before the run directory: it may refuse the model
     run_dir = _new_run_dir(req.out, model.name, preset.name, seed)
     manifest = {
         "foolbench": __version__,
@@ -78,12 +81,11 @@ def start_run(req: RunRequest) -> Path:
         "classes": classes,
         "budget": budget.__dict__,
         "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
-        "models": [_model_record(spec, m, req.model_options) for spec, m in _members(req.models, model)],
+        "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
         "model": model.describe(),
         "versions": _versions(),
     }
     write_json(run_dir / "manifest.json", manifest)
-    engine = _engine(model, preset, classes, seed)
     return _loop(engine, run_dir, manifest, budget, metrics=[], progress=req.progress)
 
 
@@ -166,7 +168,12 @@ def _budget(preset: Preset, req: RunRequest) -> Budget:
     return budget
 
 
-def _engine(model, preset: Preset, classes, seed: int) -> MapElites:
+def _engine(model, preset: Preset, classes, seed: int):
+    """The search engine the preset names (MapElites or GradientAscent: the same interface)."""
+    if preset.method == "gradient":
+        from foolbench.search.gradient import GradientAscent
+
+        return GradientAscent(model, np.array(classes), seed, **preset.gradient)
     options = dict(preset.encoding)
     encoding = make_encoding(options.pop("type"), **options)
     batch = preset.search.get("batch", 200)

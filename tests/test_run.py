@@ -204,11 +204,26 @@ def test_ensemble_run_records_each_members_confidence(tmp_path):
     torch.nn.init.normal_(net_b.body[0].weight, std=0.3)
     b = export(net_b, tmp_path / "b.onnx", (1, 1, 28, 28))
     out = tmp_path / "run"
-    foolbench("run", "--model", a, "--model", b, "--attack", "mnist-direct", "--generations", 4, "--out", out, "--no-progress")
+    foolbench(
+        "run",
+        "--model",
+        a,
+        "--model",
+        b,
+        "--attack",
+        "mnist-direct",
+        "--generations",
+        4,
+        "--out",
+        out,
+        "--no-progress",
+    )
     results = pd.read_csv(out / "results.csv")
     np.testing.assert_allclose(results["confidence"], (results["confidence_a"] + results["confidence_b"]) / 2)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [m["name"] for m in manifest["models"]] == ["a", "b"] and manifest["model"]["backend"] == "ensemble"
+    assert [m["name"] for m in manifest["models"]] == ["a", "b"] and manifest["model"][
+        "backend"
+    ] == "ensemble"
     pngs = np.stack([load_png(out / f, 1) for f in results["file"]])
     again = load_model(str(b)).probs(pngs)[np.arange(10), results["class"]]
     np.testing.assert_allclose(again, results["confidence_b"], atol=1e-6)

@@ -112,6 +112,9 @@ class OnnxModel(Model):
                 f"{self.name}: gradient ascent on ONNX models needs onnx2torch (pip install onnx2torch); "
                 "the evolutionary attacks (direct, cppn) work without it"
             ) from None
+        from foolbench.models.onnx_torch import register_onnx_opsets
+
+        register_onnx_opsets()
         try:
             net = convert(str(self.path)).eval()
         except Exception as e:
