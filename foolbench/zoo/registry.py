@@ -87,9 +87,15 @@ class Built:
     )
 
 
+REPO_ZOO = Path(__file__).resolve().parents[2] / "zoo"
+
+
 def zoo_dir() -> Path:
-    """Where built models live: $FOOLBENCH_ZOO, else ./zoo (the repository's zoo/ from its root)."""
-    return Path(os.environ.get(ZOO_ENV) or "zoo")
+    """Where built models live: $FOOLBENCH_ZOO, else the repository's zoo/ (wherever the command runs
+    from) when foolbench runs from a checkout, else ./zoo."""
+    if os.environ.get(ZOO_ENV):
+        return Path(os.environ[ZOO_ENV])
+    return REPO_ZOO if REPO_ZOO.is_dir() else Path("zoo")
 
 
 def list_zoo(out_dir: str | Path | None = None) -> list[dict]:
