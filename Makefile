@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/peer_pyribs.py
+	$(BIN)/python benchmarks/reach.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,60 @@
+"""What the MNIST presets reach on lenet-mnist, seeds 0-4: the issue's and the paper's targets.
+
+For mnist-direct and mnist-cppn (paper settings, batch 200) it records, per seed, the archive at
+generation 200 (median, classes at >= 99% and >= 99.99%, the weakest class) and the first
+generation at which the median, and then every class, reached 99.99% (searching up to 400).
+Results: benchmarks/results/reach.json.
+
+    python benchmarks/reach.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from common import write
+
+from foolbench.encodings import make_encoding
+from foolbench.models import load_model
+from foolbench.presets import load_preset
+from foolbench.search.map_elites import MapElites
+
+SEEDS = range(5)
+LIMIT = 400
+
+
+def reach(model, attack: str, seed: int) -> dict:
+    preset = load_preset(attack, "cpu")
+    options = dict(preset.encoding)
+    engine = MapElites(model, make_encoding(options.pop("type"), **options), np.arange(10), 200, 200, seed)
+    first, at200 = {}, {}
+    while engine.generation < LIMIT:
+        engine.step()
+        f = engine.archive.fitness
+        if engine.generation == 200:
+            at200 = {
+                "median": float(np.median(f)),
+                "classes_at_9999": int((f >= 0.9999).sum()),
+                "classes_at_99": int((f >= 0.99).sum()),
+                "weakest": float(f.min()),
+            }
+        if "median_9999" not in first and np.median(f) >= 0.9999:
+            first["median_9999"] = engine.generation
+        if "all_9999" not in first and (f >= 0.9999).all():
+            first["all_9999"] = engine.generation
+        if engine.generation >= 200 and "all_9999" in first:
+            break
+    return {"at_generation_200": at200, "first_generation": first}
+
+
+def main() -> None:
+    model = load_model("lenet-mnist")
+    results = {}
+    for attack in ("mnist-direct", "mnist-cppn"):
+        for seed in SEEDS:
+            results[f"{attack}/s{seed}"] = reach(model, attack, seed)
+            print(attack, seed, results[f"{attack}/s{seed}"], flush=True)
+    write("reach", {"model": "lenet-mnist", "batch": 200, "search_limit": LIMIT, "runs": results})
+
+
+if __name__ == "__main__":
+    main()
