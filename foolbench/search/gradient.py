@@ -20,7 +20,6 @@ the runner saves as PNG and re-scores.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, ClassVar
 
@@ -35,14 +34,13 @@ from foolbench.encodings.direct import (
     as_int,
 )
 from foolbench.errors import FoolbenchError
-from foolbench.search.archive import Archive, confidence_stats
-from foolbench.search.map_elites import quantise
+from foolbench.search.map_elites import SearchEngine, quantise
 
 OBJECTIVES = ("probability", "logit")
 GRADIENT_BATCH = 64  # model inputs (images x crops) per backward pass, for memory
 
 
-class GradientAscent:
+class GradientAscent(SearchEngine):
     """State: the current images, the archive, the generator, the step and evaluation counters."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -58,18 +56,13 @@ class GradientAscent:
     }
 
     def __init__(self, model, classes, seed: int, **options: Any):
+        super().__init__(classes, seed)
         self.options = check_options(options, model)
         self.model = model
-        self.classes = np.asarray(classes, dtype=np.int64)
         self.encoding = DirectEncoding(
             resolution=self.options["resolution"], channels=self.options["channels"], colour="rgb"
         )
-        self.rng = np.random.default_rng(seed)
-        self.archive = Archive(len(self.classes))
         self.images: np.ndarray | None = None  # float32 [n, C, H, W] in [0, 1], row i for class i
-        self.generation = -1  # -1: nothing yet; 0: the noise has been scored; g: g steps done
-        self.evaluations = 0
-        self.nonfinite = 0  # images whose score or gradient was NaN or infinite
         self.module = differentiable(model)
         self.device = _module_device(self.module)
         views = getattr(getattr(model, "spec", None), "views", 1)
@@ -132,32 +125,15 @@ class GradientAscent:
             images = pseudo_l1(images, o["l1_percentile"])
         return np.clip(images, 0.0, 1.0).astype(np.float32, copy=False)
 
-    def stats(self) -> dict:
-        return confidence_stats(self.archive.fitness)
-
-    # -- checkpointing ---------------------------------------------------------------------------
+    # -- checkpointing: the base state plus the current images ------------------------------------
     def state(self) -> dict[str, np.ndarray]:
-        counters = {
-            "generation": self.generation,
-            "evaluations": self.evaluations,
-            "nonfinite": self.nonfinite,
-        }
-        out = {
-            **self.archive.state(),
-            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
-            "counters": np.array(json.dumps(counters)),
-        }
+        out = super().state()
         if self.images is not None:
             out["gradient/images"] = self.images
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.archive = Archive.from_state(state)
-        self.rng.bit_generator.state = json.loads(str(state["rng"]))
-        counters = json.loads(str(state["counters"]))
-        self.generation = counters["generation"]
-        self.evaluations = counters["evaluations"]
-        self.nonfinite = counters["nonfinite"]
+        super().load_state(state)
         images = state.get("gradient/images")
         self.images = None if images is None else np.array(images, dtype=np.float32)
         if self.generation >= 0 and (self.images is None or len(self.images) != len(self.classes)):

@@ -34,20 +34,54 @@ class Budget:
         )
 
 
-class MapElites:
-    """State: archive, generator, generation, evaluation and non-finite-score counters."""
+class SearchEngine:
+    """What the runner needs of any search: an archive, a generator and counters, checkpointable.
 
-    def __init__(self, model, encoding, classes: np.ndarray, batch: int, init_size: int, seed: int):
-        self.model = model
-        self.encoding = encoding
+    Subclasses set `model`, `encoding`, `classes` and implement `step()`; state is plain arrays and
+    JSON strings, so checkpoints load with `allow_pickle=False`.
+    """
+
+    def __init__(self, classes, seed: int):
         self.classes = np.asarray(classes, dtype=np.int64)
-        self.batch = batch
-        self.init_size = init_size
         self.rng = np.random.default_rng(seed)
         self.archive = Archive(len(self.classes))
-        self.generation = -1  # -1: not initialised; 0: the random population has been inserted
+        self.generation = -1  # -1: not started; 0: the starting images have been scored
         self.evaluations = 0
         self.nonfinite = 0  # scores that were NaN or infinite, counted as 0
+
+    def stats(self) -> dict:
+        return confidence_stats(self.archive.fitness)
+
+    def state(self) -> dict[str, np.ndarray]:
+        counters = {
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "nonfinite": self.nonfinite,
+        }
+        return {
+            **self.archive.state(),
+            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
+            "counters": np.array(json.dumps(counters)),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.archive = Archive.from_state(state)
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
+        counters = json.loads(str(state["counters"]))
+        self.generation = counters["generation"]
+        self.evaluations = counters["evaluations"]
+        self.nonfinite = counters["nonfinite"]
+
+
+class MapElites(SearchEngine):
+    """MAP-Elites over the target classes: parents from the archive, whole batches per generation."""
+
+    def __init__(self, model, encoding, classes: np.ndarray, batch: int, init_size: int, seed: int):
+        super().__init__(classes, seed)
+        self.model = model
+        self.encoding = encoding
+        self.batch = batch
+        self.init_size = init_size
 
     def evaluate(self, pop: dict) -> np.ndarray:
         """Fitness [B, cells]: the model's probability of each target class for each genome."""
@@ -69,27 +103,3 @@ class MapElites:
         fitness = self.evaluate(pop)
         self.generation += 1
         return self.archive.insert(pop, fitness, self.generation)
-
-    def stats(self) -> dict:
-        return confidence_stats(self.archive.fitness)
-
-    # -- checkpointing ---------------------------------------------------------------------------
-    def state(self) -> dict[str, np.ndarray]:
-        counters = {
-            "generation": self.generation,
-            "evaluations": self.evaluations,
-            "nonfinite": self.nonfinite,
-        }
-        return {
-            **self.archive.state(),
-            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
-            "counters": np.array(json.dumps(counters)),
-        }
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.archive = Archive.from_state(state)
-        self.rng.bit_generator.state = json.loads(str(state["rng"]))
-        counters = json.loads(str(state["counters"]))
-        self.generation = counters["generation"]
-        self.evaluations = counters["evaluations"]
-        self.nonfinite = counters["nonfinite"]
