@@ -68,7 +68,12 @@ class FolderImages(Sequence):
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         path, _ = self._dataset.samples[index]
-        return to_chw_float(self._dataset.loader(path))
+        try:
+            return to_chw_float(self._dataset.loader(path))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken or truncated files
+            raise FoolbenchError(
+                f"{path} is not a readable image ({type(e).__name__}); remove or replace it"
+            ) from None
 
     def path(self, index: int) -> str:
         return self._dataset.samples[index][0]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -38,9 +39,14 @@ def save_png(path: Path, image: np.ndarray) -> None:
 
 def load_png(path: Path, channels: int) -> np.ndarray:
     """A PNG as float32 [C,H,W] in [0,1] with the given channel count."""
-    img = Image.open(path)
-    img = img.convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise FoolbenchError(
+            f"{path} is not a readable image ({type(e).__name__}); replace or remove the file"
+        ) from None
+    arr /= np.float32(255.0)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
