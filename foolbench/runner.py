@@ -96,6 +96,8 @@ def resume_run(run_dir: Path, req: RunRequest | None = None) -> Path:
         raise FoolbenchError(
             f"{run_dir} is not a run directory (no manifest.json); pass the folder a run wrote"
         )
+    for stale in run_dir.rglob(".*.tmp"):  # temporaries of writes that a kill interrupted
+        stale.unlink(missing_ok=True)
     manifest = read_json(run_dir / "manifest.json")
     preset = preset_from_dict(_preset_tables(manifest["preset"]), manifest["preset"]["source"])
     specs = [r["spec"] for r in manifest["models"]]
@@ -277,6 +279,8 @@ def save_checkpoint(run_dir: Path, engine: MapElites, metrics: list) -> None:
     entry = {"file": name, "generation": engine.generation, "sha256": sha256_file(folder / name)}
     if previous and previous["file"] != name:
         entry["previous"] = {k: previous[k] for k in ("file", "generation", "sha256")}
+    elif previous and "previous" in previous:  # the same generation saved again: keep its fallback
+        entry["previous"] = previous["previous"]
     write_json(latest, entry)
     keep = {name, entry.get("previous", {}).get("file")}
     for old in folder.glob("gen-*.npz"):

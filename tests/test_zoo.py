@@ -4,6 +4,8 @@ Nothing here touches the network: FOOLBENCH_OFFLINE is set and the torch hub cac
 empty folder, so AlexNet/GoogLeNet get their weights only from files the tests write.
 """
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -249,4 +251,5 @@ def test_list_zoo_and_zoo_dir(monkeypatch, tmp_path):
         and not rows["efficientnet-lite0"]["needs_internet_or_weights"]
     )
     monkeypatch.delenv("FOOLBENCH_ZOO")
-    assert str(zoo.zoo_dir()) == "zoo"
+    monkeypatch.chdir(tmp_path)  # from any working directory, a checkout's models stay in its zoo/
+    assert zoo.zoo_dir() == Path(zoo.__file__).resolve().parents[2] / "zoo"

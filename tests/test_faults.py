@@ -1,0 +1,124 @@
+"""Faults: runs killed again and again, corrupt checkpoints, models that return NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import export, tiny
+from test_run import CLI, assert_same_archive, foolbench
+
+KILLS_PER_ATTACK = 10
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return export(tiny(), tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 1, 28, 28))
+
+
+def latest_generation(run_dir) -> int:
+    try:
+        return json.loads((run_dir / "checkpoint" / "latest.json").read_text())["generation"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+def run_and_kill(command: list[str], run_dir, rng: random.Random, kills: int) -> int:
+    """Start the command, SIGKILL it at a random moment after it has started checkpointing, resume,
+    and repeat; returns how many kills landed before the run finished."""
+    landed = 0
+    for attempt in range(kills):
+        proc = subprocess.Popen(
+            command if attempt == 0 else [*CLI, "run", "--resume", str(run_dir), "--no-progress"],
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        start = latest_generation(run_dir)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and latest_generation(run_dir) <= start:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.3))  # a random moment: mid-generation or mid-checkpoint write
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            landed += 1
+        proc.wait()
+        if (run_dir / "summary.json").exists():
+            break
+    return landed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn"])
+def test_repeated_kill_9_never_loses_the_run(tiny_model, tmp_path, attack):
+    args = [
+        "--model",
+        str(tiny_model),
+        "--attack",
+        attack,
+        "--generations",
+        "400",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+    ]
+    whole = tmp_path / "whole"
+    foolbench("run", *args, "--out", whole)
+    killed = tmp_path / "killed"
+    landed = run_and_kill(
+        [*CLI, "run", *args, "--out", str(killed)], killed, random.Random(attack), KILLS_PER_ATTACK
+    )
+    assert landed >= KILLS_PER_ATTACK // 2, f"only {landed} kills landed"
+    foolbench("run", "--resume", killed, "--no-progress")  # finishes it, or finds it finished
+    assert not list(killed.rglob("*.tmp"))  # temporaries of interrupted writes are cleared
+    assert_same_archive(whole, killed)
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "results.csv"), pd.read_csv(killed / "results.csv"))
+
+
+def test_corrupt_checkpoint_falls_back_then_fails_in_one_line(tiny_model, tmp_path):
+    args = ["--model", tiny_model, "--attack", "mnist-direct", "--checkpoint-every", 5, "--no-progress"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    foolbench("run", *args, "--generations", 20, "--out", whole)
+    foolbench("run", *args, "--generations", 10, "--out", run)
+    latest = json.loads((run / "checkpoint" / "latest.json").read_text())
+    newest = run / "checkpoint" / latest["file"]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    newest.write_bytes(bytes(data))
+    proc = foolbench("run", "--resume", run, "--generations", 20, "--no-progress")
+    assert "corrupt" in proc.stderr  # it said so, and carried on from the previous checkpoint
+    assert_same_archive(whole, run)
+    for npz in (run / "checkpoint").glob("gen-*.npz"):
+        npz.write_bytes(npz.read_bytes()[:100])  # every checkpoint cut short
+    proc = foolbench("run", "--resume", run, "--generations", 30, "--no-progress", check=False)
+    assert proc.returncode == 2 and "no intact checkpoint" in proc.stderr.strip().splitlines()[-1]
+
+
+class SometimesNaN(torch.nn.Module):
+    """Logits that are NaN whenever the image's first pixel is above 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny()
+
+    def forward(self, x):
+        bad = (x[:, :1, :1, :1].flatten(1) > 0.5).float()
+        return self.net(x) + torch.log(1.0 - bad) * 0.0 + torch.sqrt(-bad)
+
+
+def test_nan_scores_count_as_zero_and_are_reported(tmp_path):
+    model = export(SometimesNaN(), tmp_path / "nan.onnx", (1, 1, 28, 28))
+    out = tmp_path / "run"
+    foolbench(
+        "run", "--model", model, "--attack", "mnist-direct", "--generations", 3, "--out", out, "--no-progress"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nonfinite_scores"] > 0
+    assert np.isfinite(pd.read_csv(out / "metrics.csv")["max_confidence"]).all()
