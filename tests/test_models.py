@@ -220,3 +220,20 @@ def test_unknown_zoo_name_and_bad_arch(tmp_path):
     torch.save(tiny().state_dict(), weights)
     with pytest.raises(FoolbenchError, match="cannot import"):
         load_model(str(weights), arch="no_such_module:make")
+
+
+def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
+    import onnx
+
+    path = export(tiny(), tmp_path / "m.onnx", (1, 1, 28, 28))
+    proto = onnx.load(str(path))
+    tensor = proto.graph.initializer[0]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    evil = tmp_path / "models" / "evil.onnx"
+    evil.parent.mkdir()
+    evil.write_bytes(proto.SerializeToString())
+    with pytest.raises(FoolbenchError, match="outside the model's folder"):
+        load_model(str(evil))
