@@ -369,6 +369,10 @@ def main() -> None:
     except FoolbenchError as e:
         click.echo(f"foolbench: error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # a full disk, an unwritable or missing folder: the files before it are intact
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        click.echo(f"foolbench: error: cannot read or write{where}: {e.strerror or e}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("foolbench: aborted", err=True)
         sys.exit(130)

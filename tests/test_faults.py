@@ -122,3 +122,23 @@ def test_nan_scores_count_as_zero_and_are_reported(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nonfinite_scores"] > 0
     assert np.isfinite(pd.read_csv(out / "metrics.csv")["max_confidence"]).all()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tiny_model, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = foolbench(
+        "run",
+        "--model",
+        tiny_model,
+        "--attack",
+        "mnist-direct",
+        "--generations",
+        2,
+        "--out",
+        blocker / "run",
+        check=False,
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert last.startswith("foolbench: error: cannot read or write") and blocker.read_text() == "not a folder"
