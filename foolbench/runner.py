@@ -259,8 +259,8 @@ def _advance(bar, row: dict) -> None:
     bar.update(1 if bar.unit == "gen" else row["evaluations"] - bar.n)
     rate = row["evaluations"] / max(row["seconds"], 1e-9)
     bar.set_postfix_str(
-        f"gen {row['generation']} | {rate:,.0f} eval/s | median {row['median_confidence']:.2%} "
-        f"| best {row['max_confidence']:.2%} | >=99%: {row['classes_at_99']}",
+        f"gen {row['generation']} | {rate:,.0f} eval/s | median {percent(row['median_confidence'])} "
+        f"| best {percent(row['max_confidence'])} | >=99%: {row['classes_at_99']}",
         refresh=False,
     )
 
