@@ -15,7 +15,10 @@ from foolbench.search.archive import Archive, confidence_stats
 
 def quantise(images: np.ndarray) -> np.ndarray:
     """Round to the 8-bit values a PNG stores, so what is scored is exactly what is saved."""
-    return np.round(images * 255.0).astype(np.float32) / np.float32(255.0)
+    out = np.multiply(images, np.float32(255.0), dtype=np.float32)  # one allocation, then in place
+    np.rint(out, out=out)
+    out /= np.float32(255.0)
+    return out
 
 
 @dataclass
