@@ -297,6 +297,15 @@ def heatmap(m: pd.DataFrame, title: str, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def checked_scores(runs: list, target_specs: Sequence[str], model_options: dict | None):
+    """Every run's champions scored on every target, after checking they share one class space."""
+    space = class_space(runs)
+    targets = load_targets(target_specs, runs, model_options)
+    for model in targets:
+        check_target(model, space)
+    return score_transfer(runs, targets), targets
+
+
 def transfer(
     run_dirs: Sequence[str | Path],
     target_specs: Sequence[str],
@@ -307,11 +316,7 @@ def transfer(
     if not target_specs:
         raise FoolbenchError("no target model given; pass one or more --model")
     runs = [read_run(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
-    space = class_space(runs)
-    targets = load_targets(target_specs, runs, model_options)
-    for model in targets:
-        check_target(model, space)
-    images = score_transfer(runs, targets)
+    images, targets = checked_scores(runs, target_specs, model_options)
     names = [m.name for m in targets]
     meta = {
         "runs": [
@@ -437,11 +442,7 @@ def run_experiment(
                     start_run(req)
                 run_dirs.append(run_dir)
         runs = [read_run(d) for d in run_dirs]
-        space = class_space(runs)
-        targets = load_targets(specs, runs, model_options)
-        for model in targets:
-            check_target(model, space)
-        images = score_transfer(runs, targets)
+        images, targets = checked_scores(runs, specs, model_options)
         names = [m.name for m in targets]
         folder = out / "transfer" / group.name
         meta = {
