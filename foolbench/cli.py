@@ -12,8 +12,8 @@ import click
 
 from foolbench import __version__
 from foolbench.errors import FoolbenchError
+from foolbench.zoo import DEFAULT_MODEL
 
-DEFAULT_MODEL = "lenet-mnist"
 DEFAULT_ATTACKS = {"mnist": ("mnist-cppn", "mnist-direct"), "imagenet": ("imagenet-cppn", "imagenet-direct")}
 
 

@@ -35,9 +35,9 @@ from foolbench.presets import Preset, load_preset, parse_classes, preset_from_di
 from foolbench.report.gallery import gallery, load_png, percent, safe_name, save_png
 from foolbench.search.archive import confidence_stats
 from foolbench.search.map_elites import Budget, MapElites, quantise
+from foolbench.zoo import DEFAULT_MODEL
 
 RUNS_DIR = Path("runs")
-DEFAULT_MODEL = "lenet-mnist"
 KEEP_CHECKPOINTS = 2
 
 
@@ -236,7 +236,8 @@ def _loop(
             save_checkpoint(run_dir, engine, metrics)
     if bar is not None:
         bar.close()
-    save_checkpoint(run_dir, engine, metrics)
+    if engine.generation % every != 0:  # the last generation was not just checkpointed
+        save_checkpoint(run_dir, engine, metrics)
     finish_run(run_dir, engine, manifest, metrics)
     return run_dir
 

@@ -31,6 +31,7 @@ TORCHVISION_URLS = {
     "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
 }
+DEFAULT_MODEL = "lenet-mnist"  # the model of every command that needs one and is given none
 OFFLINE_ENV = "FOOLBENCH_OFFLINE"
 ZOO_ENV = "FOOLBENCH_ZOO"
 
