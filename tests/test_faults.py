@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,51 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tiny_model, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert last.startswith("foolbench: error: cannot read or write") and blocker.read_text() == "not a folder"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: a real file system that runs out of space (needs root, as in CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {made.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder, leave: int) -> Path:
+    """Fill the file system of `folder` until a write fails, then free `leave` bytes."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    size = filler.stat().st_size
+    os.truncate(filler, max(0, size - leave))
+    return filler
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(tiny_model, tmp_path, small_disk):
+    args = ["--model", tiny_model, "--attack", "mnist-direct", "--checkpoint-every", 1, "--no-progress"]
+    whole, run = tmp_path / "whole", small_disk / "run"
+    foolbench("run", *args, "--generations", 12, "--out", whole)
+    foolbench("run", *args, "--generations", 6, "--out", run)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+    filler = fill(small_disk, leave=16384)  # room for the manifest, not for the next checkpoint
+    proc = foolbench("run", "--resume", run, "--generations", 12, "--no-progress", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert lines[-1].startswith("foolbench: error: cannot read or write") and "No space left" in lines[-1]
+    assert "checkpoint/gen-0000007.npz" in lines[-1]  # the write that failed is named
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before  # untouched
+    assert not list(run.rglob("*.tmp"))  # no half-written file
+    filler.unlink()  # space again: the run carries on from generation 6 as if nothing happened
+    foolbench("run", "--resume", run, "--generations", 12, "--no-progress")
+    assert_same_archive(whole, run)
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "results.csv"), pd.read_csv(run / "results.csv"))
