@@ -3,12 +3,15 @@
 For mnist-direct and mnist-cppn (paper settings, batch 200) it records, per seed, the archive at
 generation 200 (median, classes at >= 99% and >= 99.99%, the weakest class) and the first
 generation at which the median, and then every class, reached 99.99% (searching up to 400).
-Results: benchmarks/results/reach.json.
+Results: benchmarks/results/reach.json (or reach-NAME.json with `--name`). `--model` takes any
+model spec, e.g. a LeNet trained with another recipe, to compare how fast each is fooled.
 
-    python benchmarks/reach.py
+    python benchmarks/reach.py [--model lenet-mnist] [--name NAME]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 from common import write
@@ -36,6 +39,7 @@ def reach(model, attack: str, seed: int) -> dict:
                 "classes_at_9999": int((f >= 0.9999).sum()),
                 "classes_at_99": int((f >= 0.99).sum()),
                 "weakest": float(f.min()),
+                "classes_below_9999": [int(c) for c in np.flatnonzero(f < 0.9999)],
             }
         if "median_9999" not in first and np.median(f) >= 0.9999:
             first["median_9999"] = engine.generation
@@ -47,13 +51,18 @@ def reach(model, attack: str, seed: int) -> dict:
 
 
 def main() -> None:
-    model = load_model("lenet-mnist")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet-mnist", help="model spec (zoo name or file)")
+    parser.add_argument("--name", default=None, help="results/reach-NAME.json instead of reach.json")
+    args = parser.parse_args()
+    model = load_model(args.model)
     results = {}
     for attack in ("mnist-direct", "mnist-cppn"):
         for seed in SEEDS:
             results[f"{attack}/s{seed}"] = reach(model, attack, seed)
             print(attack, seed, results[f"{attack}/s{seed}"], flush=True)
-    write("reach", {"model": "lenet-mnist", "batch": 200, "search_limit": LIMIT, "runs": results})
+    payload = {"model": args.model, "accuracy": model.card.accuracy, "batch": 200, "search_limit": LIMIT}
+    write(f"reach-{args.name}" if args.name else "reach", {**payload, "runs": results})
 
 
 if __name__ == "__main__":

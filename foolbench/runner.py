@@ -129,6 +129,61 @@ def resume_run(run_dir: Path, req: RunRequest | None = None) -> Path:
     return _loop(engine, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
 
 
+def run_or_resume(req: RunRequest) -> tuple[Path, str]:
+    """Start, resume or reuse the run at `req.out`, so a killed sweep or experiment just continues.
+
+    Returns the run directory and what was done: 'started', 'resumed' or 'finished' (reused as is).
+    """
+    state = run_state(Path(req.out), req)
+    if state == "finished":
+        return Path(req.out), "finished"
+    if state == "resuming":
+        return resume_run(Path(req.out), req), "resumed"
+    return start_run(req), "started"
+
+
+def run_state(run_dir: Path, req: RunRequest) -> str | None:
+    """None: start it; 'finished': reuse it; 'resuming': continue it. Other settings there: refuse.
+
+    The settings compared are those that change the result: attack, seed, budget, first model, classes.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FoolbenchError(f"{run_dir} exists and is not a run directory; choose a new --out")
+    manifest = read_json(manifest_path)
+    preset = load_preset(req.attack, req.scale)
+    budget = _budget(preset, req).__dict__
+    expected = {
+        "attack": preset.name,
+        "seed": req.seed if req.seed is not None else preset.search.get("seed", 0),
+        **budget,
+        "spec": req.models[0],
+    }
+    found = {
+        "attack": manifest.get("attack"),
+        "seed": manifest.get("seed"),
+        **{k: manifest.get("budget", {}).get(k) for k in budget},
+        "spec": manifest.get("models", [{}])[0].get("spec"),
+    }
+    labels = manifest.get("model", {}).get("labels")
+    if labels:  # the manifest holds resolved indices; resolve the request the same way to compare
+        found["classes"] = manifest.get("classes")
+        expected["classes"] = parse_classes(
+            req.classes if req.classes is not None else preset.search.get("classes"), labels
+        )
+    if found != expected:
+        diff = ", ".join(
+            f"{k} {found[k]!r} (asked {expected[k]!r})" for k in expected if found[k] != expected[k]
+        )
+        raise FoolbenchError(
+            f"{run_dir} holds a run with other settings: {diff}; choose a new --out or delete that run"
+        )
+    return "finished" if (run_dir / "summary.json").is_file() else "resuming"
+
+
 def _preset_tables(d: dict) -> dict:
     return {k: d[k] for k in ("attack", "encoding", "search", "evaluation", "gradient") if d.get(k)}
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,3 +87,22 @@ def lenet(zoo_dir) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def foolbench(capsys, monkeypatch):
+    """The real entry point (`foolbench.cli:main`) in this process: no second torch import per call.
+
+    Returns returncode, stdout and stderr like subprocess.run, for asserting on what a user sees.
+    """
+    from foolbench.cli import main
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["foolbench", *map(str, args)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_.value.code, stdout=out, stderr=err)
+
+    return call

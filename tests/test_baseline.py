@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -15,25 +13,9 @@ from conftest import export, tiny
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from foolbench.cli import main
 from foolbench.errors import FoolbenchError
 from foolbench.experiments.baseline import auroc, baseline, fpr_at_tpr
 from foolbench.runner import RunRequest, start_run
-
-
-@pytest.fixture
-def foolbench(capsys, monkeypatch):
-    """The real entry point (`foolbench.cli:main`) in this process: no second torch import per call."""
-
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["foolbench", *map(str, args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_.value.code, stdout=out, stderr=err)
-
-    return call
 
 
 @pytest.fixture(scope="module")

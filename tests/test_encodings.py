@@ -343,6 +343,31 @@ def test_cppn_render_restores_torch_threads_and_does_not_depend_on_them() -> Non
     np.testing.assert_array_equal(images[1], images[2])
 
 
+def test_cppn_operators_on_leading_slots_equal_the_full_arrays() -> None:
+    """vary() runs the operators on views cut to the used node slots; they must change the genomes
+    exactly as on the full padded arrays (same random draws, same picks, writes reach the genomes)."""
+    from foolbench.encodings import cppn
+
+    encoding = make_encoding("cppn", resolution=8)
+    pop = evolve(encoding, 30, 15)
+    assert cppn.leading_slots(pop, spare=1)["conn"].shape[1] < encoding.n_nodes  # the cut is real
+    rows = np.arange(0, 30, 2)
+    operators = [
+        lambda p, rng: cppn.mutate_weights(p, rng, 0.5, 15.0, 10.0),
+        lambda p, rng: cppn.add_connection(p, rows, rng, 10.0),
+        lambda p, rng: cppn.delete_connection(p, rows, rng),
+        lambda p, rng: cppn.add_node(p, np.arange(30), rng, encoding.first_hidden),
+        lambda p, rng: cppn.delete_node(p, rows, rng, encoding.first_hidden),
+    ]
+    for operator in operators:
+        full, cut = ({key: value.copy() for key, value in pop.items()} for _ in range(2))
+        operator(full, np.random.default_rng(1))
+        operator(cppn.leading_slots(cut, spare=1), np.random.default_rng(1))
+        assert any(not np.array_equal(full[key], pop[key]) for key in pop)  # the operator did something
+        for key in pop:
+            np.testing.assert_array_equal(cut[key], full[key])
+
+
 def test_cppn_render_rejects_a_population_of_another_shape() -> None:
     pop = make_encoding("cppn", max_hidden=8).init(2, np.random.default_rng(0))
     with pytest.raises(FoolbenchError, match="max_hidden"):

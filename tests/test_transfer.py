@@ -209,9 +209,9 @@ def test_transfer_seeds_experiment_with_injected_models(models, tmp_path, foolbe
     record = json.loads((out / "experiment.json").read_text())
     assert record["experiment"] == "transfer-seeds" and record["groups"][0]["models"] == specs
     # Finished runs are reused (a killed experiment continues); other settings there are refused.
-    from foolbench.experiments.transfer import _existing
+    from foolbench.runner import run_state
 
     req = RunRequest(models=[specs[0]], attack="mnist-cppn", scale="cpu", generations=1, progress=False)
-    assert _existing(out / "runs" / "mnist" / "a-mnist-cppn", req) == "finished"
+    assert run_state(out / "runs" / "mnist" / "a-mnist-cppn", req) == "finished"
     with pytest.raises(FoolbenchError, match="other settings: generations 1 \\(asked 2\\)"):
         run_experiment("transfer-seeds", out, generations=2, models={"mnist": specs}, progress=False)

@@ -107,14 +107,17 @@ class CPPNEncoding:
         self._check(parents)
         opts = self.options
         pop = {key: parents[key].copy() for key in KEYS}
-        mutate_weights(pop, rng, opts["weight_rate"], opts["eta_m"], opts["weight_range"])
+        # The operators see only the leading slots that hold nodes, plus one free slot for add_node
+        # (views, so they write into `pop`): the same draws and results, on ~10x fewer elements.
+        used = leading_slots(pop, spare=1)
+        mutate_weights(used, rng, opts["weight_rate"], opts["eta_m"], opts["weight_range"])
         mutate_activations(pop, rng, opts["activation_rate"])
         count = len(pop["alive"])
         hit = {key: np.flatnonzero(rng.random(count) < opts[key]) for key in self.PROBABILITIES}
-        add_connection(pop, hit["add_connection"], rng, opts["weight_range"])
-        delete_connection(pop, hit["delete_connection"], rng)
-        add_node(pop, hit["add_node"], rng, self.first_hidden)
-        delete_node(pop, hit["delete_node"], rng, self.first_hidden)
+        add_connection(used, hit["add_connection"], rng, opts["weight_range"])
+        delete_connection(used, hit["delete_connection"], rng)
+        add_node(used, hit["add_node"], rng, self.first_hidden)
+        delete_node(used, hit["delete_node"], rng, self.first_hidden)
         return pop
 
     def render(self, pop: Population) -> np.ndarray:
@@ -158,12 +161,29 @@ def _flat_pairs(matrices: np.ndarray) -> np.ndarray:
     return matrices.reshape(len(matrices), -1 if len(matrices) else matrices.shape[1] * matrices.shape[2])
 
 
+def leading_slots(pop: Population, spare: int = 0) -> Population:
+    """Views of `pop` cut to the node slots up to the last one alive in any genome, plus `spare`.
+
+    Connections only join alive nodes and `add_node` fills the first free slot, so the tail of the
+    padded arrays is empty: scanning it (most of the [P, N, N] masks) changes nothing.
+    """
+    alive = np.flatnonzero(pop["alive"].any(axis=0))
+    if not len(alive):  # an empty population
+        return pop
+    used = min(pop["alive"].shape[1], int(alive[-1]) + 1 + spare)
+    return {
+        key: value[:, :used, :used] if key in ("conn", "weight") else value[:, :used]
+        for key, value in pop.items()
+    }
+
+
 def mutate_weights(pop: Population, rng: np.random.Generator, rate: float, eta: float, limit: float) -> None:
     """Polynomial mutation of each existing connection weight with probability `rate`, on [-limit, limit]."""
-    existing = np.flatnonzero(pop["conn"])
-    chosen = existing[bernoulli_indices(len(existing), rate, rng)]
-    weights = pop["weight"].reshape(-1)
-    weights[chosen] = polynomial_mutation(weights[chosen], rng.random(len(chosen)), -limit, limit, eta)
+    genome, dst, src = edge_list(pop["conn"])
+    chosen = bernoulli_indices(len(genome), rate, rng)
+    at = (genome[chosen], dst[chosen], src[chosen])
+    weights = pop["weight"]
+    weights[at] = polynomial_mutation(weights[at], rng.random(len(chosen)), -limit, limit, eta)
 
 
 def mutate_activations(pop: Population, rng: np.random.Generator, rate: float) -> None:
@@ -349,7 +369,7 @@ def render_outputs(
     pools in this one) every multi-threaded op can wait milliseconds for a descheduled thread, which
     made such renders 10-100x slower. The thread setting is restored on return.
     """
-    edges = edge_list(pop["conn"])
+    edges = edge_list(leading_slots(pop)["conn"])
     need = needed_nodes(edges, pop["act"].shape, n_out)
     serial = int(need.sum()) * resolution**2 < SERIAL_RENDER_ELEMENTS
     with _one_thread() if serial else contextlib.nullcontext():

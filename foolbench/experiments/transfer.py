@@ -401,7 +401,7 @@ def run_experiment(
     with the same settings is reused and an unfinished one is resumed, so a killed experiment continues.
     Returns the pooled transfer table of each group.
     """
-    from foolbench.runner import RunRequest, resume_run, start_run
+    from foolbench.runner import RunRequest, run_or_resume, run_state
 
     if name not in EXPERIMENTS:
         raise FoolbenchError(f"unknown experiment '{name}'; known: {', '.join(EXPERIMENTS)}")
@@ -434,12 +434,9 @@ def run_experiment(
                     model_options=dict(model_options or {}),
                     progress=progress,
                 )
-                state = _existing(run_dir, req)
+                state = run_state(run_dir, req)
                 log(f"{name}: {attack} on {spec} -> {run_dir}" + (f" ({state})" if state else ""))
-                if state == "resuming":
-                    resume_run(run_dir, req)
-                elif state is None:
-                    start_run(req)
+                run_or_resume(req)
                 run_dirs.append(run_dir)
         runs = [read_run(d) for d in run_dirs]
         images, targets = checked_scores(runs, specs, model_options)
@@ -468,39 +465,6 @@ def run_experiment(
         )
     write_json(out / "experiment.json", record)
     return tables
-
-
-def _existing(run_dir: Path, req) -> str | None:
-    """None: start it; 'finished': reuse it; 'resuming': continue it. Other settings there: refuse."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return None
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FoolbenchError(f"{run_dir} exists and is not a run directory; choose a new --out")
-    manifest = read_json(manifest_path)
-    from foolbench.presets import load_preset
-
-    preset = load_preset(req.attack, req.scale)
-    expected = {
-        "attack": preset.name,
-        "seed": req.seed if req.seed is not None else preset.search.get("seed", 0),
-        "generations": req.generations if req.generations is not None else preset.search.get("generations"),
-        "spec": req.models[0],
-    }
-    found = {
-        "attack": manifest.get("attack"),
-        "seed": manifest.get("seed"),
-        "generations": manifest.get("budget", {}).get("generations"),
-        "spec": manifest.get("models", [{}])[0].get("spec"),
-    }
-    if found != expected:
-        diff = ", ".join(
-            f"{k} {found[k]!r} (asked {expected[k]!r})" for k in expected if found[k] != expected[k]
-        )
-        raise FoolbenchError(
-            f"{run_dir} holds a run with other settings: {diff}; choose a new --out or delete that run"
-        )
-    return "finished" if (run_dir / "summary.json").is_file() else "resuming"
 
 
 def experiment_summary(tables: dict[str, pd.DataFrame]) -> str:

@@ -1,0 +1,672 @@
+"""The retraining defence: teach the model a "fooling" class, evolve again, repeat.
+
+The paper (Sec. 3.5) asks whether a network can learn to reject fooling images: it adds the evolved
+images to the training data as an extra class (the 11th for MNIST, the 1001st for ImageNet),
+retrains, and evolves new images against the retrained network. On MNIST evolution still found
+99.99 % images in every one of 15 iterations; on ImageNet the median confidence of new CPPN
+images fell from 88.1 % to 11.7 %.
+
+`defend` runs that loop and writes OUT/:
+  defence.csv             one row per iteration (COLUMNS); iteration 0 is the attack on the model given
+  defence.json            settings, the paper's figures, what each column means, per-iteration details
+  iter-<k>/runs/<...>     ordinary run directories (the champions of iteration k)
+  models/<name>-defended-<k>.onnx   the model of iteration k >= 1, with its card (labels + "fooling")
+
+Iteration k's model is trained with the distinct champion PNGs of iterations 0..k-1 as the fooling
+class; its runs target the original classes only. Each iteration makes `runs` runs (seeds
+seed + 1000 k + r) at the preset's budget; each run gives one champion per target class, identical
+PNGs are counted once. Everything is reused when the same command runs again: finished runs and
+model files are kept, killed runs resume, and a larger --iterations continues the defence.
+
+Keeping the fooling class's share constant, as the paper does:
+  MNIST     a fresh LeNet(11) is trained on the training digits plus exactly as many fooling examples
+            as an average digit class has: the distinct fooling images are repeated evenly (or
+            subsampled, seeded) to that count, so the fooling class is always 1/11 of the data.
+  ImageNet  only the classifier head is fine-tuned, on the frozen network's pooled features: the
+            fooling images and random views of natural photos (whose targets are the original
+            model's own probabilities, so its clean behaviour is kept) each carry a fixed half of
+            the loss, whatever their counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foolbench.errors import FoolbenchError
+from foolbench.io import atomic_path, read_json, sha256_file, write_json
+from foolbench.report.gallery import load_png, safe_name
+
+FOOLING = "fooling"
+DEFAULT_RUNS = {"mnist": 5, "imagenet": 2}  # runs per iteration (about 50 and 20 fooling images)
+RUN_SEED_STRIDE = 1000  # iteration k, run r evolves with seed + 1000 k + r
+COLUMNS = {
+    "iteration": "0: the attack on the model given; k: on the model retrained with the fooling images "
+    "of iterations 0..k-1",
+    "model": "name of the iteration's model",
+    "model_path": "the model file the iteration's runs evolved against",
+    "model_sha256": "sha256 of that file",
+    "fooling_images": "distinct fooling images in the training data of the iteration's model",
+    "runs": "runs evolved against the iteration's model",
+    "evaluations": "model evaluations of those runs, summed",
+    "median_confidence": "median confidence of the new champions (all runs, target classes only)",
+    "mean_confidence": "mean confidence of the new champions",
+    "classes_at_99": "target classes at >= 99 %, mean over the runs (summary.json)",
+    "classes_at_9999": "target classes at >= 99.99 %, mean over the runs (summary.json)",
+    "fooled_share": "share of the new champions whose top-1 is the fooling class (0 without one)",
+    "clean_accuracy": "see clean_accuracy in defence.json",
+}
+PAPER = {
+    "mnist": {
+        "model": "LeNet (Caffe), 11th class 'fooling'",
+        "procedure": "6,000 fooling images (as many as a digit class) from 300 runs, then 1,000 more per "
+        "iteration with the class share kept constant; 15 iterations",
+        "result": "evolution still produced 99.99 % images in every iteration",
+        "median_confidence_every_iteration": 0.9999,
+    },
+    "imagenet": {
+        "model": "AlexNet (Caffe), 1001st class 'fooling'",
+        "procedure": "9,000 CPPN fooling images against 1,300 per real class; retrained once",
+        "result": "median confidence of new CPPN images fell from 88.1 % to 11.7 %",
+        "median_confidence_before": 0.881,
+        "median_confidence_after": 0.117,
+    },
+}
+SUPPORTED = (
+    "the defence supports MNIST models (28x28 grey, e.g. lenet-mnist; retrained as a LeNet) and the "
+    "zoo's EfficientNet-Lite models (efficientnet-lite0/1/2; head fine-tuned)"
+)
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+def defend(
+    model_spec: str,
+    attack: str,
+    iterations: int,
+    out: str | Path,
+    *,
+    scale: str = "cpu",
+    runs_per_iteration: int | None = None,
+    seed: int = 0,
+    data: str | Path | None = None,
+    classes: str | None = None,
+    generations: int | None = None,
+    model_options: dict | None = None,
+    progress: bool = True,
+    log=print,
+) -> pd.DataFrame:
+    """Run (or continue) the retraining defence into `out`; returns defence.csv as a DataFrame.
+
+    `generations` overrides the preset's budget per run; `data` is an MNIST folder (torchvision
+    layout) for MNIST models, a folder of photos (one sub-folder per class) for ImageNet ones.
+    Every input is checked before anything is written.
+    """
+    out = Path(out)
+    setup = _prepare(
+        model_spec, attack, iterations, scale, runs_per_iteration, seed, data, classes, model_options
+    )
+    setup.generations = generations
+    record = _open_record(out, _settings(setup, data, generations), setup)
+    if setup.note:
+        log(f"defence: {setup.note}")
+    task = MnistDefence(data, seed) if setup.kind == "mnist" else ImagenetDefence(setup.model, data, seed)
+    rows, fooling_dirs, parent = [], [], setup.model
+    for k in range(iterations + 1):
+        row, run_dirs, training, parent = _iteration(task, setup, out, k, fooling_dirs, parent, progress, log)
+        rows.append(row)
+        fooling_dirs += run_dirs
+        record["iterations"].append({**row, "run_dirs": [str(d) for d in run_dirs], "training": training})
+        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        with atomic_path(out / "defence.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        write_json(out / "defence.json", record)
+        log(
+            f"defence: iteration {k}: median {row['median_confidence']:.2%} of new champions, "
+            f"{row['fooled_share']:.0%} put in the fooling class, clean accuracy {row['clean_accuracy']:.2%}"
+        )
+    return table
+
+
+def _iteration(task, setup, out: Path, k: int, fooling_dirs: list[Path], parent, progress: bool, log):
+    """Iteration k: (re)train its model from the fooling images so far (k > 0), evolve, measure."""
+    spec, training = setup.spec, {}
+    if k > 0:
+        path, training = _defended_model(task, setup, out, k, fooling_dirs, parent, log)
+        spec = str(path)
+    model = _load(spec, setup, k)
+    run_dirs = [_evolve(setup, out, k, r, spec, model, progress, log) for r in range(setup.runs)]
+    row = {
+        "iteration": k,
+        "model": model.name,
+        "model_path": str(model.path),
+        "model_sha256": sha256_file(model.path),
+        "fooling_images": training.get("fooling_images", setup.inherited_fooling),
+        **iteration_figures(run_dirs, setup.fooling_index if k == 0 else len(setup.labels)),
+        "clean_accuracy": task.clean_accuracy(model),
+    }
+    return row, run_dirs, training, model
+
+
+@dataclasses.dataclass
+class Setup:
+    """The checked inputs of a defence."""
+
+    kind: str  # mnist or imagenet
+    spec: str
+    model: object  # the starting model (foolbench.models.base.Model)
+    preset: object
+    labels: list[str]  # the original classes, without "fooling"
+    classes: list[int]
+    runs: int
+    seed: int
+    scale: str
+    iterations: int
+    fooling_index: int | None  # where the starting model already has a fooling class
+    inherited_fooling: int
+    note: str = ""
+    generations: int | None = None
+    model_options: dict = dataclasses.field(default_factory=dict)
+
+
+def _prepare(spec, attack, iterations, scale, runs, seed, data, classes, model_options=None) -> Setup:
+    """Every check, before anything is written: preset, model kind, classes, runs, data."""
+    from foolbench.models import load_model
+    from foolbench.presets import load_preset, parse_classes
+
+    if not isinstance(iterations, int) or iterations < 1:
+        raise FoolbenchError(
+            f"--iterations must be 1 or more (got {iterations}); each retrains the model once"
+        )
+    if runs is not None and runs < 1:
+        raise FoolbenchError(f"--runs must be 1 or more (got {runs})")
+    if seed < 0:
+        raise FoolbenchError(f"--seed must be 0 or more (got {seed})")
+    preset = load_preset(attack, scale)
+    if preset.method != "map-elites":
+        raise FoolbenchError(
+            f"{preset.name} is a {preset.method} preset; the defence evolves its images, as the paper "
+            "does: pass an evolutionary preset such as mnist-cppn or imagenet-cppn"
+        )
+    model_options = dict(model_options or {})
+    model = load_model(spec, **model_options)
+    kind = model_kind(model, spec)
+    dataset = preset.attack.get("dataset")
+    if (
+        dataset not in (None, kind)
+        or preset.encoding.get("channels", model.spec.channels) != model.spec.channels
+    ):
+        raise FoolbenchError(f"{preset.name} attacks {dataset or 'other'} models but {model.name} is {kind}")
+    labels, fooling_index, note, inherited = list(model.labels), None, "", 0
+    if labels[-1] == FOOLING:
+        labels, fooling_index = labels[:-1], len(labels) - 1
+        inherited = int(model.card.extra.get("fooling_images", 0))
+        note = (
+            f"{model.name} already has a fooling class (iteration {model.card.extra.get('iteration', '?')} "
+            "of an earlier defence); it is iteration 0 here, and the models retrained here learn only "
+            "the fooling images of this defence"
+        )
+    chosen = parse_classes(classes if classes is not None else preset.search.get("classes"), labels)
+    _check_data(kind, data)
+    return Setup(
+        kind=kind,
+        spec=spec,
+        model=model,
+        preset=preset,
+        labels=labels,
+        classes=chosen,
+        runs=runs or DEFAULT_RUNS[kind],
+        seed=seed,
+        scale=scale,
+        iterations=iterations,
+        fooling_index=fooling_index,
+        inherited_fooling=inherited,
+        note=note,
+        model_options=model_options,
+    )
+
+
+def model_kind(model, spec: str) -> str:
+    """'mnist' or 'imagenet' from the model's card and input; anything else is refused."""
+    dataset = (model.card.dataset or "").lower()
+    grey28 = model.spec.channels == 1 and tuple(model.spec.size) == (28, 28)
+    if dataset == "mnist" or (not dataset and grey28):
+        digits = len(model.labels) - (model.labels[-1] == FOOLING)
+        if not grey28 or digits != 10:
+            raise FoolbenchError(
+                f"{spec}: an MNIST model must take 28x28 grey images and have 10 classes (plus '{FOOLING}')"
+            )
+        return "mnist"
+    if dataset == "imagenet" and model.labels[-1] == FOOLING:
+        raise FoolbenchError(
+            f"{model.name} already has a fooling class; start the ImageNet defence from the original "
+            "model and continue it with more --iterations in the same --out"
+        )
+    if dataset == "imagenet" and efficientnet_name(model) is not None:
+        return "imagenet"
+    raise FoolbenchError(f"{spec} ({model.name}, dataset {dataset or 'unknown'}): {SUPPORTED}")
+
+
+def efficientnet_name(model) -> str | None:
+    """The zoo EfficientNet-Lite a model is (by its card's name and 1000 classes), else None."""
+    from foolbench.zoo.registry import ENTRIES
+
+    name = model.card.name or model.name
+    entry = ENTRIES.get(name)
+    ok = entry is not None and entry.kind == "efficientnet" and len(model.labels) == 1000
+    return name if ok else None
+
+
+def _check_data(kind: str, data) -> None:
+    if data is None or (kind == "imagenet" and str(data) == "skimage"):
+        return
+    if kind == "mnist":
+        from foolbench.data.mnist import load_mnist
+
+        load_mnist(data)
+    else:
+        from foolbench.data.photos import image_folder
+
+        image_folder(data)
+
+
+def _settings(setup: Setup, data, generations) -> dict:
+    """What must match for a second call to continue the same defence (iterations may grow)."""
+    return {
+        "model": setup.spec,
+        "model_sha256": sha256_file(setup.model.path),
+        "attack": setup.preset.name,
+        "scale": setup.scale,
+        "seed": setup.seed,
+        "runs_per_iteration": setup.runs,
+        "classes": setup.classes,
+        "generations": generations,
+        "data": str(data) if data is not None else None,
+    }
+
+
+def _open_record(out: Path, settings: dict, setup: Setup) -> dict:
+    """defence.json's header; an existing defence in `out` must have the same settings."""
+    path = out / "defence.json"
+    if path.is_file():
+        found = read_json(path).get("settings", {})
+        diff = [f"{k} {found.get(k)!r} (asked {v!r})" for k, v in settings.items() if found.get(k) != v]
+        if diff:
+            raise FoolbenchError(
+                f"{out} holds a defence with other settings: {', '.join(diff)}; choose a new --out"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise FoolbenchError(f"{out} exists and holds no defence.json; choose a new or empty --out")
+    task_doc = MnistDefence.CLEAN if setup.kind == "mnist" else ImagenetDefence.CLEAN
+    record = {
+        "settings": settings,
+        "iterations_asked": setup.iterations,
+        "dataset": setup.kind,
+        "labels": setup.labels + [FOOLING],
+        "target_classes": setup.classes,
+        "clean_accuracy": task_doc,
+        "class_share": MnistDefence.SHARE if setup.kind == "mnist" else ImagenetDefence.SHARE,
+        "paper": PAPER[setup.kind],
+        "columns": COLUMNS,
+        "note": setup.note or None,
+        "iterations": [],
+    }
+    write_json(path, record)
+    return record
+
+
+def _load(spec: str, setup: Setup, k: int):
+    from foolbench.models import load_model
+
+    options = setup.model_options if k == 0 else _portable(setup.model_options)
+    return load_model(spec, **options)
+
+
+def _portable(options: dict) -> dict:
+    """The options that still fit a defended model (its card has the extra label)."""
+    return {k: v for k, v in options.items() if k in ("batch_size", "overrides")}
+
+
+def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress: bool, log) -> Path:
+    """One run of iteration k: started, resumed, or reused (if it evolved against this very model file)."""
+    from foolbench.runner import RunRequest, run_or_resume, run_state
+
+    seed = setup.seed + RUN_SEED_STRIDE * k + r
+    run_dir = out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
+    req = RunRequest(
+        models=[spec],
+        attack=setup.preset.source,
+        scale=setup.scale,
+        generations=setup.generations,
+        classes=",".join(map(str, setup.classes)),
+        seed=seed,
+        out=run_dir,
+        model_options=setup.model_options if k == 0 else _portable(setup.model_options),
+        progress=progress,
+    )
+    state = run_state(run_dir, req)
+    if state == "finished":
+        recorded = read_json(run_dir / "manifest.json")["models"][0].get("sha256")
+        if recorded != sha256_file(model.path):
+            raise FoolbenchError(
+                f"{run_dir} was evolved against another version of {model.path} (sha256 differs); "
+                f"delete {out / f'iter-{k}'} and the later iterations to evolve them again"
+            )
+    log(
+        f"defence: iteration {k}, run {r + 1}/{setup.runs} on {model.name} -> {run_dir}"
+        + (f" ({state})" if state else "")
+    )
+    run_or_resume(req)
+    return run_dir
+
+
+def iteration_figures(run_dirs: list[Path], fooling_index: int | None) -> dict:
+    """The iteration's row from its runs' results.csv (champions) and summary.json (class counts)."""
+    results = pd.concat([pd.read_csv(d / "results.csv") for d in run_dirs], ignore_index=True)
+    summaries = [read_json(d / "summary.json") for d in run_dirs]
+    confidence = results["confidence"].to_numpy(dtype=np.float64)
+    fooled = 0.0 if fooling_index is None else float(np.mean(results["top1"].to_numpy() == fooling_index))
+    return {
+        "runs": len(run_dirs),
+        "evaluations": int(sum(s["evaluations"] for s in summaries)),
+        "median_confidence": float(np.median(confidence)),
+        "mean_confidence": float(np.mean(confidence)),
+        "classes_at_99": float(np.mean([s["classes_at_99"] for s in summaries])),
+        "classes_at_9999": float(np.mean([s["classes_at_9999"] for s in summaries])),
+        "fooled_share": fooled,
+    }
+
+
+def fooling_images(run_dirs: list[Path], channels: int) -> np.ndarray:
+    """The distinct champion PNGs of the runs, float32 [N, C, H, W] in [0, 1], in run and class order."""
+    seen, images = set(), []
+    for d in run_dirs:
+        files = pd.read_csv(d / "results.csv", dtype={"file": str})["file"]
+        for f in files:
+            image = load_png(d / f, channels)
+            key = hashlib.sha256(np.rint(image * 255).astype(np.uint8).tobytes()).digest()
+            if key not in seen:
+                seen.add(key)
+                images.append(image)
+    return np.stack(images)
+
+
+def images_sha256(images: np.ndarray) -> str:
+    return hashlib.sha256(np.rint(images * 255).astype(np.uint8).tobytes()).hexdigest()
+
+
+def balanced_indices(available: int, wanted: int, seed: int) -> np.ndarray:
+    """`wanted` indices into `available` items: each repeated evenly, the remainder (or all, when
+    there are more than wanted) drawn without replacement from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    whole, rest = divmod(wanted, available)
+    return np.concatenate(
+        [np.tile(np.arange(available), whole), np.sort(rng.choice(available, rest, replace=False))]
+    )
+
+
+def _defended_model(task, setup: Setup, out: Path, k: int, fooling_dirs: list[Path], parent, log):
+    """OUT/models/<name>-defended-<k>.onnx, trained with the fooling images so far (reused if already made)."""
+    images = fooling_images(fooling_dirs, setup.model.spec.channels)
+    digest = images_sha256(images)
+    stem = f"{safe_name(setup.model.name)}-defended-{k}"
+    path = out / "models" / f"{stem}.onnx"
+    facts = {
+        "iteration": k,
+        "fooling_images": len(images),
+        "fooling_images_sha256": digest,
+        "defence_seed": setup.seed,
+        "parent": parent.name,
+        "parent_sha256": sha256_file(parent.path),
+        "original": setup.spec,
+        "original_sha256": sha256_file(setup.model.path),
+    }
+    if path.is_file() and all(_card_extra(path).get(key) == value for key, value in facts.items()):
+        log(f"defence: iteration {k}: reusing {path}")
+    else:
+        log(f"defence: iteration {k}: retraining with {len(images)} fooling images -> {path}")
+        task.retrain(images, setup, stem, facts, path)
+    return path, _card_extra(path)  # what the card records, the same whether trained now or before
+
+
+def _card_extra(path: Path) -> dict:
+    from foolbench.models import load_model
+
+    return dict(load_model(str(path)).card.extra)
+
+
+# -- MNIST: a fresh LeNet with an 11th class ----------------------------------------------------------------
+class MnistDefence:
+    """Retrain the paper's LeNet from scratch on the digits plus the fooling images (class 10)."""
+
+    CLEAN = (
+        "held-out MNIST accuracy: top-1 over all classes equals the digit (the fooling class counts as wrong)"
+    )
+    SHARE = (
+        "the fooling class gets as many training examples as an average digit class: the distinct fooling "
+        "images repeated evenly, or a seeded subsample when there are more"
+    )
+
+    def __init__(self, data, seed: int):
+        from foolbench.data.mnist import load_mnist
+
+        self.digits = load_mnist(data)
+        self.seed = seed
+
+    def clean_accuracy(self, model) -> float:
+        x = self.digits.test_x[:, None].astype(np.float32) / np.float32(255.0)
+        return float(np.mean(model.probs(x).argmax(1) == self.digits.test_y))
+
+    def retrain(self, images: np.ndarray, setup: Setup, stem: str, facts: dict, path: Path) -> None:
+        from foolbench.models.card import ModelCard
+        from foolbench.zoo.export import export_onnx
+        from foolbench.zoo.lenet import LeNet, accuracy, as_images, seeded, train_classifier
+        from foolbench.zoo.mnist_models import ARCHITECTURES, CHECK_IMAGES
+
+        d = self.digits
+        per_class = round(len(d.train_y) / len(setup.labels))
+        pick = balanced_indices(len(images), per_class, self.seed + facts["iteration"])
+        fooling = np.rint(images[pick, 0] * 255).astype(np.uint8)
+        x = np.concatenate([d.train_x, fooling])
+        y = np.concatenate([d.train_y, np.full(len(fooling), len(setup.labels), dtype=np.int64)])
+        _, epochs, batch_size, _ = ARCHITECTURES["lenet-mnist"]
+        module = seeded(lambda: LeNet(num_classes=len(setup.labels) + 1), self.seed)
+        train = train_classifier(module, x, y, seed=self.seed, epochs=epochs, batch_size=batch_size)
+        train.pop("train_seconds")  # kept out of the card: same seed, same bytes
+        held_out = accuracy(module, d.test_x, d.test_y)
+        card = ModelCard(
+            name=stem,
+            dataset="mnist",
+            labels=setup.labels + [FOOLING],
+            input_size=[28, 28],
+            channels=1,
+            layout="NCHW",
+            mean=[0.0],
+            std=[1.0],
+            output="logits",
+            accuracy=round(held_out, 4),
+            notes=f"Caffe's LeNet retrained from scratch with an extra '{FOOLING}' class (the retraining "
+            f"defence of Nguyen, Yosinski & Clune, iteration {facts['iteration']}). Grey pixels in [0, 1].",
+            extra={**facts, "fooling_training_examples": len(fooling), "training_data": d.source, **train},
+        )
+        export_onnx(module, path, card, as_images(d.test_x[:CHECK_IMAGES]))
+
+
+# -- ImageNet: fine-tune the classifier head with a 1001st class --------------------------------------------
+NATURAL_VIEWS = 128  # random crops of the natural photos, in all, that keep the head's clean behaviour
+MAX_PHOTOS = 256
+
+
+class ImagenetDefence:
+    """Fine-tune only the head of a zoo EfficientNet-Lite on pooled features, adding a fooling class."""
+
+    CLEAN = (
+        "agreement with the original model's top-1 on the natural photos (each whole photo, preprocessed "
+        "as the card says); these photos are also what the head is fine-tuned on, so it is not held out"
+    )
+    SHARE = "fooling images and natural photos each carry half of the fine-tuning loss in every iteration"
+
+    def __init__(self, model, data, seed: int):
+        self.original = model
+        self.data = data
+        self.seed = seed
+        self._photos = None
+        self._reference = None
+        self._network = None
+        self._natural = None
+
+    def photos(self) -> list[np.ndarray]:
+        if self._photos is None:
+            if self.data is None or str(self.data) == "skimage":
+                from foolbench.data.photos import natural_photos
+
+                self._photos = [image for _, image in natural_photos()]
+            else:
+                from foolbench.data.photos import image_folder
+
+                images, _, _ = image_folder(self.data)
+                rng = np.random.default_rng(self.seed)
+                pick = np.sort(rng.permutation(len(images))[:MAX_PHOTOS])
+                self._photos = [images[int(i)] for i in pick]
+        return self._photos
+
+    def _top1(self, model) -> np.ndarray:
+        return np.array([int(model.probs(p[None]).argmax(1)[0]) for p in self.photos()])
+
+    def clean_accuracy(self, model) -> float:
+        if self._reference is None:
+            self._reference = self._top1(self.original)
+        return float(np.mean(self._top1(model) == self._reference))
+
+    def network(self):
+        """The original network in PyTorch (from the zoo builder), its card and its head's weights."""
+        if self._network is None:
+            from foolbench.zoo.imagenet import build_efficientnet
+
+            built = build_efficientnet(efficientnet_name(self.original), progress=False)
+            fc = built.module._fc
+            self._network = (built.module, built.card, fc.weight.detach().clone(), fc.bias.detach().clone())
+        return self._network
+
+    def natural(self):
+        """Pooled features of random views of the photos, with the original head's probabilities for them."""
+        if self._natural is None:
+            import torch
+
+            module, card, weight, bias = self.network()
+            views = max(1, math.ceil(NATURAL_VIEWS / len(self.photos())))
+            rng = np.random.default_rng(self.seed)
+            batches = [
+                pooled_features(module, [random_view(p, rng) if v else p for v in range(views)], card)
+                for p in self.photos()
+            ]
+            features = np.concatenate(batches)
+            logits = torch.from_numpy(features) @ weight.T + bias
+            self._natural = (features, torch.softmax(logits, 1).numpy())
+        return self._natural
+
+    def retrain(self, images: np.ndarray, setup: Setup, stem: str, facts: dict, path: Path) -> None:
+        import copy
+
+        import torch
+
+        from foolbench.zoo.export import export_onnx
+        from foolbench.zoo.imagenet import check_examples
+
+        module, card, weight, bias = self.network()
+        natural, targets = self.natural()
+        fooling = pooled_features(module, list(images), card)
+        new_weight, new_bias, loss = finetune_head(
+            weight.numpy(), bias.numpy(), fooling, natural, targets, seed=self.seed
+        )
+        defended = copy.deepcopy(module)
+        defended._fc = torch.nn.Linear(weight.shape[1], len(new_bias))
+        with torch.no_grad():
+            defended._fc.weight.copy_(torch.from_numpy(new_weight))
+            defended._fc.bias.copy_(torch.from_numpy(new_bias))
+        defended.eval()
+        base = {k: v for k, v in self.original.card.extra.items() if k != "rebuild"}
+        new_card = dataclasses.replace(
+            self.original.card,
+            name=stem,
+            labels=setup.labels + [FOOLING],
+            notes=f"{self.original.card.notes or ''} Head fine-tuned with an extra '{FOOLING}' class (the "
+            f"retraining defence of Nguyen, Yosinski & Clune, iteration {facts['iteration']}).".strip(),
+            extra={**base, **facts, "natural_views": len(targets), "head_loss": round(loss, 6)},
+        )
+        export_onnx(defended, path, new_card, check_examples(new_card))
+
+
+def random_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop covering 40-100 % of the shorter side, mirrored half of the time."""
+    _, h, w = image.shape
+    side = int(min(h, w) * rng.uniform(0.4, 1.0))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    view = image[:, y : y + side, x : x + side]
+    return np.ascontiguousarray(view[:, :, ::-1] if rng.random() < 0.5 else view)
+
+
+def pooled_features(module, images: list[np.ndarray], card, batch: int = 16) -> np.ndarray:
+    """EfficientNet's pooled penultimate features [N, D] of images preprocessed as `card` says."""
+    import torch
+
+    from foolbench.zoo.imagenet import preprocess
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.stack(
+                [preprocess(np.asarray(im, dtype=np.float32), card) for im in images[i : i + batch]]
+            )
+            out.append(torch.nn.functional.adaptive_avg_pool2d(module.extract_features(x), 1).flatten(1))
+    return torch.cat(out).numpy()
+
+
+def finetune_head(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    fooling: np.ndarray,
+    natural: np.ndarray,
+    natural_targets: np.ndarray,
+    *,
+    seed: int = 0,
+    steps: int = 300,
+    lr: float = 1e-2,
+    fooling_share: float = 0.5,
+    tether: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A K+1-way head from a K-way one: (weight [K+1, D], bias [K+1], final loss).
+
+    The new row starts as the mean of the old ones. Full-batch Adam minimises
+    fooling_share * CE(fooling -> K) + (1 - fooling_share) * CE(natural -> the original probabilities)
+    plus `tether` times the squared distance of the old rows from where they started, so classes
+    that no training example shows keep their behaviour. Deterministic for given inputs.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    w0 = torch.as_tensor(weight, dtype=torch.float32)
+    b0 = torch.as_tensor(bias, dtype=torch.float32)
+    k = len(b0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        w = torch.cat([w0, w0.mean(0, keepdim=True)]).requires_grad_()
+        b = torch.cat([b0, b0.mean().reshape(1)]).requires_grad_()
+        fool = torch.as_tensor(fooling, dtype=torch.float32)
+        nat = torch.as_tensor(natural, dtype=torch.float32)
+        nat_p = torch.as_tensor(natural_targets, dtype=torch.float32)
+        nat_p = torch.cat([nat_p, torch.zeros(len(nat_p), 1)], 1)  # the fooling class: probability 0
+        fool_y = torch.full((len(fool),), k, dtype=torch.int64)
+        optimizer = torch.optim.Adam([w, b], lr=lr)
+        for _ in range(steps):
+            loss = fooling_share * F.cross_entropy(fool @ w.T + b, fool_y)
+            loss = loss + (1 - fooling_share) * F.cross_entropy(nat @ w.T + b, nat_p)
+            loss = loss + tether * ((w[:k] - w0).pow(2).sum() + (b[:k] - b0).pow(2).sum())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return w.detach().numpy().copy(), b.detach().numpy().copy(), float(loss.detach())

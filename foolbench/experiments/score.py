@@ -1,0 +1,253 @@
+"""`foolbench score`: run a scoring protocol on one model and make its leaderboard row.
+
+Every attack x seed of the protocol is a normal run directory under WORK/<attack>-s<seed>/, its
+complete preset written to WORK/presets/<attack>.toml, so any run can be inspected, transferred or
+repeated with `foolbench run`. A finished run there is reused and a killed one resumed, so scoring
+again after a crash (or re-scoring the same model) only does the missing work. The real-image
+baseline is `foolbench baseline` on the model, against all of the runs' champions (WORK/baseline/).
+The row is computed from the runs' summary.json and baseline.json only.
+
+The default WORK is runs/score/<name>-<first 12 hex of the model's sha256>/<protocol version>/: a
+changed model file gets fresh runs, never another file's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import numpy as np
+
+from foolbench import __version__
+from foolbench.errors import FoolbenchError
+from foolbench.io import read_json, sha256_file, write_json, write_text
+from foolbench.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolAttack, Suite, load_protocol, toml_text
+from foolbench.report.gallery import safe_name
+
+SCORE_DIR = Path("runs") / "score"
+_TABLES = ("attack", "encoding", "search", "evaluation", "gradient")
+
+
+def score_model(
+    model_spec: str,
+    name: str | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    leaderboard: str | Path | None = None,
+    work: str | Path | None = None,
+    model_options: dict | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Score the model under the protocol; with `leaderboard`, put its row there (replacing an older one).
+
+    Everything a user can get wrong (model, protocol, leaderboard file, name) is checked before the
+    first run starts, so a mistake costs no time and writes nothing.
+    """
+    from foolbench.models import load_model
+    from foolbench.report.leaderboard import add_row, read_leaderboard
+
+    proto = load_protocol(protocol)
+    options = dict(model_options or {})
+    model = load_model(model_spec, **options)
+    if model.path is None:
+        raise FoolbenchError(
+            f"{model_spec}: a model without a file cannot be identified on the leaderboard (its sha256); "
+            "export it to ONNX or save its state dict and score that file"
+        )
+    name = _check_name(name if name is not None else model.name)
+    if leaderboard is not None:
+        read_leaderboard(leaderboard)  # a broken leaderboard fails now, not after the runs
+    suite = proto.suite_for(model.spec.channels)
+    options = _with_crop(options, suite)
+    sha = sha256_file(model.path)
+    work = Path(work) if work is not None else SCORE_DIR / f"{safe_name(name)}-{sha[:12]}" / proto.version
+    plan = _plan(proto, suite, model)
+    gradient_skipped = _gradient_check(model, suite)
+    for attack, tables in plan.items():
+        if attack.name not in gradient_skipped:
+            _check_runs(work, attack, tables, proto.seeds, sha)
+
+    runs: dict[str, list[Path]] = {}
+    for attack, tables in plan.items():
+        if attack.name in gradient_skipped:
+            log(f"score: {attack.name} skipped: {gradient_skipped[attack.name]}")
+            continue
+        preset_file = work / "presets" / f"{attack.name}.toml"
+        write_text(preset_file, toml_text(tables, f"foolbench score: {tables['attack']['description']}"))
+        runs[attack.name] = [
+            _run(work / f"{attack.name}-s{seed}", preset_file, model_spec, seed, options, progress, log)
+            for seed in proto.seeds
+        ]
+    base, base_note = _baseline(model, model_spec, runs, work / "baseline", options)
+    row = make_row(name, sha, model, proto, suite, runs, base)
+    record = {
+        "row": row,
+        "model": {"spec": model_spec, "path": str(model.path), "options": options},
+        "protocol": {"version": proto.version, "source": proto.source, "suite": suite.name},
+        "runs": {a: [str(d) for d in dirs] for a, dirs in runs.items()},
+        "skipped": gradient_skipped,
+        "baseline": str(work / "baseline" / "baseline.json") if base else None,
+        "baseline_note": base_note,
+    }
+    write_json(work / "score.json", record)
+    if leaderboard is not None:
+        add_row(leaderboard, row)
+    return row
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name or any(not c.isprintable() for c in name) or len(name) > 200:
+        raise FoolbenchError(f"--name must be 1 to 200 printable characters on one line, got {name!r}")
+    return name
+
+
+def _with_crop(options: dict, suite: Suite) -> dict:
+    """The protocol fixes the crop (its cost per evaluation); a --crop that differs is refused."""
+    overrides = dict(options.get("overrides", {}))
+    if suite.crop is None:
+        return options
+    if overrides.get("crop", suite.crop) != suite.crop:
+        raise FoolbenchError(
+            f"the protocol scores suite {suite.name} with crop '{suite.crop}'; drop --crop {overrides['crop']}"
+        )
+    return {**options, "overrides": overrides | {"crop": suite.crop}}
+
+
+def resolution_of(model) -> int:
+    """The side images are drawn at: what the model's card resizes to, else its larger input side."""
+    return int(model.spec.resize or max(model.spec.size))
+
+
+def _plan(proto: Protocol, suite: Suite, model) -> dict[ProtocolAttack, dict]:
+    """Each attack's complete preset for this model, validated as a preset before anything runs."""
+    from foolbench.presets import preset_from_dict
+
+    classes = proto.classes_for(model.num_classes)
+    plan = {}
+    for attack in suite.attacks:
+        tables = proto.preset_tables(attack, suite, resolution_of(model), classes)
+        preset_from_dict(tables, f"{proto.source} [suite.{suite.name}.attacks.{attack.name}]")
+        plan[attack] = tables
+    return plan
+
+
+def _gradient_check(model, suite: Suite) -> dict[str, str]:
+    """Gradient attacks this model cannot take (no PyTorch form): attack name -> the reason."""
+    gradient = [a.name for a in suite.attacks if a.method == "gradient"]
+    if not gradient:
+        return {}
+    try:
+        model.torch_module()
+    except FoolbenchError as e:
+        return dict.fromkeys(gradient, str(e))
+    return {}
+
+
+def _check_runs(work: Path, attack: ProtocolAttack, tables: dict, seeds, sha: str) -> None:
+    """A run already in WORK must be this protocol's run on this very model file, else refuse."""
+    from foolbench.presets import preset_from_dict
+
+    expected = _comparable(preset_from_dict(tables, "protocol").as_dict())
+    for seed in seeds:
+        run_dir = work / f"{attack.name}-s{seed}"
+        if not run_dir.exists() or not any(run_dir.iterdir()):
+            continue
+        if not (run_dir / "manifest.json").is_file():
+            raise FoolbenchError(f"{run_dir} exists and is not a run directory; pass another --work")
+        manifest = read_json(run_dir / "manifest.json")
+        found_sha = manifest.get("models", [{}])[0].get("sha256")
+        why = (
+            "another model file (sha256 differs)"
+            if found_sha != sha
+            else f"seed {manifest.get('seed')}"
+            if manifest.get("seed") != seed
+            else "other attack settings (the protocol file changed without a new version?)"
+            if _comparable(manifest.get("preset", {})) != expected
+            else None
+        )
+        if why:
+            raise FoolbenchError(f"{run_dir} holds a run of {why}; pass another --work or delete that run")
+
+
+def _comparable(preset: dict) -> dict:
+    """A preset's settings without the attack's description (where its file lives does not matter)."""
+    return {k: preset.get(k) or {} for k in _TABLES}
+
+
+def _run(run_dir: Path, preset_file: Path, spec: str, seed: int, options: dict, progress: bool, log) -> Path:
+    from foolbench.runner import RunRequest, resume_run, start_run
+
+    req = RunRequest(
+        models=[spec],
+        attack=str(preset_file),
+        scale="full",
+        seed=seed,
+        out=run_dir,
+        model_options=options,
+        progress=progress,
+    )
+    if (run_dir / "summary.json").is_file():
+        log(f"score: {run_dir} (finished, reused)")
+    elif (run_dir / "manifest.json").is_file():
+        log(f"score: {run_dir} (resuming)")
+        resume_run(run_dir, req)
+    else:
+        log(f"score: {run_dir}")
+        start_run(req)
+    return run_dir
+
+
+def _baseline(model, spec: str, runs: dict, out: Path, options: dict) -> tuple[dict | None, str | None]:
+    """`foolbench baseline` against all champions; (None, why) where the model has no real images."""
+    from foolbench.experiments.baseline import baseline, default_data, real_images
+
+    data = default_data(model)
+    try:
+        real_images(data, model)
+    except FoolbenchError as e:
+        return None, f"no real-image baseline: {e}"
+    run_dirs = [d for dirs in runs.values() for d in dirs]
+    return baseline(spec, data, run_dirs, out, options), None
+
+
+# -- the row ---------------------------------------------------------------------------------------
+def attack_cells(summaries: list[dict]) -> dict:
+    """One attack's cells from its seeds' summary.json: mean median, mean classes at >= 99%, and the
+    median over seeds of the evaluations to the first 99% (never = infinite; None where that is the median)."""
+    reached = [s["evaluations_to_first_99"] for s in summaries]
+    evals = float(np.median([math.inf if e is None else e for e in reached]))
+    return {
+        "median": float(np.mean([s["median_confidence"] for s in summaries])),
+        "classes_at_99": float(np.mean([s["classes_at_99"] for s in summaries])),
+        "evals_to_99": None if math.isinf(evals) else evals,
+    }
+
+
+def make_row(
+    name: str, sha: str, model, proto: Protocol, suite: Suite, runs: dict, base: dict | None
+) -> dict:
+    h, w = model.spec.size
+    row = {
+        "name": name,
+        "model_sha256": sha,
+        "classes": model.num_classes,
+        "input_size": f"{model.spec.channels}x{h}x{w}",
+        "suite": suite.name,
+        "protocol": proto.version,
+        "foolbench": __version__,
+        "date": dt.datetime.now(dt.UTC).date().isoformat(),
+        "fooling_score": None,
+    }
+    for attack in proto.attack_names:
+        dirs = runs.get(attack, [])
+        cells = attack_cells([read_json(d / "summary.json") for d in dirs]) if dirs else {}
+        for key in ("median", "classes_at_99", "evals_to_99"):
+            row[f"{attack}_{key}"] = cells.get(key)
+    ranked = [row[f"{a}_median"] for a in proto.ranked]
+    row["fooling_score"] = float(np.mean(ranked)) if ranked and None not in ranked else None
+    fvr = (base or {}).get("fooling_vs_real") or {}
+    row["baseline_median"] = base["median_confidence"] if base else None
+    row["fooling_auroc"] = fvr.get("auroc")
+    return row

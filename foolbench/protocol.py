@@ -1,0 +1,284 @@
+"""Scoring protocols: the attacks, budgets, seeds and target classes that make one leaderboard row.
+
+A protocol is a versioned TOML file, `attacks/protocols/<version>.toml` (see v1.toml for the
+reasoning behind its numbers). It holds one *suite* of attacks per kind of input (grey, colour), so
+any classifier can be scored: the model's channel count picks the suite, its input size the
+resolution, its class count the target classes. Each attack names a preset in `attacks/` and the
+budget the protocol gives it; `preset_tables` turns that into a complete preset for one model, which
+`experiments/score.py` writes beside the runs so every run can be repeated with `foolbench run`.
+
+Like presets, every key is checked: unknown keys and bad values are one-line errors naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from foolbench.errors import FoolbenchError
+from foolbench.presets import ATTACKS_DIR, _check_value, load_preset
+
+PROTOCOLS_DIR = ATTACKS_DIR / "protocols"
+DEFAULT_PROTOCOL = "v1"
+_BUDGET_KEYS = ("generations", "evaluations", "seconds", "seed")
+
+# table -> key -> rule (the presets' rule format); "required" keys must be present
+_PROTOCOL_KEYS = {
+    "version": ("str",),
+    "description": ("str",),
+    "seeds": ("seeds",),
+    "all_classes_up_to": ("int", 1, 1_000_000),
+    "sample_classes": ("int", 1, 1_000_000),
+    "ranked": ("names",),
+}
+_SUITE_KEYS = {"channels": ("choice", (1, 3)), "crop": ("choice", ("center", "ten")), "attacks": ("table",)}
+_ATTACK_KEYS = {
+    "preset": ("str",),
+    "evaluations": ("int", 1, 10**12),
+    "steps": ("int", 1, 10_000_000),
+    "batch": ("int", 1, 100_000),
+}
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # attack names become column names and folder names
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+@dataclass(frozen=True)
+class ProtocolAttack:
+    name: str  # the leaderboard's column prefix: cppn_median, ...
+    preset: str
+    method: str  # map-elites (budget: evaluations, batch) or gradient (budget: steps)
+    evaluations: int | None = None
+    steps: int | None = None
+    batch: int | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    channels: int
+    crop: str | None
+    attacks: tuple[ProtocolAttack, ...]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    version: str
+    source: str
+    seeds: tuple[int, ...]
+    all_classes_up_to: int
+    sample_classes: int
+    ranked: tuple[str, ...]
+    suites: dict[str, Suite]
+
+    def suite_for(self, channels: int) -> Suite:
+        """The suite for a model with this many input channels."""
+        for suite in self.suites.values():
+            if suite.channels == channels:
+                return suite
+        have = ", ".join(f"{s.name} ({s.channels})" for s in self.suites.values())
+        raise FoolbenchError(
+            f"protocol {self.version} has no suite for {channels}-channel models (it has {have}); "
+            "pass --channels to say how the model wants its input"
+        )
+
+    def classes_for(self, k: int) -> list[int]:
+        """Every class for K <= all_classes_up_to; else `sample_classes` spread evenly: floor(i*K/n)."""
+        if k <= self.all_classes_up_to:
+            return list(range(k))
+        n = min(self.sample_classes, k)
+        return [i * k // n for i in range(n)]
+
+    @property
+    def attack_names(self) -> list[str]:
+        """Every attack of every suite, in file order (the leaderboard's column order)."""
+        return list(dict.fromkeys(a.name for s in self.suites.values() for a in s.attacks))
+
+    def preset_tables(
+        self, attack: ProtocolAttack, suite: Suite, resolution: int, classes: list[int]
+    ) -> dict:
+        """The complete preset of `attack` for one model: the named preset with the protocol's budget,
+        the model's resolution and channels, the protocol's classes and crop."""
+        base = load_preset(attack.preset, "full")
+        tables = {
+            "attack": {k: v for k, v in base.attack.items() if k != "model"}
+            | {
+                "name": f"score-{self.version}-{attack.name}",
+                "description": f"protocol {self.version}, suite {suite.name}, attack {attack.name} "
+                f"(from preset {attack.preset})",
+            },
+            "search": {k: v for k, v in base.search.items() if k not in _BUDGET_KEYS} | {"classes": classes},
+            "evaluation": dict(base.evaluation),
+        }
+        if suite.crop:
+            tables["evaluation"]["crop"] = suite.crop
+        if attack.method == "gradient":
+            tables["gradient"] = base.gradient | {
+                "steps": attack.steps,
+                "resolution": resolution,
+                "channels": suite.channels,
+            }
+        else:
+            tables["encoding"] = base.encoding | {"resolution": resolution, "channels": suite.channels}
+            tables["search"]["evaluations"] = attack.evaluations
+            if attack.batch is not None:
+                tables["search"] |= {"batch": attack.batch, "init": attack.batch}
+        return {k: v for k, v in tables.items() if v}
+
+
+def protocol_path(ref: str) -> Path:
+    """A protocol file, or a version name looked up in attacks/protocols/ (`v1`)."""
+    path = Path(ref)
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    named = PROTOCOLS_DIR / f"{ref}.toml"
+    if "/" not in ref and _VERSION.fullmatch(ref) and named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in PROTOCOLS_DIR.glob("*.toml")))
+    raise FoolbenchError(f"protocol '{ref}' not found; pass a .toml file or one of: {known}")
+
+
+def load_protocol(ref: str = DEFAULT_PROTOCOL) -> Protocol:
+    path = protocol_path(ref)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise FoolbenchError(f"{path}: not valid TOML ({e})") from None
+    return protocol_from_dict(data, str(path))
+
+
+def protocol_from_dict(data: dict, source: str) -> Protocol:
+    unknown = sorted(set(data) - {"protocol", "suite"})
+    if unknown:
+        raise FoolbenchError(f"{source}: unknown section [{unknown[0]}]; known: protocol, suite")
+    head = _table(data.get("protocol"), "[protocol]", source)
+    _check_keys(head, _PROTOCOL_KEYS, "protocol", source)
+    for key in ("version", "seeds"):
+        if key not in head:
+            raise FoolbenchError(f"{source}: [protocol] needs '{key}'")
+    if not _VERSION.fullmatch(head["version"]):
+        raise FoolbenchError(
+            f"{source}: 'protocol.version' must be letters, digits, '.', '_' or '-' (at most 32), "
+            f"got {head['version']!r}"
+        )
+    suites = {
+        name: _suite(name, value, source)
+        for name, value in _table(data.get("suite"), "[suite]", source).items()
+    }
+    if not suites:
+        raise FoolbenchError(f"{source}: the protocol has no [suite.NAME] tables")
+    channels = [s.channels for s in suites.values()]
+    if len(set(channels)) != len(channels):
+        raise FoolbenchError(
+            f"{source}: two suites are for the same channel count; a model must get one suite"
+        )
+    ranked = tuple(head.get("ranked", []))
+    for suite in suites.values():
+        missing = [a for a in ranked if a not in {x.name for x in suite.attacks}]
+        if missing:
+            raise FoolbenchError(
+                f"{source}: ranked attack '{missing[0]}' is not in suite {suite.name}; "
+                "every suite must run the attacks the ranking uses"
+            )
+    return Protocol(
+        version=head["version"],
+        source=source,
+        seeds=tuple(head["seeds"]),
+        all_classes_up_to=head.get("all_classes_up_to", 100),
+        sample_classes=head.get("sample_classes", 10),
+        ranked=ranked,
+        suites=suites,
+    )
+
+
+def _suite(name: str, value, source: str) -> Suite:
+    where = f"suite.{name}"
+    table = _table(value, f"[{where}]", source)
+    _check_keys(table, _SUITE_KEYS, where, source)
+    if not _NAME.fullmatch(name):
+        raise FoolbenchError(f"{source}: suite name '{name}' must be lower-case letters, digits and '-'")
+    if "channels" not in table:
+        raise FoolbenchError(f"{source}: [{where}] needs 'channels' (1 or 3)")
+    attacks = _table(table.get("attacks"), f"[{where}.attacks]", source)
+    if not attacks:
+        raise FoolbenchError(f"{source}: [{where}] has no attacks; add [{where}.attacks.NAME] tables")
+    return Suite(
+        name=name,
+        channels=table["channels"],
+        crop=table.get("crop"),
+        attacks=tuple(_attack(a, v, f"{where}.attacks.{a}", source) for a, v in attacks.items()),
+    )
+
+
+def _attack(name: str, value, where: str, source: str) -> ProtocolAttack:
+    table = _table(value, f"[{where}]", source)
+    _check_keys(table, _ATTACK_KEYS, where, source)
+    if not _NAME.fullmatch(name):
+        raise FoolbenchError(
+            f"{source}: attack name '{name}' must be lower-case letters, digits and '-' (it names columns)"
+        )
+    if "preset" not in table:
+        raise FoolbenchError(f"{source}: [{where}] needs 'preset' (a preset in attacks/)")
+    try:
+        method = load_preset(table["preset"]).method
+    except FoolbenchError as e:
+        raise FoolbenchError(f"{source}: [{where}] {e}") from None
+    budget = "steps" if method == "gradient" else "evaluations"
+    allowed = ("steps",) if method == "gradient" else ("evaluations", "batch")
+    wrong = [k for k in table if k in ("evaluations", "steps", "batch") and k not in allowed]
+    if wrong or budget not in table:
+        allowed = "'steps'" if method == "gradient" else "'evaluations' (and optionally 'batch')"
+        raise FoolbenchError(f"{source}: [{where}] is a {method} attack; its budget is {allowed}")
+    return ProtocolAttack(
+        name=name,
+        preset=table["preset"],
+        method=method,
+        **{k: table.get(k) for k in _ATTACK_KEYS if k != "preset"},
+    )
+
+
+def _table(value, where: str, source: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FoolbenchError(f"{source}: {where} must be a table of keys")
+    return value
+
+
+def _check_keys(table: dict, rules: dict, where: str, source: str) -> None:
+    for key, value in table.items():
+        if key not in rules:
+            raise FoolbenchError(f"{source}: unknown key '{where}.{key}'; known: {', '.join(rules)}")
+        kind = rules[key][0]
+        if kind == "table":
+            continue
+        if kind == "seeds":
+            ok = (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in value)
+                and len(set(value)) == len(value)
+            )
+            if not ok:
+                raise FoolbenchError(
+                    f"{source}: '{where}.{key}' must be a list of distinct seeds >= 0, got {value!r}"
+                )
+        elif kind == "names":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise FoolbenchError(
+                    f"{source}: '{where}.{key}' must be a list of attack names, got {value!r}"
+                )
+        else:
+            _check_value(f"{where}.{key}", value, rules[key], source)
+
+
+def toml_text(tables: dict, comment: str = "") -> str:
+    """A preset's tables as TOML. Values are text, numbers, booleans and lists of them, which JSON
+    writes exactly as TOML does, so no TOML writer is needed."""
+    lines = [f"# {line}" for line in comment.splitlines()]
+    for section, values in tables.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"

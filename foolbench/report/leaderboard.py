@@ -1,0 +1,188 @@
+"""reports/leaderboard.csv: one row per (model file, protocol), safe to update from many processes.
+
+An update reads the file, replaces the row of the same (model_sha256, protocol) or appends, and
+writes the whole file to a temporary file renamed over the old one, all under a lock file
+(`leaderboard.csv.lock`, filelock): concurrent `foolbench score` processes queue for the lock,
+so none loses another's row, and a reader never sees a half-written file.
+
+Robustness, as the rendered tables sort it (within each protocol and suite, since only models
+facing the same attacks compare): `fooling_score` ascending, the mean over the protocol's ranked
+attacks of the median best confidence (lower = the attacks fool it less); ties go to the model
+whose quickest attack needed more evaluations to bring a first class to 99% (never = best).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from foolbench.errors import FoolbenchError
+from foolbench.io import atomic_path
+from foolbench.report.gallery import percent
+
+BASE_COLUMNS = [
+    "name",
+    "model_sha256",
+    "classes",
+    "input_size",
+    "suite",
+    "protocol",
+    "foolbench",
+    "date",
+    "fooling_score",
+]
+TAIL_COLUMNS = ["baseline_median", "fooling_auroc"]
+KEY = ("model_sha256", "protocol")
+TEXT_COLUMNS = ("name", "model_sha256", "input_size", "suite", "protocol", "foolbench", "date")
+FORMATS = ("md", "html", "csv")
+LOCK_TIMEOUT = 600.0  # seconds to wait for another process's update (each takes milliseconds)
+ROBUSTNESS = (
+    "Sorted by robustness within each protocol and suite: fooling_score ascending (the mean over the "
+    "protocol's ranked attacks of the median best confidence per target class; lower = more robust), "
+    "ties by more evaluations until the quickest attack put a first class at >= 99% (empty = never). "
+    "ATTACK_median: median best confidence, mean over seeds; _classes_at_99: target classes at "
+    ">= 99%, mean over seeds; _evals_to_99: evaluations until the first class reached 99%, median "
+    "over seeds. baseline_median: median top-1 confidence on real images; fooling_auroc: how well "
+    "max-softmax tells real images from the fooling ones (0.5 = not at all)."
+)
+
+
+# -- reading and updating ----------------------------------------------------------------------------
+def read_leaderboard(path: str | Path) -> pd.DataFrame:
+    """The leaderboard's rows (none if the file does not exist); a damaged file is a one-line error."""
+    path = Path(path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return pd.DataFrame(columns=BASE_COLUMNS + TAIL_COLUMNS)
+    if not path.is_file():
+        raise FoolbenchError(f"{path} is not a file; pass --leaderboard FILE.csv")
+    try:
+        df = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise FoolbenchError(
+            f"{path}: not a leaderboard CSV ({str(e)[:100]}); restore it or move it away"
+        ) from None
+    missing = [c for c in BASE_COLUMNS + TAIL_COLUMNS if c not in df.columns]
+    if missing:
+        raise FoolbenchError(
+            f"{path}: not a leaderboard CSV (no column {missing[0]}); restore it or move it away"
+        )
+    for column in df.columns:
+        if len(df) and column not in TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(df[column]):
+            raise FoolbenchError(f"{path}: column {column} holds text where numbers belong; restore the file")
+    if df[list(KEY)].isna().any().any() or df.duplicated(list(KEY)).any():
+        raise FoolbenchError(
+            f"{path}: a row lacks its model_sha256/protocol or appears twice; restore the file"
+        )
+    return df
+
+
+def add_row(path: str | Path, row: dict) -> pd.DataFrame:
+    """Put `row` on the leaderboard, replacing the row of the same model file and protocol."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    missing = [k for k in (*BASE_COLUMNS, *TAIL_COLUMNS) if k not in row]
+    if missing:
+        raise FoolbenchError(f"a leaderboard row needs {', '.join(missing)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT):
+            df = read_leaderboard(path)
+            new = pd.DataFrame([row])
+            same = (df["model_sha256"] == row["model_sha256"]) & (df["protocol"] == row["protocol"])
+            kept = df[~same]
+            df = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+            df = df[ordered_columns(df.columns)]
+            with atomic_path(path) as tmp:
+                df.to_csv(tmp, index=False)
+    except Timeout:
+        raise FoolbenchError(
+            f"{path}.lock has been held by another process for {LOCK_TIMEOUT:.0f} s; if no foolbench is "
+            "running, delete the lock file"
+        ) from None
+    return df
+
+
+def ordered_columns(columns) -> list[str]:
+    """Identity and score first, the attacks' columns in the order they appeared, the baseline last."""
+    columns = list(columns)
+    fixed = set(BASE_COLUMNS) | set(TAIL_COLUMNS)
+    middle = [c for c in columns if c not in fixed]
+    return [c for c in BASE_COLUMNS if c in columns] + middle + [c for c in TAIL_COLUMNS if c in columns]
+
+
+# -- ranking and rendering ---------------------------------------------------------------------------
+def ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by robustness (see ROBUSTNESS) with a `rank` column counted per protocol and suite."""
+    evals = [c for c in df.columns if c.endswith("_evals_to_99")]
+    quickest = df[evals].fillna(math.inf).min(axis=1) if evals else pd.Series(math.inf, index=df.index)
+    keyed = df.assign(_score=df["fooling_score"].fillna(math.inf), _quick=-quickest)
+    out = keyed.sort_values(["protocol", "suite", "_score", "_quick", "name"], kind="mergesort")
+    out = out.drop(columns=["_score", "_quick"]).reset_index(drop=True)
+    out.insert(0, "rank", out.groupby(["protocol", "suite"]).cumcount() + 1)
+    return out
+
+
+def title(df: pd.DataFrame) -> str:
+    versions = sorted(df["protocol"].dropna().unique())
+    return f"foolbench leaderboard, protocol {', '.join(versions) or '(no rows yet)'}"
+
+
+def render(df: pd.DataFrame, fmt: str = "md") -> str:
+    """The leaderboard as Markdown, a standalone HTML page or CSV (with `#` header lines)."""
+    if fmt not in FORMATS:
+        raise FoolbenchError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    table = ranked(df)
+    head = title(df)
+    if fmt == "csv":
+        return f"# {head}\n# {ROBUSTNESS}\n" + table.to_csv(index=False)
+    shown = display(table)
+    if fmt == "md":
+        return f"# {head}\n\n{ROBUSTNESS}\n\n{markdown(shown)}\n"
+    body = shown.to_html(index=False, escape=True, border=0, na_rep="")
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(head)}</title></head>\n'
+        f"<body>\n<h1>{html.escape(head)}</h1>\n<p>{html.escape(ROBUSTNESS)}</p>\n{body}\n</body></html>\n"
+    )
+
+
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as people read them: confidences in %, counts and evaluations as whole numbers."""
+    out = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        values = table[column]
+        if column.endswith("_median") or column == "fooling_score":
+            fmt = percent
+        elif column.endswith("_evals_to_99"):
+            fmt = "{:,.0f}".format
+        elif column.endswith("_classes_at_99"):
+            fmt = "{:g}".format
+        elif column == "fooling_auroc":
+            fmt = "{:.3f}".format
+        elif column == "model_sha256":
+            fmt = lambda s: s[:12]  # noqa: E731
+        else:
+            fmt = str
+        out[column] = [("" if pd.isna(v) else fmt(v)) for v in values]
+    return out
+
+
+def markdown(shown: pd.DataFrame) -> str:
+    """A GitHub Markdown table; '|' in a cell is escaped so a name cannot break the table."""
+
+    def cells(values) -> str:
+        return "| " + " | ".join(str(v).replace("\\", "\\\\").replace("|", "\\|") for v in values) + " |"
+
+    lines = [cells(shown.columns), "|" + "---|" * len(shown.columns)]
+    lines += [cells(row) for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def row_text(row: dict) -> str:
+    """One row for the terminal: a column per line, numbers formatted as in the tables."""
+    shown = display(pd.DataFrame([row])).iloc[0]
+    width = max(map(len, shown.index))
+    return "\n".join(f"{column:<{width}}  {value}" for column, value in shown.items())

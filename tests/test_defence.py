@@ -1,0 +1,175 @@
+"""`foolbench defend`: the retraining defence on LeNet with tiny budgets, and the ImageNet head fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import export, tiny
+
+from foolbench.experiments.defence import (
+    FOOLING,
+    _prepare,
+    balanced_indices,
+    defend,
+    finetune_head,
+    fooling_images,
+)
+from foolbench.io import read_json, sha256_file
+from foolbench.models import load_model
+
+# One small defence shared by the tests: 2 runs of 5 generations per iteration, one retraining.
+ARGS = dict(scale="cpu", runs_per_iteration=2, generations=5, seed=0, progress=False)
+CLI_ARGS = ["--attack", "mnist-cppn", "--iterations", "1", "--runs", "2", "--generations", "5"]
+CLI_ARGS += ["--scale", "cpu", "--seed", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def defence(lenet, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("defence") / "out"
+    defend("lenet-mnist", "mnist-cppn", 1, out, log=lambda m: None, **ARGS)
+    return out
+
+
+def test_defended_model_is_a_normal_model_file_with_its_card(defence, lenet):
+    path = defence / "models" / "lenet-mnist-defended-1.onnx"
+    model = load_model(str(path))
+    table = pd.read_csv(defence / "defence.csv")
+    assert model.labels == [str(d) for d in range(10)] + [FOOLING]
+    extra = model.card.extra
+    assert extra["iteration"] == 1
+    assert extra["fooling_images"] == table["fooling_images"][1] > 0
+    assert extra["parent_sha256"] == sha256_file(lenet)
+    assert extra["fooling_training_examples"] == 400  # an average digit class of the 4,000 training digits
+    assert model.card.dataset == "mnist"
+    assert model.card.accuracy == pytest.approx(table["clean_accuracy"][1], abs=0.002)
+    assert table["model_path"][1] == str(path) and table["model_sha256"][1] == sha256_file(path)
+
+
+def test_csv_numbers_are_those_of_the_runs(defence):
+    table = pd.read_csv(defence / "defence.csv")
+    assert list(table["iteration"]) == [0, 1]
+    for k, row in table.iterrows():
+        runs = sorted((defence / f"iter-{k}" / "runs").iterdir())
+        assert len(runs) == row["runs"] == 2
+        results = pd.concat([pd.read_csv(d / "results.csv") for d in runs])
+        summaries = [read_json(d / "summary.json") for d in runs]
+        assert sorted(results["class"].unique()) == list(range(10))  # digits only, never the fooling class
+        assert row["median_confidence"] == pytest.approx(np.median(results["confidence"]), abs=1e-12)
+        assert row["mean_confidence"] == pytest.approx(np.mean(results["confidence"]), abs=1e-12)
+        assert row["classes_at_99"] == np.mean([s["classes_at_99"] for s in summaries])
+        assert row["classes_at_9999"] == np.mean([s["classes_at_9999"] for s in summaries])
+        assert row["evaluations"] == sum(s["evaluations"] for s in summaries)
+        fooled = np.mean(results["top1"] == 10) if k > 0 else 0.0
+        assert row["fooled_share"] == pytest.approx(fooled)
+        manifest = read_json(runs[0] / "manifest.json")
+        assert manifest["models"][0]["sha256"] == row["model_sha256"]
+    assert table["fooling_images"][0] == 0
+    assert read_json(defence / "defence.json")["settings"]["runs_per_iteration"] == 2
+
+
+def test_the_fooling_class_is_learnt(defence):
+    images = fooling_images(sorted((defence / "iter-0" / "runs").iterdir()), channels=1)
+    assert len(images) == pd.read_csv(defence / "defence.csv")["fooling_images"][1]
+    model = load_model(str(defence / "models" / "lenet-mnist-defended-1.onnx"))
+    assert np.mean(model.probs(images).argmax(1) == 10) >= 0.9
+    assert pd.read_csv(defence / "defence.csv")["clean_accuracy"][1] >= 0.95  # digits stay digits
+
+
+def test_running_again_reuses_the_work_and_a_killed_run_resumes(defence, foolbench):
+    before = (defence / "defence.csv").read_bytes()
+    model = defence / "models" / "lenet-mnist-defended-1.onnx"
+    stamp = model.stat().st_mtime_ns
+    killed = sorted((defence / "iter-1" / "runs").iterdir())[1]
+    (killed / "summary.json").unlink()  # as if killed before it finished
+    (killed / "results.csv").unlink()
+    proc = foolbench("defend", "--model", "lenet-mnist", "--out", defence, *CLI_ARGS)
+    assert proc.returncode == 0, proc.stderr
+    assert "(finished)" in proc.stderr and "(resuming)" in proc.stderr and "reusing" in proc.stderr
+    assert (defence / "defence.csv").read_bytes() == before
+    assert model.stat().st_mtime_ns == stamp
+
+
+def test_other_settings_in_the_same_folder_are_refused(defence, foolbench):
+    before = (defence / "defence.csv").read_bytes()
+    args = [a if a != "2" else "3" for a in CLI_ARGS]  # --runs 3
+    proc = foolbench("defend", "--model", "lenet-mnist", "--out", defence, *args)
+    assert proc.returncode == 2 and "runs_per_iteration 2 (asked 3)" in proc.stderr
+    assert (defence / "defence.csv").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory) -> Path:
+    return export(tiny(channels=3, size=32), tmp_path_factory.mktemp("m") / "colour.onnx", (1, 3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--iterations", "0"], "--iterations must be 1 or more"),
+        (["--attack", "no-such-preset"], "attack preset 'no-such-preset' not found"),
+        (["--attack", "gradient"], "the defence evolves its images"),
+        (["--runs", "0"], "--runs must be 1 or more"),
+        (["--classes", "12"], "class 12 is out of range"),
+        (["--attack", "imagenet-cppn"], "imagenet-cppn attacks imagenet models"),
+        (["--data", "no/such/folder"], "no MNIST found"),
+        (["--model", "COLOUR", "--attack", "mnist-cppn"], "the defence supports MNIST models"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(lenet, colour_model, tmp_path, foolbench, args, message):
+    out = tmp_path / "out"
+    args = [str(colour_model) if a == "COLOUR" else a for a in args]
+    proc = foolbench("defend", "--out", out, "--scale", "cpu", "--no-progress", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_folder_that_holds_something_else_is_refused(lenet, tmp_path, foolbench):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = foolbench("defend", "--out", tmp_path, "--scale", "cpu", "--iterations", "1")
+    assert proc.returncode == 2 and "holds no defence.json" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_defended_model_can_be_defended_again(defence):
+    setup = _prepare(
+        str(defence / "models" / "lenet-mnist-defended-1.onnx"), "mnist-cppn", 1, "cpu", 1, 0, None, None
+    )
+    assert setup.fooling_index == 10 and setup.labels == [str(d) for d in range(10)]
+    assert setup.classes == list(range(10))  # "all" of the preset means the digits, not the fooling class
+    assert setup.inherited_fooling > 0 and "already has a fooling class" in setup.note
+
+
+def test_balanced_indices_keep_the_class_size():
+    picked = balanced_indices(3, 8, seed=0)
+    assert len(picked) == 8 and set(np.bincount(picked)) <= {2, 3}
+    fewer = balanced_indices(10, 4, seed=0)
+    assert len(fewer) == 4 and len(set(fewer)) == 4
+    assert np.array_equal(balanced_indices(10, 4, seed=0), fewer)
+
+
+def test_finetuned_head_learns_the_fooling_class_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    d, k = 32, 6
+    weight, bias = rng.normal(size=(k, d)), rng.normal(size=k)
+    natural = rng.normal(size=(60, d))
+    logits = natural @ weight.T + bias
+    labels = logits.argmax(1)
+    targets = np.exp(logits - logits.max(1, keepdims=True))
+    targets /= targets.sum(1, keepdims=True)  # the original head's probabilities
+    fooling = rng.normal(size=(20, d)) + 3.0 * rng.normal(size=d)  # a cluster of its own
+    w, b, loss = finetune_head(weight, bias, fooling, natural, targets)
+    assert w.shape == (k + 1, d) and b.shape == (k + 1,)
+    assert np.all((fooling @ w.T + b).argmax(1) == k)
+    assert np.mean((natural @ w.T + b).argmax(1) == labels) >= 0.9
+    unseen = rng.normal(
+        size=(200, d)
+    )  # the old rows stay close: inputs far from the fooling cluster keep their class
+    kept = (unseen @ w[:k].T + b[:k]).argmax(1) == (unseen @ weight.T + bias).argmax(1)
+    assert kept.mean() >= 0.9
+    assert np.mean((unseen @ w.T + b).argmax(1) == k) <= 0.1
+    w2, b2, _ = finetune_head(weight, bias, fooling, natural, targets)
+    assert np.array_equal(w, w2) and np.array_equal(b, b2)

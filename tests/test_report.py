@@ -1,0 +1,246 @@
+"""`foolbench report` on tiny real runs: tables reproduce the runs' files, hostile labels are escaped
+and never name a file, bad inputs write nothing, and a real browser renders the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import export, tiny
+from PIL import Image
+
+from foolbench.experiments.baseline import baseline
+from foolbench.experiments.transfer import transfer
+from foolbench.report import write_report
+from foolbench.report.gallery import percent
+from foolbench.runner import RunRequest, start_run
+
+EVIL = "<script>alert(1)</script>"
+LABELS = [EVIL, "../x/y", 'a "quoted" & <b>bold</b>', *map(str, range(3, 10))]
+DEFENCE = """iteration,model,model_path,model_sha256,fooling_images,runs,evaluations,median_confidence,\
+mean_confidence,classes_at_99,classes_at_9999,fooled_share,clean_accuracy
+0,tiny,/m/tiny.onnx,aaa,0,1,800,0.9,0.8,4,1,0.7,0.95
+1,tiny-d1,/m/tiny-d1.onnx,bbb,10,1,800,0.6,0.5,2,0,0.4,0.94
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """One folder holding two finished runs (one with hostile labels), an unfinished one, a transfer,
+    a baseline and a defence folder: everything a report reads."""
+    root = tmp_path_factory.mktemp("results")
+    model = export(tiny(), root / "tiny.onnx", (1, 1, 28, 28))
+    labels = root / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    for name, options, attack in (
+        ("plain", {}, "mnist-direct"),
+        ("evil", {"labels": str(labels)}, "mnist-cppn"),
+    ):
+        req = RunRequest(
+            models=[str(model)],
+            attack=attack,
+            generations=3,
+            out=root / "runs" / name,
+            model_options=options,
+            progress=False,
+        )
+        start_run(req)
+    unfinished = root / "runs" / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(root / "runs" / "plain" / "manifest.json", unfinished / "manifest.json")
+    transfer([root / "runs" / "plain"], [str(model)], root / "transfer")
+    baseline(str(model), "mnist", [root / "runs" / "plain"], root / "baseline")
+    (root / "defence").mkdir()
+    (root / "defence" / "defence.csv").write_text(DEFENCE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> SimpleNamespace:
+    out = tmp_path_factory.mktemp("report") / "report"
+    warnings = []
+    lead = pd.DataFrame({"statistic": ["median <i>"], "ours_confidence": [0.5], "paper_confidence": [0.9999]})
+    index = write_report([results], out, lead=[("Ours vs <the paper>", lead, "a & b")], warn=warnings.append)
+    return SimpleNamespace(out=out, index=index, html=index.read_text(encoding="utf-8"), warnings=warnings)
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- tables reproduce the runs' files -------------------------------------------------------------------
+def test_runs_table_reproduces_each_summary(results, report):
+    runs = pd.read_csv(report.out / "runs.csv")
+    assert sorted(runs["run"]) == ["evil", "plain"]  # the unfinished run is skipped ...
+    assert any("unfinished" in w and "not finished" in w for w in report.warnings)  # ... with a warning
+    for row in runs.itertuples():
+        summary = json.loads((results / "runs" / row.run / "summary.json").read_text())
+        for key in (
+            "model",
+            "attack",
+            "seed",
+            "evaluations",
+            "classes_at_90",
+            "classes_at_99",
+            "classes_at_9999",
+        ):
+            assert getattr(row, key) == summary[key], key
+        assert row.median_confidence == summary["median_confidence"]  # exact: CSV keeps full precision
+        assert row.mean_confidence == summary["mean_confidence"]
+        md = (report.out / "runs.md").read_text()
+        assert percent(summary["median_confidence"]) in md and percent(summary["mean_confidence"]) in md
+        assert percent(summary["median_confidence"]) in report.html
+
+
+def test_classes_table_reproduces_results_csv(results, report):
+    classes = pd.read_csv(report.out / "classes.csv", keep_default_na=False)
+    for name in ("plain", "evil"):
+        ours = classes[classes["run"] == name].reset_index(drop=True)
+        theirs = pd.read_csv(results / "runs" / name / "results.csv", keep_default_na=False)
+        np.testing.assert_array_equal(ours["confidence"], theirs["confidence"])
+        assert list(ours["label"]) == list(theirs["label"]) and list(ours["class"]) == list(theirs["class"])
+    assert list(classes[classes["run"] == "evil"]["label"]) == LABELS
+
+
+def test_transfer_defence_baseline_and_lead_tables(results, report):
+    t = pd.read_csv(report.out / "transfer_transfer.csv")
+    pd.testing.assert_frame_equal(t, pd.read_csv(results / "transfer" / "transfer.csv"))
+    assert len(list((report.out / "plots").glob("transfer_transfer_*.png"))) == 4
+    d = pd.read_csv(report.out / "defence_defence.csv")
+    assert "model_sha256" not in d and "model_path" not in d
+    assert list(d["fooled_share"]) == [0.7, 0.4] and list(d["clean_accuracy"]) == [0.95, 0.94]
+    assert (report.out / "plots" / "defence_defence.png").stat().st_size > 5000
+    b = pd.read_csv(report.out / "baselines.csv")
+    result = json.loads((results / "baseline" / "baseline.json").read_text())
+    assert b["median_confidence"][0] == result["median_confidence"]
+    assert b["auroc"][0] == result["fooling_vs_real"]["auroc"]
+    # the lead table comes first on the page and is written as CSV and Markdown too
+    assert report.html.index("Ours vs &lt;the paper&gt;") < report.html.index('id="runs"')
+    assert pd.read_csv(report.out / "ours_vs_the_paper.csv")["paper_confidence"][0] == 0.9999
+    assert "| median \\<i\\> | 50.00% | 99.99% |" in (report.out / "ours_vs_the_paper.md").read_text()
+
+
+# -- hostile labels --------------------------------------------------------------------------------------
+def test_labels_are_escaped_in_html_and_markdown_and_name_no_file(report):
+    for raw in (EVIL, "<b>bold</b>", '"quoted"'):
+        assert raw not in report.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report.html
+    assert "a &quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt;" in report.html
+    assert not re.search(r"<script|<link|<iframe|src=\"(?!data:)|href=\"(?!#)", report.html)  # no request
+    assert EVIL not in (report.out / "classes.md").read_text()
+    files = [p for p in report.out.rglob("*")]
+    record = json.loads((report.out / "report.json").read_text())
+    assert sorted(str(p.relative_to(report.out)) for p in files if p.is_file()) == record["files"]
+    for p in files:
+        assert p.resolve().is_relative_to(report.out.resolve())
+        assert not re.search(r"[<>\"&]|script|\.\.", p.name), p.name
+    assert not (report.out.parent / "x").exists()
+
+
+def test_every_image_is_embedded(report):
+    uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report.html)
+    pngs = sorted((report.out / "plots").glob("*.png")) + sorted((report.out / "galleries").glob("*.png"))
+    assert len(uris) == len(pngs) == report.html.count("<img ")
+    assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
+    gallery = Image.open(io.BytesIO((report.out / "galleries" / "evil.png").read_bytes()))
+    assert gallery.size == (6 * 160, 2 * (160 + 34))  # 10 champions, 6 a row
+
+
+# -- the command ---------------------------------------------------------------------------------------
+def test_cli_prints_the_page_and_a_table(results, tmp_path, foolbench):
+    out = tmp_path / "r"
+    proc = foolbench("report", results / "runs" / "plain", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {out / 'index.html'}" in proc.stdout and "mnist-direct" in proc.stdout
+    assert (out / "runs.csv").is_file() and not list(out.rglob("*.tmp"))
+
+
+def test_bad_inputs_exit_2_and_write_nothing(results, tmp_path, foolbench):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(results / "runs" / "plain", corrupt)
+    (corrupt / "summary.json").write_text('{"attack": "mnist-dir')
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    bad_png = tmp_path / "badpng"
+    shutil.copytree(results / "runs" / "plain", bad_png)
+    (bad_png / "champions" / "0_class_0.png").write_bytes(b"not a png")
+    cases = {
+        tmp_path / "missing": "does not exist",
+        empty: "no finished run",
+        corrupt: "summary.json",
+        bad_png: "0_class_0.png is not a readable image",
+    }
+    for path, message in cases.items():
+        out = tmp_path / "out"
+        proc = foolbench("report", results / "runs" / "evil", path, "--out", out)
+        assert proc.returncode == 2, (path, proc.stderr)
+        assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not out.exists()
+    # an earlier report in OUT stays as it was
+    out = tmp_path / "kept"
+    assert foolbench("report", results / "runs" / "plain", "--out", out).returncode == 0
+    before = snapshot(out)
+    assert foolbench("report", results / "runs" / "plain", corrupt, "--out", out).returncode == 2
+    assert snapshot(out) == before
+
+
+def test_rerun_removes_only_what_the_last_report_wrote(results, tmp_path):
+    out = tmp_path / "r"
+    write_report([results / "runs"], out)
+    (out / "notes.txt").write_text("mine")
+    assert (out / "galleries" / "evil.png").is_file()
+    write_report([results / "runs" / "plain"], out)
+    assert not (out / "galleries" / "evil.png").exists() and (out / "galleries" / "plain.png").is_file()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert list(pd.read_csv(out / "runs.csv")["run"]) == ["plain"]
+
+
+# -- a real browser ------------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium as the machine allows it: no sandbox (root), no GPU, no network chatter."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="chromium is not installed")
+def test_a_browser_renders_tables_and_images(report, tmp_path):
+    assert CHROMIUM, "CI must install chromium (apt-get install -y chromium)"
+    uri = report.index.resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    chromium("--window-size=1200,2400", f"--screenshot={shot}", uri, profile=tmp_path / "p1")
+    with Image.open(shot) as img:
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.shape == (2400, 1200, 3)
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 500  # plots and galleries, not a blank or text-only page
+    assert (pixels.min(axis=2) < 128).mean() > 0.01  # dark pixels: text and champion images
+    blue = np.all(pixels == (31, 119, 180), axis=2).sum()  # matplotlib's first line colour, unscaled
+    assert blue > 50
+    dom = chromium("--dump-dom", uri, profile=tmp_path / "p2").stdout
+    assert dom.count("<table") == report.html.count("<table") >= 6
+    assert dom.count("<img ") == report.html.count("<img ") > 5
+    assert EVIL not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
