@@ -6,6 +6,7 @@ External-data files must live beside the model: a path that leaves the model's f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,9 @@ def embedded_card(proto, source: str) -> ModelCard:
     return ModelCard()
 
 
+THREADS_ENV = "FOOLBENCH_THREADS"  # onnxruntime threads per model; unset or 0: onnxruntime's default
+
+
 class OnnxModel(Model):
     backend = "onnx"
 
@@ -80,6 +84,9 @@ class OnnxModel(Model):
         opts.log_severity_level = 3
         # Idle onnxruntime threads otherwise spin and steal the cores the renderer needs between batches.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = int(os.environ.get(THREADS_ENV) or 0)
+        if threads > 0:  # several runs side by side (a sweep's workers) each take their share of the cores
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers())
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs

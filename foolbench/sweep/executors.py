@@ -45,25 +45,13 @@ def init_worker(threads: int | None) -> None:
     pools stall when one of their threads is descheduled), so each worker gets its share of the cores.
     """
     if threads is not None:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        import onnxruntime
+        from foolbench.models.onnx_model import THREADS_ENV
+
+        os.environ["OMP_NUM_THREADS"] = os.environ[THREADS_ENV] = str(threads)
         import torch
 
         torch.set_num_threads(threads)
-        onnxruntime.SessionOptions = _session_options(onnxruntime.SessionOptions, threads)
     cache_models()
-
-
-def _session_options(base, threads: int):
-    """onnxruntime's SessionOptions starting at `threads` intra-op threads (the adapter sets none)."""
-
-    class SessionOptions(base):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            self.intra_op_num_threads = threads
-            self.inter_op_num_threads = 1
-
-    return SessionOptions
 
 
 def cache_models() -> None:
