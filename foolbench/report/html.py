@@ -29,10 +29,11 @@ a { color: #1f5fa8; text-decoration: none; }
 a:hover { text-decoration: underline; }
 .scroll { overflow-x: auto; margin: 8px 0 14px; }
 table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 9px; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: bottom; }
+th, td { padding: 4px 9px; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: top; }
+th { vertical-align: bottom; }
 th { background: var(--band); font-weight: 600; min-width: 4em; }
 td { white-space: nowrap; }
-td.long { white-space: normal; min-width: 14em; max-width: 24em; overflow-wrap: anywhere; }
+td.long { white-space: normal; min-width: 11em; max-width: 20em; overflow-wrap: anywhere; }
 td.num, th.num { text-align: right; }
 tbody tr:hover { background: #fafbfc; }
 figure { margin: 14px 0 20px; }
