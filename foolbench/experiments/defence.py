@@ -462,10 +462,9 @@ class MnistDefence:
         return float(np.mean(model.probs(x).argmax(1) == self.digits.test_y))
 
     def retrain(self, images: np.ndarray, setup: Setup, stem: str, facts: dict, path: Path) -> None:
-        from foolbench.models.card import ModelCard
         from foolbench.zoo.export import export_onnx
         from foolbench.zoo.lenet import LeNet, accuracy, as_images, seeded, train_classifier
-        from foolbench.zoo.mnist_models import ARCHITECTURES, CHECK_IMAGES
+        from foolbench.zoo.mnist_models import ARCHITECTURES, CHECK_IMAGES, mnist_card
 
         d = self.digits
         per_class = round(len(d.train_y) / len(setup.labels))
@@ -478,16 +477,9 @@ class MnistDefence:
         train = train_classifier(module, x, y, seed=self.seed, epochs=epochs, batch_size=batch_size)
         train.pop("train_seconds")  # kept out of the card: same seed, same bytes
         held_out = accuracy(module, d.test_x, d.test_y)
-        card = ModelCard(
+        card = mnist_card(
             name=stem,
-            dataset="mnist",
             labels=setup.labels + [FOOLING],
-            input_size=[28, 28],
-            channels=1,
-            layout="NCHW",
-            mean=[0.0],
-            std=[1.0],
-            output="logits",
             accuracy=round(held_out, 4),
             notes=f"Caffe's LeNet retrained from scratch with an extra '{FOOLING}' class (the retraining "
             f"defence of Nguyen, Yosinski & Clune, iteration {facts['iteration']}). Grey pixels in [0, 1].",

@@ -31,6 +31,23 @@ ARCHITECTURES = {
 CHECK_IMAGES = 1000  # held-out digits the ONNX file is compared with PyTorch on
 
 
+def mnist_card(**fields) -> ModelCard:
+    """The card of a network trained here on MNIST: 28x28 grey pixels in [0, 1], NCHW, logits out.
+
+    Shared by the zoo builders and the retraining defence, whose models take the same input.
+    """
+    return ModelCard(
+        dataset="mnist",
+        input_size=[28, 28],
+        channels=1,
+        layout="NCHW",
+        mean=[0.0],
+        std=[1.0],
+        output="logits",
+        **fields,
+    )
+
+
 def build_mnist(name: str, seed: int, data, progress: bool) -> Built:
     """Train architecture `name` with `seed` on MNIST (`data`: a torchvision MNIST folder, or None)."""
     factory, epochs, batch_size, summary = ARCHITECTURES[name]
@@ -51,15 +68,8 @@ def build_mnist(name: str, seed: int, data, progress: bool) -> Built:
     if progress:
         print(f"  held-out accuracy {held_out:.2%}", file=sys.stderr, flush=True)
     train_seconds = facts.pop("train_seconds")  # kept out of the ONNX card: same seed, same bytes
-    card = ModelCard(
-        dataset="mnist",
+    card = mnist_card(
         labels=[str(d) for d in range(10)],
-        input_size=[28, 28],
-        channels=1,
-        layout="NCHW",
-        mean=[0.0],
-        std=[1.0],
-        output="logits",
         accuracy=round(held_out, 4),
         notes=f"{summary} Grey pixels in [0, 1], white digit on black.",
         extra={
