@@ -89,7 +89,7 @@ def stages(engine: MapElites, generations: int) -> dict[str, float]:
         t.append(time.perf_counter())
         images = engine.encoding.render(pop)
         t.append(time.perf_counter())
-        images = quantise(images)
+        images = quantise(images, in_place=True)
         t.append(time.perf_counter())
         fitness = engine.model.probs(images)[:, engine.classes]
         t.append(time.perf_counter())

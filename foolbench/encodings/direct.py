@@ -95,20 +95,24 @@ def bernoulli_indices(n: int, rate: float, rng: np.random.Generator) -> np.ndarr
 def polynomial_mutation(x: np.ndarray, u: np.ndarray, low: float, high: float, eta: float) -> np.ndarray:
     """Deb's bounded polynomial mutation (NSGA-II; DEAP's `mutPolynomialBounded`) of values `x`.
 
-    `u` holds one uniform [0, 1) number per value. The perturbation shrinks near a bound so results
-    stay in [low, high]; eta (distribution index) sets how local the jump is (15 in the paper).
-    Computed in float32 with powers as exp/log, which numpy vectorises (float64 `**` is ~10x slower).
+    `u` holds one uniform [0, 1) number per value: below 0.5 the value moves down, above it up. The
+    perturbation shrinks near a bound so results stay in [low, high]; eta (distribution index) sets
+    how local the jump is (15 in the paper). Computed in float32, powers as exp/log, and the two
+    sides blended arithmetically: numpy's `where` on a random mask is several times slower than
+    the whole formula.
     """
     x = np.asarray(x, dtype=np.float32)
     u = np.asarray(u, dtype=np.float32)
-    span, power = np.float32(high - low), np.float32(eta + 1.0)
-    lower = u < 0.5
-    xy = np.where(lower, (high - x) / span, (x - low) / span)  # 1 - delta_1, resp. 1 - delta_2
-    tail = _pow(xy, power)
-    val = np.where(lower, 2.0 * u + (1.0 - 2.0 * u) * tail, 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * tail)
-    root = _pow(val, 1.0 / power)
-    delta_q = np.where(lower, root - 1.0, 1.0 - root)
-    return np.clip(x + delta_q * span, low, high).astype(np.float32, copy=False)
+    one, span, power = np.float32(1.0), np.float32(high - low), np.float32(eta + 1.0)
+    side = np.sign(u - np.float32(0.5))  # -1 down, +1 up (0 at u == 0.5, where neither side moves)
+    position = (x - np.float32(low)) / span
+    # 1 - delta_1 = 1 - position going down, 1 - delta_2 = position going up
+    xy = position + (side < 0).astype(np.float32) * (one - position - position)
+    share = np.minimum(u, one - u)  # u going down, 1 - u going up
+    twice = share + share
+    val = twice + (one - twice) * _pow(xy, power)
+    moved = x - side * (_pow(val, one / power) - one) * span  # delta_q = +-(val ** (1 / power) - 1)
+    return np.clip(moved, low, high, out=moved)
 
 
 def _pow(base: np.ndarray, exponent: float) -> np.ndarray:

@@ -95,10 +95,15 @@ def ten_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    if spec.mean is not None and not _is_noop(spec.mean, 0.0):
-        x = x - torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    if spec.std is not None and not _is_noop(spec.std, 1.0):
-        x = x / torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    """(x - mean) / std per channel with one new tensor (the division runs in place on it)."""
+    mean = None if _is_noop(spec.mean, 0.0) else spec.mean
+    std = None if _is_noop(spec.std, 1.0) else spec.std
+    as_x = {"dtype": x.dtype, "device": x.device}
+    if mean is not None:
+        x = torch.sub(x, torch.tensor(mean, **as_x).view(1, -1, 1, 1))
+    if std is not None:
+        divisor = torch.tensor(std, **as_x).view(1, -1, 1, 1)
+        x = x.div_(divisor) if mean is not None else torch.div(x, divisor)
     return x
 
 

@@ -9,16 +9,33 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from foolbench.search.archive import Archive, confidence_stats
 
+# Batches with more values than this are quantised by torch on all cores; smaller ones by numpy,
+# whose single thread leaves nothing spinning when the model's threads start on the batch.
+TORCH_QUANTISE_VALUES = 2**20
 
-def quantise(images: np.ndarray) -> np.ndarray:
-    """Round to the 8-bit values a PNG stores, so what is scored is exactly what is saved."""
-    out = np.multiply(images, np.float32(255.0), dtype=np.float32)  # one allocation, then in place
-    np.rint(out, out=out)
-    out /= np.float32(255.0)
-    return out
+
+def quantise(images: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Round to the 8-bit values a PNG stores, so what is scored is exactly what is saved.
+
+    float32 `round(x * 255) / 255`, halves to even (numpy's `rint`, torch's `round`: the same
+    values). `in_place` reuses a float32 batch the caller owns, such as a fresh render.
+    """
+    images = np.asarray(images)
+    own = in_place and images.dtype == np.float32 and images.flags.c_contiguous
+    if images.size <= TORCH_QUANTISE_VALUES:
+        out = images if own else np.empty(images.shape, dtype=np.float32)
+        np.multiply(images, np.float32(255.0), out=out, dtype=np.float32)
+        np.rint(out, out=out)
+        out /= np.float32(255.0)
+        return out
+    source = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    out = source if own else torch.empty_like(source)
+    torch.mul(source, 255.0, out=out).round_().div_(255.0)
+    return out.numpy()
 
 
 @dataclass
@@ -88,7 +105,7 @@ class MapElites(SearchEngine):
 
     def evaluate(self, pop: dict) -> np.ndarray:
         """Fitness [B, cells]: the model's probability of each target class for each genome."""
-        probs = self.model.probs(quantise(self.encoding.render(pop)))[:, self.classes]
+        probs = self.model.probs(quantise(self.encoding.render(pop), in_place=True))[:, self.classes]
         bad = ~np.isfinite(probs)
         if bad.any():
             self.nonfinite += int(bad.any(axis=1).sum())
