@@ -85,7 +85,7 @@ def stages(engine: MapElites, generations: int) -> dict[str, float]:
         t = [time.perf_counter()]
         parents = engine.archive.sample(engine.batch, engine.rng)
         t.append(time.perf_counter())
-        pop = engine.encoding.vary(parents, engine.rng, engine.generation + 1)
+        pop = engine.encoding.vary(parents, engine.rng, engine.generation + 1, in_place=True)
         t.append(time.perf_counter())
         images = engine.encoding.render(pop)
         t.append(time.perf_counter())

@@ -38,8 +38,12 @@ class Encoding(Protocol):
         """A random initial population of `n` genomes."""
         ...
 
-    def vary(self, parents: Population, rng: np.random.Generator, generation: int) -> Population:
-        """One child per parent (optional crossover, then mutation); parents are left untouched."""
+    def vary(
+        self, parents: Population, rng: np.random.Generator, generation: int, in_place: bool = False
+    ) -> Population:
+        """One child per parent (optional crossover, then mutation); parents are left untouched
+        unless `in_place`, for a population the caller gives up (a fresh sample of the archive),
+        which spares copying it. The children are the same either way."""
         ...
 
     def render(self, pop: Population) -> np.ndarray:

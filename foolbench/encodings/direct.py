@@ -122,11 +122,12 @@ def _pow(base: np.ndarray, exponent: float) -> np.ndarray:
 
 
 def sbx_crossover(genes: np.ndarray, rng: np.random.Generator, rate: float, eta: float) -> np.ndarray:
-    """Simulated binary crossover bounded to [0, 1] (Deb's NSGA-II `realcross`), as the released code.
+    """Simulated binary crossover bounded to [0, 1], as the released code (sferes2's `evo_float` SBX).
 
     Parents are shuffled into pairs; each pair crosses with probability `rate`; within a crossing
-    pair every gene crosses with probability 0.5 (and only if the parents differ there), and the two
-    children's values are swapped by a fair coin. With an odd count the unpaired parent is copied.
+    pair every gene where the parents differ crosses (Deb's NSGA-II code, from which sferes2's is
+    taken, would cross each with probability 0.5), one uniform number per gene serving both children,
+    whose values are then swapped by a fair coin. With an odd count the unpaired parent is copied.
     Children keep their parents' rows, so the output has the same shape as the input. Pairs are
     processed a block at a time to bound the float32 temporaries for 256x256x3 genomes.
     """
@@ -147,12 +148,11 @@ def _sbx_pairs(
     a: np.ndarray, b: np.ndarray, rng: np.random.Generator, eta: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """SBX children of parent rows `a` and `b` (float32, same shape), gene by gene."""
-    chosen = rng.random(a.shape, dtype=np.float32) < 0.5
     u = rng.random(a.shape, dtype=np.float32)
     swap = rng.random(a.shape, dtype=np.float32) < 0.5
     y1, y2 = np.minimum(a, b), np.maximum(a, b)
     diff = y2 - y1
-    chosen &= diff > 0
+    chosen = diff > 0
     diff[~chosen] = 1.0  # keeps the formulas finite where nothing crosses; those genes are not used
     c1 = np.clip(0.5 * (y1 + y2 - _sbx_spread(1.0 + 2.0 * y1 / diff, u, eta) * diff), 0.0, 1.0)
     c2 = np.clip(0.5 * (y1 + y2 + _sbx_spread(1.0 + 2.0 * (1.0 - y2) / diff, u, eta) * diff), 0.0, 1.0)
@@ -223,13 +223,16 @@ class DirectEncoding:
         shape = (n, self.channels, self.resolution, self.resolution)
         return {"genes": rng.random(shape, dtype=np.float32)}
 
-    def vary(self, parents: Population, rng: np.random.Generator, generation: int) -> Population:
-        """Optional SBX crossover between shuffled parent pairs, then polynomial mutation of each child."""
+    def vary(
+        self, parents: Population, rng: np.random.Generator, generation: int, in_place: bool = False
+    ) -> Population:
+        """Optional SBX crossover between shuffled parent pairs, then polynomial mutation of each child
+        (`in_place`: see `Encoding.vary`)."""
         opts = self.options
         genes = parents["genes"].astype(np.float32, copy=False)
         if opts["crossover"]:
             genes = sbx_crossover(genes, rng, opts["crossover_rate"], opts["eta_c"])
-        else:
+        elif not (in_place and genes is parents["genes"]):
             genes = genes.copy()
         rate = mutation_rate_at(opts["mutation_rate"], opts["rate_halving"], generation)
         flat = genes.reshape(-1)

@@ -54,7 +54,7 @@ class Archive:
         return int(wins.sum())
 
     def sample(self, n: int, rng: np.random.Generator) -> dict:
-        """Parents drawn uniformly at random from the occupied cells."""
+        """Parents drawn uniformly at random from the occupied cells (new arrays, the caller's to change)."""
         cells = rng.choice(self.occupied, size=n)
         return take(self.pool, self.elite[cells])
 

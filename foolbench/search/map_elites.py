@@ -119,7 +119,7 @@ class MapElites(SearchEngine):
             pop = self.encoding.init(self.init_size, self.rng)
         else:
             parents = self.archive.sample(self.batch, self.rng)
-            pop = self.encoding.vary(parents, self.rng, self.generation + 1)
+            pop = self.encoding.vary(parents, self.rng, self.generation + 1, in_place=True)
         fitness = self.evaluate(pop)
         self.generation += 1
         return self.archive.insert(pop, fitness, self.generation)
