@@ -500,6 +500,11 @@ def leaderboard_cmd(fmt, out, board):
 )
 @click.option("--classes", help="Target classes (default: the preset's); never the fooling class.")
 @click.option(
+    "--epochs",
+    type=int,
+    help="MNIST: LeNet's retraining epochs (default: the zoo recipe's 40, as the paper retrains the same net).",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("defence"),
@@ -508,7 +513,9 @@ def leaderboard_cmd(fmt, out, board):
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @model_options
-def defend_cmd(model, attack, iterations, runs, seed, scale, generations, data, classes, out, progress, **kw):
+def defend_cmd(
+    model, attack, iterations, runs, seed, scale, generations, data, classes, epochs, out, progress, **kw
+):
     """The paper's retraining defence: evolve fooling images, add them as a "fooling" class, retrain,
     evolve against the retrained model, repeat. Writes OUT/defence.csv (one row per iteration), the
     runs and the defended models (OUT/models/*.onnx); the same command again continues it."""
@@ -528,6 +535,7 @@ def defend_cmd(model, attack, iterations, runs, seed, scale, generations, data, 
         data=data,
         classes=classes,
         generations=generations,
+        epochs=epochs,
         model_options=model_opts,
         progress=progress,
         log=lambda m: click.echo(f"foolbench: {m}", err=True),

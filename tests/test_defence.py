@@ -20,9 +20,21 @@ from foolbench.experiments.defence import (
 from foolbench.io import read_json, sha256_file
 from foolbench.models import load_model
 
-# One small defence shared by the tests: 2 runs of 5 generations per iteration, one retraining.
-ARGS = dict(scale="cpu", runs_per_iteration=2, generations=5, seed=0, progress=False)
-CLI_ARGS = ["--attack", "mnist-cppn", "--iterations", "1", "--runs", "2", "--generations", "5"]
+# One small defence shared by the tests: 2 runs of 5 generations per iteration, one retraining of
+# 2 epochs (the zoo recipe's 40 take ~50 s and test nothing more).
+ARGS = dict(scale="cpu", runs_per_iteration=2, generations=5, epochs=2, seed=0, progress=False)
+CLI_ARGS = [
+    "--attack",
+    "mnist-cppn",
+    "--iterations",
+    "1",
+    "--runs",
+    "2",
+    "--generations",
+    "5",
+    "--epochs",
+    "2",
+]
 CLI_ARGS += ["--scale", "cpu", "--seed", "0", "--no-progress"]
 
 
@@ -112,6 +124,7 @@ def colour_model(tmp_path_factory) -> Path:
         (["--attack", "no-such-preset"], "attack preset 'no-such-preset' not found"),
         (["--attack", "gradient"], "the defence evolves its images"),
         (["--runs", "0"], "--runs must be 1 or more"),
+        (["--epochs", "0"], "--epochs 0: give 1 or more"),
         (["--classes", "12"], "class 12 is out of range"),
         (["--attack", "imagenet-cppn"], "imagenet-cppn attacks imagenet models"),
         (["--data", "no/such/folder"], "no MNIST found"),

@@ -70,16 +70,21 @@ def test_lenet_onnx_equals_the_torch_module_with_its_weights(lenet):
     assert onnx_probs(lenet, images[:1].numpy()).shape == (1, 10)  # the batch axis is free
 
 
-def test_same_seed_same_weights_and_seed_twin_differs(lenet, tmp_path):
-    again = zoo.build("lenet-mnist", out_dir=tmp_path / "again", progress=False)
-    twin = zoo.build("lenet-mnist", seed=1, out_dir=tmp_path / "twin", progress=False)
-    assert again.name == "lenet-mnist.onnx" and twin.name == "lenet-mnist-s1.onnx"
-    first, second, other = weights_of(lenet), weights_of(again), weights_of(twin)
+def test_same_seed_same_weights_and_seed_twin_differs(tmp_path):
+    """Built twice with one seed, a model is the same to the bit; another seed gives a twin.
+
+    On the MLP: the same training code as LeNet's in a third of LeNet's ~50 s.
+    """
+    built = zoo.build("mlp-mnist", out_dir=tmp_path / "first", progress=False)
+    again = zoo.build("mlp-mnist", out_dir=tmp_path / "again", progress=False)
+    twin = zoo.build("mlp-mnist", seed=1, out_dir=tmp_path / "twin", progress=False)
+    assert again.name == "mlp-mnist.onnx" and twin.name == "mlp-mnist-s1.onnx"
+    first, second, other = weights_of(built), weights_of(again), weights_of(twin)
     assert all(np.array_equal(first[k], second[k]) for k in first)
-    assert not np.array_equal(first["conv1.weight"], other["conv1.weight"])
+    assert not np.array_equal(first["fc1.weight"], other["fc1.weight"])
     twin_card = card_of(twin)
-    assert twin_card.name == "lenet-mnist-s1" and twin_card.extra["seed"] == 1 and twin_card.accuracy >= 0.95
-    assert twin_card.extra["rebuild"] == "foolbench zoo build lenet-mnist-s1"
+    assert twin_card.name == "mlp-mnist-s1" and twin_card.extra["seed"] == 1 and twin_card.accuracy >= 0.95
+    assert twin_card.extra["rebuild"] == "foolbench zoo build mlp-mnist-s1"
 
 
 def test_ensure_returns_the_built_file_without_rebuilding(lenet):
