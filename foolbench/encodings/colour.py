@@ -29,7 +29,7 @@ def hls_to_rgb(hls: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     rgb = torch.empty_like(source) if out is None else torch.from_numpy(out)
     if source.numel() == 0:
         return rgb.numpy()
-    in_place = out is not None and np.shares_memory(out, hls)
+    in_place = out is not None and np.may_share_memory(out, hls)  # a bounds check; exactness not needed
     flat_src = source.view(len(source), 3, -1)
     flat_rgb = rgb.view(len(rgb), 3, -1)
     pixels = flat_src.shape[2]

@@ -232,7 +232,7 @@ class DirectEncoding:
         genes = parents["genes"].astype(np.float32, copy=False)
         if opts["crossover"]:
             genes = sbx_crossover(genes, rng, opts["crossover_rate"], opts["eta_c"])
-        elif not (in_place and genes is parents["genes"]):
+        elif genes is parents["genes"] and not in_place:  # (astype already made a new array otherwise)
             genes = genes.copy()
         rate = mutation_rate_at(opts["mutation_rate"], opts["rate_halving"], generation)
         flat = genes.reshape(-1)

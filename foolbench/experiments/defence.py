@@ -295,6 +295,7 @@ def _settings(setup: Setup, data, generations) -> dict:
         "classes": setup.classes,
         "generations": generations,
         "data": str(data) if data is not None else None,
+        # only when given, so defences recorded before --epochs existed still continue
         **({"epochs": setup.epochs} if setup.epochs is not None else {}),
     }
 
