@@ -19,10 +19,10 @@ import time
 import numpy as np
 from common import write
 
-from foolbench.encodings import make_encoding
+from foolbench.images import quantise
 from foolbench.models import load_model
 from foolbench.presets import load_preset
-from foolbench.search.map_elites import MapElites, quantise
+from foolbench.search import Search, make_search
 
 CASES = [
     ("lenet-direct", "lenet-mnist", "mnist-direct", None),
@@ -45,16 +45,15 @@ def bare_session(model, batch: int):
 
 def engine_for(model, preset_name: str, batch: int | None):
     preset = load_preset(preset_name, "cpu")
-    options = dict(preset.encoding)
-    encoding = make_encoding(options.pop("type"), **options)
     batch = batch or preset.search["batch"]
     classes = (
         np.array(preset.search["classes"]) if isinstance(preset.search["classes"], list) else np.arange(10)
     )
-    engine = MapElites(model, encoding, classes, batch, batch, seed=0)
+    tables = {**preset.tables, "search": {**preset.search, "batch": batch, "init": batch}}
+    search = make_search(model, preset.method, classes, 0, tables)
     for _ in range(30):  # grow the genomes a little, as in a real run
-        engine.step()
-    return engine, batch
+        search.step()
+    return search, batch
 
 
 def rate(fn, items: int, seconds: float) -> float:
@@ -76,8 +75,9 @@ def interleaved(bare, step, batch: int, rounds: int, seconds: float) -> tuple[fl
     return max(bares), max(attacks), float(np.median([a / b for b, a in pairs]))
 
 
-def stages(engine: MapElites, generations: int) -> dict[str, float]:
+def stages(search: Search, generations: int) -> dict[str, float]:
     """Median milliseconds of each stage of `generations` real generations, run as `step()` runs them."""
+    engine, model = search.engine, search.evaluator.model
     times: dict[str, list[float]] = {
         k: [] for k in ("sample", "vary", "render", "quantise", "score", "insert")
     }
@@ -91,10 +91,9 @@ def stages(engine: MapElites, generations: int) -> dict[str, float]:
         t.append(time.perf_counter())
         images = quantise(images, in_place=True)
         t.append(time.perf_counter())
-        fitness = engine.model.probs(images)[:, engine.classes]
+        fitness = model.probs(images)[:, engine.classes]
         t.append(time.perf_counter())
-        engine.generation += 1
-        engine.archive.insert(pop, fitness, engine.generation)
+        engine.tell(pop, fitness)
         t.append(time.perf_counter())
         for key, begin, end in zip(times, t, t[1:], strict=False):
             times[key].append(end - begin)

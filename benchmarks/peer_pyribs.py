@@ -20,19 +20,22 @@ import numpy as np
 from common import write
 
 from foolbench.encodings import make_encoding
+from foolbench.images import quantise
 from foolbench.models import load_model
-from foolbench.search.map_elites import MapElites, quantise
+from foolbench.search import Evaluator, Search
+from foolbench.search.map_elites import MapElites
 
 BUDGET = 40_200  # the paper's 200 generations of 200, plus the initial 200
 
 
 def run_foolbench(model, budget: int, seed: int) -> tuple[np.ndarray, float]:
     encoding = make_encoding("direct", resolution=28, channels=1)
-    engine = MapElites(model, encoding, np.arange(10), 200, 200, seed)
+    engine = MapElites(encoding, np.arange(10), 200, 200, seed)
+    search = Search(engine, Evaluator(model, encoding, engine.classes))
     t0 = time.perf_counter()
-    while engine.evaluations < budget:
-        engine.step()
-    return engine.archive.fitness, time.perf_counter() - t0
+    while search.evaluations < budget:
+        search.step()
+    return engine.fitness, time.perf_counter() - t0
 
 
 def run_pyribs(model, budget: int, seed: int) -> tuple[np.ndarray, float]:

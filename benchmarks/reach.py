@@ -16,10 +16,9 @@ import argparse
 import numpy as np
 from common import write
 
-from foolbench.encodings import make_encoding
 from foolbench.models import load_model
 from foolbench.presets import load_preset
-from foolbench.search.map_elites import MapElites
+from foolbench.search import make_search
 
 SEEDS = range(5)
 LIMIT = 400
@@ -27,12 +26,11 @@ LIMIT = 400
 
 def reach(model, attack: str, seed: int) -> dict:
     preset = load_preset(attack, "cpu")
-    options = dict(preset.encoding)
-    engine = MapElites(model, make_encoding(options.pop("type"), **options), np.arange(10), 200, 200, seed)
+    engine = make_search(model, preset.method, np.arange(10), seed, preset.tables)
     first, at200 = {}, {}
     while engine.generation < LIMIT:
         engine.step()
-        f = engine.archive.fitness
+        f = engine.engine.fitness
         if engine.generation == 200:
             at200 = {
                 "median": float(np.median(f)),

@@ -8,89 +8,95 @@ cores. Every key is checked: an unknown key or an out-of-range value is an error
 from __future__ import annotations
 
 import copy
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from foolbench.errors import FoolbenchError
+from foolbench.options import Choice, Classes, Float, Int, Text, check_table
+from foolbench.search import ENGINES, engine_type
 
 ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
 SCALES = ("full", "cpu")
-METHODS = ("map-elites", "gradient")
 
-
-def _int(lo, hi):
-    return ("int", lo, hi)
-
-
-def _float(lo, hi):
-    return ("float", lo, hi)
-
-
-# section -> key -> rule. Encoding and gradient options are checked by their own builders.
-SCHEMA: dict[str, dict] = {
+# section -> key -> rule. [encoding] is checked by the encoding it names; an engine's own section
+# (e.g. [gradient]) by the engine's rules, registered with it (foolbench.search.ENGINES).
+BASE_SCHEMA: dict[str, dict | None] = {
     "attack": {
-        "name": ("str",),
-        "description": ("str",),
-        "method": ("choice", METHODS),
-        "model": ("str",),
-        "dataset": ("str",),
-        "paper": ("str",),
+        "name": Text(),
+        "description": Text(),
+        "method": None,  # one of the registered engines: see `schema`
+        "model": Text(),
+        "dataset": Text(),
+        "paper": Text(),
     },
     "search": {
-        "batch": _int(1, 100_000),
-        "init": _int(1, 1_000_000),
-        "generations": _int(0, 10_000_000),
-        "evaluations": _int(1, 10**12),
-        "seconds": _float(0.001, 10**9),
-        "classes": ("classes",),
-        "seed": _int(0, 2**63 - 1),
-        "checkpoint_every": _int(1, 10_000_000),
+        "batch": Int(1, 100_000),
+        "init": Int(1, 1_000_000),
+        "generations": Int(0, 10_000_000),
+        "evaluations": Int(1, 10**12),
+        "seconds": Float(0.001, 10**9),
+        "classes": Classes(),
+        "seed": Int(0, 2**63 - 1),
+        "checkpoint_every": Int(1, 10_000_000),
     },
-    "evaluation": {"crop": ("choice", ("center", "ten")), "batch_size": _int(1, 100_000)},
+    "evaluation": {"crop": Choice(("center", "ten")), "batch_size": Int(1, 100_000)},
     "encoding": None,
-    "gradient": {
-        "steps": _int(0, 10_000_000),
-        "lr": _float(1e-9, 100),
-        "resolution": _int(1, 4096),
-        "channels": ("choice", (1, 3)),
-        "decay": _float(0, 0.99),
-        "blur_every": _int(0, 1_000_000),
-        "blur_radius": _float(0, 100),
-        "l1_percentile": _float(0, 99),
-        "objective": ("choice", ("probability", "logit")),
-    },
 }
-DEFAULT_GRADIENT_STEPS = 300
+
+
+def schema() -> dict[str, dict | None]:
+    """Every section a preset may hold and the rules of its keys, with the engines registered now."""
+    attack = BASE_SCHEMA["attack"] | {"method": Choice(tuple(ENGINES))}
+    engines = {kind.section: kind.rules for kind in ENGINES.values() if kind.section}
+    return {**BASE_SCHEMA, "attack": attack, **engines}
+
+
+ALWAYS_WRITTEN = ("attack", "encoding", "search", "evaluation", "gradient")  # in every manifest
 
 
 @dataclass
 class Preset:
+    """A preset at one scale: its tables (section -> key -> value), as given, checked."""
+
     name: str
     source: str
     scale: str
-    attack: dict = field(default_factory=dict)
-    encoding: dict = field(default_factory=dict)
-    search: dict = field(default_factory=dict)
-    evaluation: dict = field(default_factory=dict)
-    gradient: dict = field(default_factory=dict)
+    tables: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for section in schema():
+            self.tables.setdefault(section, {})
+
+    @property
+    def attack(self) -> dict:
+        return self.tables["attack"]
+
+    @property
+    def encoding(self) -> dict:
+        return self.tables["encoding"]
+
+    @property
+    def search(self) -> dict:
+        return self.tables["search"]
+
+    @property
+    def evaluation(self) -> dict:
+        return self.tables["evaluation"]
+
+    @property
+    def gradient(self) -> dict:
+        return self.tables["gradient"]
 
     @property
     def method(self) -> str:
         return self.attack.get("method", "map-elites")
 
     def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "scale": self.scale,
-            "attack": self.attack,
-            "encoding": self.encoding,
-            "search": self.search,
-            "evaluation": self.evaluation,
-            "gradient": self.gradient,
-        }
+        """The preset as a manifest records it (an engine's own section only where it is set)."""
+        sections = {s: self.tables[s] for s in ALWAYS_WRITTEN}
+        sections |= {s: t for s, t in self.tables.items() if s not in ALWAYS_WRITTEN and t}
+        return {"name": self.name, "source": self.source, "scale": self.scale, **sections}
 
 
 def preset_path(ref: str) -> Path:
@@ -130,52 +136,53 @@ def preset_from_dict(data: dict, source: str, scale: str = "full") -> Preset:
         name=data.get("attack", {}).get("name", Path(source).stem),
         source=source,
         scale=scale,
-        **{section: data.get(section, {}) for section in SCHEMA},
+        tables={section: data.get(section, {}) for section in schema()},
     )
-    _check_encoding(preset, source)
-    _check_gradient(preset, source)
+    _check_engine(preset, source)
     return preset
 
 
 def _check_sections(data: dict, source: str) -> None:
     if not isinstance(data, dict):
         raise FoolbenchError(f"{source}: expected tables of keys")
+    rules = schema()
     for section, values in data.items():
-        if section not in SCHEMA:
-            raise FoolbenchError(f"{source}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+        if section not in rules:
+            raise FoolbenchError(f"{source}: unknown section [{section}]; known: {', '.join(rules)}")
         if not isinstance(values, dict):
             raise FoolbenchError(f"{source}: [{section}] must be a table of keys")
-        rules = SCHEMA[section]
-        if rules is None:
-            continue
-        for key, value in values.items():
-            if key not in rules:
-                raise FoolbenchError(f"{source}: unknown key '{section}.{key}'; known: {', '.join(rules)}")
-            _check_value(f"{section}.{key}", value, rules[key], source)
+        if rules[section] is not None:
+            try:
+                check_table(values, rules[section], section)
+            except FoolbenchError as e:
+                raise FoolbenchError(f"{source}: {e}") from None
 
 
-def _check_value(key: str, value, rule: tuple, source: str) -> None:
-    kind = rule[0]
-    bad = f"{source}: '{key}' "
-    if kind == "str" and not isinstance(value, str):
-        raise FoolbenchError(bad + f"must be text, got {value!r}")
-    if kind == "choice" and (isinstance(value, bool) or value not in rule[1]):
-        raise FoolbenchError(bad + f"must be one of {', '.join(map(str, rule[1]))}, got {value!r}")
-    if kind in ("int", "float"):
-        ok_type = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-            raise FoolbenchError(bad + f"must be a{'' if kind == 'int' else ' finite'} number, got {value!r}")
-        if not rule[1] <= value <= rule[2]:
-            raise FoolbenchError(bad + f"must be between {rule[1]} and {rule[2]}, got {value!r}")
-    if kind == "classes" and not (
-        isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, (int, str)) for v in value))
-    ):
-        raise FoolbenchError(bad + "must be 'all', a range text like '0-9', or a list of indices/labels")
+def _check_engine(preset: Preset, source: str) -> None:
+    """The tables the preset's method takes: [encoding] or the engine's own section, and its budget."""
+    kind = engine_type(preset.method)
+    for method, other in ENGINES.items():
+        if other.section not in (None, kind.section) and preset.tables[other.section]:
+            raise FoolbenchError(f"{source}: [{other.section}] is only for attack.method = '{method}'")
+    if kind.encoding:
+        _check_encoding(preset, source)
+    elif preset.encoding:
+        raise FoolbenchError(
+            f"{source}: a {preset.method} preset takes no [encoding]; set resolution and channels "
+            f"in [{kind.section}]"
+        )
+    if kind.section is None:
+        return
+    options = preset.tables[kind.section]
+    try:
+        kind.check(options)
+    except FoolbenchError as e:
+        raise FoolbenchError(f"{source}: {e}") from None
+    if kind.budget_key is not None:
+        _engine_budget(preset, kind.section, kind.budget_key, kind.default_budget, source)
 
 
 def _check_encoding(preset: Preset, source: str) -> None:
-    if preset.method != "map-elites":
-        return
     options = dict(preset.encoding)
     kind = options.pop("type", None)
     if kind is None:
@@ -188,29 +195,15 @@ def _check_encoding(preset: Preset, source: str) -> None:
         raise FoolbenchError(f"{source}: [encoding] {e}") from None
 
 
-def _check_gradient(preset: Preset, source: str) -> None:
-    """A gradient preset has [gradient] instead of [encoding]; `gradient.steps` is its budget."""
-    if preset.method != "gradient":
-        if preset.gradient:
-            raise FoolbenchError(f"{source}: [gradient] is only for attack.method = 'gradient'")
-        return
-    if preset.encoding:
-        raise FoolbenchError(
-            f"{source}: a gradient preset takes no [encoding]; set resolution and channels in [gradient]"
-        )
-    g, search = preset.gradient, preset.search
-    if (g.get("blur_every", 0) > 0) != (g.get("blur_radius", 0) > 0):
-        raise FoolbenchError(
-            f"{source}: 'gradient.blur_every' and 'gradient.blur_radius' go together: set both above 0 "
-            "to blur, or both to 0"
-        )
-    steps = g.get("steps", DEFAULT_GRADIENT_STEPS)
+def _engine_budget(preset: Preset, section: str, key: str, default: int, source: str) -> None:
+    """An engine whose budget is its own option (gradient.steps): that is the search's generations."""
+    steps, search = preset.tables[section].get(key, default), preset.search
     if not any(k in search for k in ("generations", "evaluations", "seconds")):
         search["generations"] = steps
-    elif "steps" in g and search.get("generations", steps) != steps:
+    elif key in preset.tables[section] and search.get("generations", steps) != steps:
         raise FoolbenchError(
-            f"{source}: 'gradient.steps' ({steps}) and 'search.generations' ({search['generations']}) "
-            "disagree; set the budget once (gradient.steps)"
+            f"{source}: '{section}.{key}' ({steps}) and 'search.generations' ({search['generations']}) "
+            f"disagree; set the budget once ({section}.{key})"
         )
 
 

@@ -19,27 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foolbench.errors import FoolbenchError
-from foolbench.presets import ATTACKS_DIR, _check_value, load_preset
+from foolbench.options import Choice, Int, Seeds, Table, Text, Texts, check_table
+from foolbench.presets import ATTACKS_DIR, load_preset
 
 PROTOCOLS_DIR = ATTACKS_DIR / "protocols"
 DEFAULT_PROTOCOL = "v1"
 _BUDGET_KEYS = ("generations", "evaluations", "seconds", "seed")
 
-# table -> key -> rule (the presets' rule format); "required" keys must be present
+# table -> key -> rule (foolbench.options)
 _PROTOCOL_KEYS = {
-    "version": ("str",),
-    "description": ("str",),
-    "seeds": ("seeds",),
-    "all_classes_up_to": ("int", 1, 1_000_000),
-    "sample_classes": ("int", 1, 1_000_000),
-    "ranked": ("names",),
+    "version": Text(),
+    "description": Text(),
+    "seeds": Seeds(),
+    "all_classes_up_to": Int(1, 1_000_000),
+    "sample_classes": Int(1, 1_000_000),
+    "ranked": Texts(),
 }
-_SUITE_KEYS = {"channels": ("choice", (1, 3)), "crop": ("choice", ("center", "ten")), "attacks": ("table",)}
+_SUITE_KEYS = {"channels": Choice((1, 3)), "crop": Choice(("center", "ten")), "attacks": Table()}
 _ATTACK_KEYS = {
-    "preset": ("str",),
-    "evaluations": ("int", 1, 10**12),
-    "steps": ("int", 1, 10_000_000),
-    "batch": ("int", 1, 100_000),
+    "preset": Text(),
+    "evaluations": Int(1, 10**12),
+    "steps": Int(1, 10_000_000),
+    "batch": Int(1, 100_000),
 }
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # attack names become column names and folder names
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -248,30 +249,10 @@ def _table(value, where: str, source: str) -> dict:
 
 
 def _check_keys(table: dict, rules: dict, where: str, source: str) -> None:
-    for key, value in table.items():
-        if key not in rules:
-            raise FoolbenchError(f"{source}: unknown key '{where}.{key}'; known: {', '.join(rules)}")
-        kind = rules[key][0]
-        if kind == "table":
-            continue
-        if kind == "seeds":
-            ok = (
-                isinstance(value, list)
-                and value
-                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in value)
-                and len(set(value)) == len(value)
-            )
-            if not ok:
-                raise FoolbenchError(
-                    f"{source}: '{where}.{key}' must be a list of distinct seeds >= 0, got {value!r}"
-                )
-        elif kind == "names":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise FoolbenchError(
-                    f"{source}: '{where}.{key}' must be a list of attack names, got {value!r}"
-                )
-        else:
-            _check_value(f"{where}.{key}", value, rules[key], source)
+    try:
+        check_table(table, rules, where)
+    except FoolbenchError as e:
+        raise FoolbenchError(f"{source}: {e}") from None
 
 
 def toml_text(tables: dict, comment: str = "") -> str:

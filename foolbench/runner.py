@@ -27,14 +27,14 @@ import numpy as np
 import pandas as pd
 
 from foolbench import __version__
-from foolbench.encodings import make_encoding
 from foolbench.errors import FoolbenchError
+from foolbench.images import load_png, save_png
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
 from foolbench.models.base import DEFAULT_BATCH
 from foolbench.presets import Preset, load_preset, parse_classes, preset_from_dict
-from foolbench.report.gallery import gallery, load_png, percent, safe_name, save_png
+from foolbench.report.gallery import gallery, percent, safe_name
+from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
-from foolbench.search.map_elites import Budget, MapElites, quantise
 from foolbench.zoo import DEFAULT_MODEL
 
 RUNS_DIR = Path("runs")
@@ -69,7 +69,7 @@ def start_run(req: RunRequest) -> Path:
     )
     budget = _budget(preset, req)
     seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
-    engine = _engine(model, preset, classes, seed)  # before the run directory: it may refuse the model
+    search = _search(model, preset, classes, seed)  # before the run directory: it may refuse the model
     run_dir = _new_run_dir(req.out, model.name, preset.name, seed)
     manifest = {
         "foolbench": __version__,
@@ -86,7 +86,7 @@ def start_run(req: RunRequest) -> Path:
         "versions": _versions(),
     }
     write_json(run_dir / "manifest.json", manifest)
-    return _loop(engine, run_dir, manifest, budget, metrics=[], progress=req.progress)
+    return _loop(search, run_dir, manifest, budget, metrics=[], progress=req.progress)
 
 
 def resume_run(run_dir: Path, req: RunRequest | None = None) -> Path:
@@ -120,13 +120,13 @@ def resume_run(run_dir: Path, req: RunRequest | None = None) -> Path:
                 setattr(budget, key, getattr(req, key))
         manifest["budget"] = budget.__dict__
         write_json(run_dir / "manifest.json", manifest)
-    engine = _engine(model, preset, manifest["classes"], manifest["seed"])
+    search = _search(model, preset, manifest["classes"], manifest["seed"])
     metrics: list[dict] = []
     state = load_checkpoint(run_dir)
     if state is not None:
-        engine.load_state(state)
+        search.load_state(state)
         metrics = json.loads(str(state["metrics"]))
-    return _loop(engine, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
+    return _loop(search, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
 
 
 def run_or_resume(req: RunRequest) -> tuple[Path, str]:
@@ -185,7 +185,8 @@ def run_state(run_dir: Path, req: RunRequest) -> str | None:
 
 
 def _preset_tables(d: dict) -> dict:
-    return {k: d[k] for k in ("attack", "encoding", "search", "evaluation", "gradient") if d.get(k)}
+    """The tables of a preset as a manifest records it (`Preset.as_dict`), to rebuild it exactly."""
+    return {k: v for k, v in d.items() if k not in ("name", "source", "scale") and v}
 
 
 def _load(specs: list[str], preset: Preset, options: dict):
@@ -225,16 +226,9 @@ def _budget(preset: Preset, req: RunRequest) -> Budget:
     return budget
 
 
-def _engine(model, preset: Preset, classes, seed: int):
-    """The search engine the preset names (MapElites or GradientAscent: the same interface)."""
-    if preset.method == "gradient":
-        from foolbench.search.gradient import GradientAscent
-
-        return GradientAscent(model, np.array(classes), seed, **preset.gradient)
-    options = dict(preset.encoding)
-    encoding = make_encoding(options.pop("type"), **options)
-    batch = preset.search.get("batch", 200)
-    return MapElites(model, encoding, np.array(classes), batch, preset.search.get("init", batch), seed)
+def _search(model, preset: Preset, classes, seed: int) -> Search:
+    """The search engine the preset's attack.method names, scored on `model`."""
+    return make_search(model, preset.method, classes, seed, preset.tables)
 
 
 def _new_run_dir(out: Path | None, model_name: str, attack: str, seed: int) -> Path:
@@ -268,36 +262,36 @@ def _versions() -> dict:
 
 # -- the loop ----------------------------------------------------------------------------------------
 def _loop(
-    engine: MapElites, run_dir: Path, manifest: dict, budget: Budget, metrics: list, progress: bool
+    search: Search, run_dir: Path, manifest: dict, budget: Budget, metrics: list, progress: bool
 ) -> Path:
     every = manifest["checkpoint_every"]
     seconds0 = metrics[-1]["seconds"] if metrics else 0.0
     t0 = time.perf_counter()
-    bar = _progress_bar(budget, engine, progress)
-    while engine.generation < 0 or not budget.done(
-        engine.generation, engine.evaluations, seconds0 + time.perf_counter() - t0
+    bar = _progress_bar(budget, search, progress)
+    while search.generation < 0 or not budget.done(
+        search.generation, search.evaluations, seconds0 + time.perf_counter() - t0
     ):
-        improved = engine.step()
+        improved = search.step()
         row = {
-            "generation": engine.generation,
-            "evaluations": engine.evaluations,
+            "generation": search.generation,
+            "evaluations": search.evaluations,
             "seconds": round(seconds0 + time.perf_counter() - t0, 4),
-            **engine.stats(),
+            **search.stats(),
             "improved": improved,
         }
         metrics.append(row)
         _advance(bar, row)
-        if engine.generation % every == 0:
-            save_checkpoint(run_dir, engine, metrics)
+        if search.generation % every == 0:
+            save_checkpoint(run_dir, search, metrics)
     if bar is not None:
         bar.close()
-    if engine.generation % every != 0:  # the last generation was not just checkpointed
-        save_checkpoint(run_dir, engine, metrics)
-    finish_run(run_dir, engine, manifest, metrics)
+    if search.generation % every != 0:  # the last generation was not just checkpointed
+        save_checkpoint(run_dir, search, metrics)
+    finish_run(run_dir, search, manifest, metrics)
     return run_dir
 
 
-def _progress_bar(budget: Budget, engine: MapElites, enabled: bool):
+def _progress_bar(budget: Budget, engine: Search, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -322,17 +316,17 @@ def _advance(bar, row: dict) -> None:
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(run_dir: Path, engine: MapElites, metrics: list) -> None:
+def save_checkpoint(run_dir: Path, search: Search, metrics: list) -> None:
     """Write gen-N.npz, then point latest.json at it; keep the previous one as a fallback."""
     folder = run_dir / "checkpoint"
-    name = f"gen-{engine.generation:07d}.npz"
-    state = {**engine.state(), "metrics": np.array(json.dumps(metrics))}
+    name = f"gen-{search.generation:07d}.npz"
+    state = {**search.state(), "metrics": np.array(json.dumps(metrics))}
     with atomic_path(folder / name) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **state)
     latest = folder / "latest.json"
     previous = read_json(latest) if latest.is_file() else None
-    entry = {"file": name, "generation": engine.generation, "sha256": sha256_file(folder / name)}
+    entry = {"file": name, "generation": search.generation, "sha256": sha256_file(folder / name)}
     if previous and previous["file"] != name:
         entry["previous"] = {k: previous[k] for k in ("file", "generation", "sha256")}
     elif previous and "previous" in previous:  # the same generation saved again: keep its fallback
@@ -370,10 +364,12 @@ def write_metrics(run_dir: Path, metrics: list) -> None:
 
 
 # -- finishing: champions, results, gallery, summary --------------------------------------------------
-def finish_run(run_dir: Path, engine: MapElites, manifest: dict, metrics: list) -> dict:
+def finish_run(run_dir: Path, search: Search, manifest: dict, metrics: list) -> dict:
     """Save champions as 8-bit PNGs, re-score the PNGs from disk, and write the run's results."""
-    model, classes, labels = engine.model, engine.classes, engine.model.labels
-    images = quantise(engine.encoding.render(engine.archive.champions()))
+    engine, model = search.engine, search.evaluator.model
+    classes, labels = engine.classes, model.labels
+    genomes, found_at = engine.champions()
+    images = search.evaluator.images(genomes)
     folder = run_dir / "champions"
     if folder.exists():
         shutil.rmtree(folder)
@@ -383,14 +379,14 @@ def finish_run(run_dir: Path, engine: MapElites, manifest: dict, metrics: list) 
     reloaded = np.stack([load_png(p, engine.encoding.channels) for p in paths])
     results = score_images(model, reloaded, classes)
     results.insert(0, "file", [f"champions/{p.name}" for p in paths])
-    results["generation"] = engine.archive.generation
+    results["generation"] = found_at
     with atomic_path(run_dir / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
     captions = [
         f"{labels[c]}\n{percent(conf)}" for c, conf in zip(classes, results["confidence"], strict=True)
     ]
     gallery(list(reloaded), captions, run_dir / "gallery.png")
-    summary = summarise(results["confidence"].to_numpy(), metrics, engine, manifest)
+    summary = summarise(results["confidence"].to_numpy(), metrics, search, manifest)
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -417,7 +413,7 @@ def score_images(model, images: np.ndarray, classes) -> pd.DataFrame:
     return df
 
 
-def summarise(confidences: np.ndarray, metrics: list, engine: MapElites, manifest: dict) -> dict:
+def summarise(confidences: np.ndarray, metrics: list, search: Search, manifest: dict) -> dict:
     last = metrics[-1]
     first99 = next((m["evaluations"] for m in metrics if m["classes_at_99"] > 0), None)
     return {
@@ -431,7 +427,7 @@ def summarise(confidences: np.ndarray, metrics: list, engine: MapElites, manifes
         "seconds": last["seconds"],
         "evaluations_per_second": round(last["evaluations"] / max(last["seconds"], 1e-9), 2),
         "evaluations_to_first_99": first99,
-        "nonfinite_scores": engine.nonfinite,
+        "nonfinite_scores": search.nonfinite,
     }
 
 

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import load_png
 from foolbench.models.card import card_from_dict, read_card_toml
-from foolbench.presets import SCHEMA, parse_classes, preset_from_dict
-from foolbench.report.gallery import load_png
+from foolbench.presets import parse_classes, preset_from_dict, schema
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 scalars = st.one_of(
@@ -27,7 +27,7 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
 )
-known_keys = [k for rules in SCHEMA.values() if rules for k in rules]
+known_keys = [k for rules in schema().values() if rules for k in rules]
 encoding_keys = [
     "type",
     "resolution",
@@ -46,7 +46,7 @@ gradient_keys = ["steps", "lr", "decay", "blur_every", "blur_radius", "l1_percen
 section = st.dictionaries(
     st.sampled_from(known_keys + encoding_keys + gradient_keys) | st.text(max_size=6), values, max_size=6
 )
-presets = st.dictionaries(st.sampled_from([*SCHEMA, "scale", "bogus"]), section | values, max_size=5)
+presets = st.dictionaries(st.sampled_from([*schema(), "scale", "bogus"]), section | values, max_size=5)
 
 
 @FAST
@@ -133,7 +133,7 @@ def test_image_loading_never_crashes(tmp_path_factory, blob):
 def test_a_real_png_loads(tmp_path, channels):
     import numpy as np
 
-    from foolbench.report.gallery import save_png
+    from foolbench.images import save_png
 
     image = np.random.default_rng(0).random((channels, 8, 8)).astype(np.float32)
     save_png(tmp_path / "a.png", image)

@@ -14,10 +14,11 @@ import torch
 from conftest import export, tiny
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import load_png
 from foolbench.models import load_model
 from foolbench.presets import ATTACKS_DIR, load_preset, preset_from_dict
-from foolbench.report.gallery import load_png
 from foolbench.runner import RunRequest, load_checkpoint, resume_run, start_run
+from foolbench.search import Evaluator, Search
 from foolbench.search.gradient import GradientAscent, differentiable, gaussian_blur, pseudo_l1
 
 
@@ -49,8 +50,9 @@ def grey_model(grey):
 
 def engine(model, steps: int, **options) -> GradientAscent:
     e = GradientAscent(model, np.arange(model.num_classes), 0, **options)
+    search = Search(e, Evaluator(model, e.encoding, e.classes))
     while e.generation < steps:
-        e.step()
+        search.step()
     return e
 
 
@@ -63,7 +65,7 @@ def request(model: Path, out: Path, generations: int, attack: str = "gradient", 
 # -- the run directory ---------------------------------------------------------------------------------
 def test_run_raises_every_class_and_writes_the_standard_run_directory(grey, grey_model, tmp_path):
     out = start_run(request(grey, tmp_path / "run", 15))
-    start = engine(grey_model, 0).archive.fitness  # the seeded noise, scored
+    start = engine(grey_model, 0).fitness  # the seeded noise, scored
     results = pd.read_csv(out / "results.csv")
     assert list(results["class"]) == list(range(10))
     assert (results["confidence"] >= 0.99).all(), results["confidence"].tolist()
@@ -85,17 +87,18 @@ def test_run_raises_every_class_and_writes_the_standard_run_directory(grey, grey
     assert not list(out.rglob("*.tmp"))
 
 
-def test_the_archive_keeps_each_image_in_its_own_class(grey_model):
+def test_each_class_keeps_its_own_best_image(grey_model):
     e = engine(grey_model, 3, lr=0.05)
-    champions = e.encoding.render(e.archive.champions())
-    assert champions.shape == (10, 1, 28, 28) and len(e.archive.pool["genes"]) == 10
+    genomes, found_at = e.champions()
+    champions = e.encoding.render(genomes)
+    assert champions.shape == (10, 1, 28, 28) and found_at.shape == (10,) and (found_at >= 0).all()
     probs = grey_model.probs(np.round(champions * 255) / 255)
-    np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], e.archive.fitness, atol=1e-6)
+    np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], e.fitness, atol=1e-6)
 
 
 def test_logit_objective_also_climbs(grey_model):
     e = engine(grey_model, 10, objective="logit")
-    assert (e.archive.fitness > engine(grey_model, 0).archive.fitness).all()
+    assert (e.fitness > engine(grey_model, 0).fitness).all()
 
 
 # -- regularisers ----------------------------------------------------------------------------------------
@@ -135,14 +138,14 @@ def test_blur_lowers_high_frequency_energy(grey_model):
 # -- resume ------------------------------------------------------------------------------------------------
 def test_interrupted_run_resumes_to_the_same_result(grey, tmp_path, monkeypatch):
     whole = start_run(request(grey, tmp_path / "whole", 12, checkpoint_every=4))
-    step = GradientAscent.step
+    ask = GradientAscent.ask
 
     def dies_at_10(self):
         if self.generation == 10:
             raise KeyboardInterrupt  # killed between checkpoints: the last one is at step 8
-        return step(self)
+        return ask(self)
 
-    monkeypatch.setattr(GradientAscent, "step", dies_at_10)
+    monkeypatch.setattr(GradientAscent, "ask", dies_at_10)
     with pytest.raises(KeyboardInterrupt):
         start_run(request(grey, tmp_path / "cut", 12, checkpoint_every=4))
     monkeypatch.undo()
@@ -155,6 +158,40 @@ def test_interrupted_run_resumes_to_the_same_result(grey, tmp_path, monkeypatch)
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert list(pd.read_csv(cut / "metrics.csv")["generation"]) == list(range(13))
     pd.testing.assert_frame_equal(pd.read_csv(whole / "results.csv"), pd.read_csv(cut / "results.csv"))
+
+
+def old_format(state: dict) -> dict:
+    """A checkpoint as gradient runs wrote it before the ask/tell engines: the best image of each
+    class held in a class archive (one pool row per cell), gradient non-finites in the counters."""
+    n = len(state["gradient/best_fitness"])
+    counters = json.loads(str(state["counters"]))
+    counters["nonfinite"] += int(state["gradient/nonfinite"])
+    return {
+        "archive/fitness": state["gradient/best_fitness"],
+        "archive/generation": state["gradient/best_generation"],
+        "archive/elite": np.arange(n),
+        "pool/genes": state["gradient/best_images"],
+        "rng": state["rng"],
+        "counters": np.array(json.dumps(counters)),
+        "gradient/images": state["gradient/images"],
+    }
+
+
+def test_checkpoints_of_the_archive_format_still_resume(grey_model):
+    """A run checkpointed in the old format continues to the same images as an uninterrupted one."""
+    whole = engine(grey_model, 6)
+    half = engine(grey_model, 3)
+    state = Search(half, Evaluator(grey_model, half.encoding, half.classes)).state()
+    resumed = GradientAscent(grey_model, np.arange(10), 0)
+    search = Search(resumed, Evaluator(grey_model, resumed.encoding, resumed.classes))
+    search.load_state(old_format(state))
+    assert resumed.generation == 3
+    while resumed.generation < 6:
+        search.step()
+    np.testing.assert_array_equal(resumed.images, whole.images)
+    np.testing.assert_array_equal(resumed.fitness, whole.fitness)
+    np.testing.assert_array_equal(resumed.champions()[0]["genes"], whole.champions()[0]["genes"])
+    np.testing.assert_array_equal(resumed.champions()[1], whole.champions()[1])
 
 
 # -- models without a gradient ---------------------------------------------------------------------------
@@ -256,7 +293,7 @@ def test_steps_is_the_budget():
 
 
 def test_engine_refuses_unknown_and_bad_options(grey_model):
-    with pytest.raises(FoolbenchError, match="'lrr'"):
+    with pytest.raises(FoolbenchError, match="'gradient.lrr'"):
         GradientAscent(grey_model, [0], 0, lrr=0.1)
     with pytest.raises(FoolbenchError, match="blur_every"):
         GradientAscent(grey_model, [0], 0, blur_radius=0.3)

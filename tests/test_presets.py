@@ -33,8 +33,8 @@ def test_cpu_scale_overrides_only_what_it_names():
     [
         ({"searchh": {}}, "unknown section [searchh]"),
         ({"search": {"batch": 0}}, "'search.batch' must be between 1"),
-        ({"search": {"batch": 1.5}}, "'search.batch' must be a number"),
-        ({"search": {"batch": True}}, "'search.batch' must be a number"),
+        ({"search": {"batch": 1.5}}, "'search.batch' must be a whole number"),
+        ({"search": {"batch": True}}, "'search.batch' must be a whole number"),
         ({"search": {"seconds": float("inf")}}, "'search.seconds' must be a finite number"),
         ({"search": {"generations": 10**12}}, "'search.generations' must be between"),
         ({"attack": {"method": "magic"}}, "'attack.method' must be one of"),

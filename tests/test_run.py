@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import export, tiny
 
+from foolbench.images import load_png
 from foolbench.models import load_model
-from foolbench.report.gallery import load_png
 from foolbench.runner import load_checkpoint
 
 CLI = [sys.executable, "-m", "foolbench.cli"]

@@ -18,8 +18,8 @@ import torch
 from conftest import export, tiny
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import load_png
 from foolbench.models import load_model
-from foolbench.report.gallery import load_png
 from foolbench.runner import RunRequest, load_checkpoint, start_run
 from foolbench.sweep import Sweep, parse_seeds, run_sweep
 

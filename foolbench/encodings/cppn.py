@@ -22,16 +22,9 @@ import numpy as np
 import torch
 
 from foolbench.encodings.colour import hls_to_rgb
-from foolbench.encodings.direct import (
-    Population,
-    as_choice,
-    as_float,
-    as_int,
-    bernoulli_indices,
-    polynomial_mutation,
-    resolve_options,
-)
+from foolbench.encodings.direct import Population, bernoulli_indices, polynomial_mutation
 from foolbench.errors import FoolbenchError
+from foolbench.options import Choice, Float, Int, with_defaults
 
 N_INPUTS = 4
 ACTIVATIONS = ("sine", "sigmoid", "gaussian", "identity")
@@ -65,21 +58,21 @@ class CPPNEncoding:
     }
     PROBABILITIES = ("add_connection", "delete_connection", "add_node", "delete_node")
 
+    RULES: ClassVar[dict] = {
+        "resolution": Int(1),
+        "channels": Choice((1, 3)),
+        "max_hidden": Int(0, 1024),
+        **{key: Float(0.0, 1.0) for key in PROBABILITIES},
+        "weight_rate": Float(0.0, 1.0),
+        "eta_m": Float(0.0),
+        "weight_range": Float(0.0, positive=True),
+        "activation_rate": Float(0.0, 1.0),
+        "coordinates": Choice(("normalised", "pixel")),
+    }
+
     def __init__(self, **options: Any) -> None:
-        opts = resolve_options(self.name, self.DEFAULTS, options)
-        self.resolution = as_int("resolution", opts["resolution"], 1)
-        self.channels = as_choice("channels", as_int("channels", opts["channels"], 1), (1, 3))
-        self.options = {
-            "resolution": self.resolution,
-            "channels": self.channels,
-            "max_hidden": as_int("max_hidden", opts["max_hidden"], 0, 1024),
-            **{key: as_float(key, opts[key], 0.0, 1.0) for key in self.PROBABILITIES},
-            "weight_rate": as_float("weight_rate", opts["weight_rate"], 0.0, 1.0),
-            "eta_m": as_float("eta_m", opts["eta_m"], 0.0),
-            "weight_range": as_float("weight_range", opts["weight_range"], 0.0, positive=True),
-            "activation_rate": as_float("activation_rate", opts["activation_rate"], 0.0, 1.0),
-            "coordinates": as_choice("coordinates", opts["coordinates"], ("normalised", "pixel")),
-        }
+        self.options = with_defaults(options, self.DEFAULTS, self.RULES, "encoding")
+        self.resolution, self.channels = self.options["resolution"], self.options["channels"]
         self.first_hidden = N_INPUTS + self.channels
         self.n_nodes = self.first_hidden + self.options["max_hidden"]
 

@@ -1,7 +1,7 @@
 """Direct encoding: one gene in [0, 1] per pixel and channel (paper, "Direct encoding").
 
-Also home of the real-valued variation operators (Deb's bounded polynomial mutation, SBX) and of the
-option checks, which the CPPN encoding reuses for its weights and options.
+Also home of the real-valued variation operators (Deb's bounded polynomial mutation, SBX), which the
+CPPN encoding reuses for its weights.
 """
 
 import math
@@ -11,58 +11,10 @@ import numpy as np
 
 from foolbench.encodings.colour import hls_to_rgb
 from foolbench.errors import FoolbenchError
+from foolbench.options import Bool, Choice, Float, Int, with_defaults
 
 Population = dict[str, np.ndarray]
 SBX_BLOCK_GENES = 2**21
-
-
-# ---------------------------------------------------------------- option checks
-
-
-def resolve_options(encoding: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """Merge `given` over `defaults`, refusing names the encoding does not know (typos must not pass)."""
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        known = ", ".join(sorted(defaults))
-        raise FoolbenchError(f"unknown option {unknown[0]!r} for the {encoding} encoding (known: {known})")
-    return {**defaults, **given}
-
-
-def as_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """Check an integer option and return it as a plain `int` (JSON-serialisable in the manifest)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise FoolbenchError(f"option {name}={value!r} must be an integer >= {low}")
-    if high is not None and value > high:
-        raise FoolbenchError(f"option {name}={value!r} must be an integer in [{low}, {high}]")
-    return int(value)
-
-
-def as_float(
-    name: str, value: Any, low: float, high: float | None = None, *, positive: bool = False
-) -> float:
-    """Check a real option in [low, high] (or > low when `positive`) and return it as a plain float."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > low if positive else value >= low)
-    ok = ok and (high is None or value <= high)
-    if not ok:
-        bound = f"> {low}" if positive else f">= {low}"
-        bound = bound if high is None else f"{bound} and <= {high}"
-        raise FoolbenchError(f"option {name}={value!r} must be a number {bound}")
-    return float(value)
-
-
-def as_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
-    """Check that an option is one of a few allowed values."""
-    if isinstance(value, bool) or value not in choices:
-        raise FoolbenchError(f"option {name}={value!r} must be one of {', '.join(map(repr, choices))}")
-    return value
-
-
-def as_bool(name: str, value: Any) -> bool:
-    """Check a switch; 0/1 or strings are refused so that a typo cannot silently turn it on."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise FoolbenchError(f"option {name}={value!r} must be true or false")
-    return bool(value)
 
 
 # ---------------------------------------------------------------- variation operators
@@ -198,25 +150,23 @@ class DirectEncoding:
         "eta_c": 10.0,
     }
 
+    RULES: ClassVar[dict] = {
+        "resolution": Int(1),
+        "channels": Choice((1, 3)),
+        "colour": Choice(("rgb", "hls")),
+        "mutation_rate": Float(0.0, 1.0),
+        "rate_halving": Int(0, none=True),  # 0 or None: a fixed rate, as the released code
+        "eta_m": Float(0.0),
+        "crossover": Bool(),
+        "crossover_rate": Float(0.0, 1.0),
+        "eta_c": Float(0.0),
+    }
+
     def __init__(self, **options: Any) -> None:
-        opts = resolve_options(self.name, self.DEFAULTS, options)
-        self.resolution = as_int("resolution", opts["resolution"], 1)
-        self.channels = as_choice("channels", as_int("channels", opts["channels"], 1), (1, 3))
-        colour = as_choice("colour", opts["colour"], ("rgb", "hls"))
-        if colour == "hls" and self.channels != 3:
-            raise FoolbenchError("option colour='hls' needs channels=3")
-        halving = opts["rate_halving"]
-        self.options = {
-            "resolution": self.resolution,
-            "channels": self.channels,
-            "colour": colour,
-            "mutation_rate": as_float("mutation_rate", opts["mutation_rate"], 0.0, 1.0),
-            "rate_halving": None if halving is None else as_int("rate_halving", halving, 0),
-            "eta_m": as_float("eta_m", opts["eta_m"], 0.0),
-            "crossover": as_bool("crossover", opts["crossover"]),
-            "crossover_rate": as_float("crossover_rate", opts["crossover_rate"], 0.0, 1.0),
-            "eta_c": as_float("eta_c", opts["eta_c"], 0.0),
-        }
+        self.options = with_defaults(options, self.DEFAULTS, self.RULES, "encoding")
+        self.resolution, self.channels = self.options["resolution"], self.options["channels"]
+        if self.options["colour"] == "hls" and self.channels != 3:
+            raise FoolbenchError("'encoding.colour' = 'hls' needs channels = 3")
 
     def init(self, n: int, rng: np.random.Generator) -> Population:
         """Uniform random genes in [0, 1) (the paper's random start, before scaling by 255)."""

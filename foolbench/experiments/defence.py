@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import as_uint8, load_png
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
-from foolbench.report.gallery import load_png, safe_name
+from foolbench.report.gallery import safe_name
 
 FOOLING = "fooling"
 DEFAULT_RUNS = {"mnist": 5, "imagenet": 2}  # runs per iteration (about 50 and 20 fooling images)
@@ -399,7 +400,7 @@ def fooling_images(run_dirs: list[Path], channels: int) -> np.ndarray:
         files = pd.read_csv(d / "results.csv", dtype={"file": str})["file"]
         for f in files:
             image = load_png(d / f, channels)
-            key = hashlib.sha256(np.rint(image * 255).astype(np.uint8).tobytes()).digest()
+            key = hashlib.sha256(as_uint8(image).tobytes()).digest()
             if key not in seen:
                 seen.add(key)
                 images.append(image)
@@ -407,7 +408,7 @@ def fooling_images(run_dirs: list[Path], channels: int) -> np.ndarray:
 
 
 def images_sha256(images: np.ndarray) -> str:
-    return hashlib.sha256(np.rint(images * 255).astype(np.uint8).tobytes()).hexdigest()
+    return hashlib.sha256(as_uint8(images).tobytes()).hexdigest()
 
 
 def balanced_indices(available: int, wanted: int, seed: int) -> np.ndarray:
@@ -480,7 +481,7 @@ class MnistDefence:
         d = self.digits
         per_class = round(len(d.train_y) / len(setup.labels))
         pick = balanced_indices(len(images), per_class, self.seed + facts["iteration"])
-        fooling = np.rint(images[pick, 0] * 255).astype(np.uint8)
+        fooling = as_uint8(images[pick, 0])
         x = np.concatenate([d.train_x, fooling])
         y = np.concatenate([d.train_y, np.full(len(fooling), len(setup.labels), dtype=np.int64)])
         _, epochs, batch_size, _ = ARCHITECTURES["lenet-mnist"]

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import load_png
 from foolbench.io import atomic_path, read_json, write_json
-from foolbench.report.gallery import load_png, percent, safe_name
+from foolbench.report.gallery import percent, safe_name
 
 # statistic column -> what it means (also the heatmap title)
 STATISTICS = {

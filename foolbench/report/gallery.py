@@ -1,4 +1,4 @@
-"""Image files: champion PNGs (8-bit, what every reported confidence refers to) and galleries."""
+"""Galleries of champion images (the PNGs themselves belong to `foolbench.images`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from foolbench.errors import FoolbenchError
+from foolbench.images import to_uint8
 from foolbench.io import atomic_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -24,30 +24,6 @@ def safe_name(label: str, limit: int = 40) -> str:
     """A label made fit for a file name: no path characters, no spaces, bounded length."""
     name = _UNSAFE.sub("_", label).strip("._")[:limit]
     return name or "class"
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[C,H,W] float in [0,1] -> [H,W] or [H,W,3] uint8, rounding as `quantise` does."""
-    arr = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-
-
-def load_png(path: Path, channels: int) -> np.ndarray:
-    """A PNG as float32 [C,H,W] in [0,1] with the given channel count."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise FoolbenchError(
-            f"{path} is not a readable image ({type(e).__name__}); replace or remove the file"
-        ) from None
-    arr /= np.float32(255.0)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
 def gallery(

@@ -10,16 +10,15 @@ clip to [0, 1]; L2 decay (multiply by 1 - decay); a Gaussian blur every `blur_ev
 pseudo-L1 step (pixels whose norm across channels is among the lowest `l1_percentile` percent are
 set to 0).
 
-The engine offers the runner the interface of `MapElites`: `model`, `encoding` (a direct encoding,
-so `render` of the archive's `{"genes": images}` gives the images), `classes`, `archive` (one cell
-per target class; image i competes only for class i), `generation` (steps done; 0 = the noise
-scored), `evaluations` (images scored), `nonfinite`, `step`, `stats`, `state` and `load_state`.
-Every image in the archive was scored by `model.probs` on its 8-bit quantised form, exactly what
-the runner saves as PNG and re-scores.
+An ask/tell engine (`foolbench.search.engine`): `ask` takes the gradient step and proposes the new
+images (genomes of a direct encoding, so rendering them is the identity), the shared evaluator
+scores them 8-bit quantised, as the runner saves them, and `tell` keeps each class's best image.
+White-box: the engine holds the model to take gradients, never to score.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, ClassVar
 
@@ -27,21 +26,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foolbench.encodings.direct import (
-    DirectEncoding,
-    as_choice,
-    as_float,
-    as_int,
-)
+from foolbench.encodings import Population
+from foolbench.encodings.direct import DirectEncoding
 from foolbench.errors import FoolbenchError
-from foolbench.search.map_elites import SearchEngine, quantise
+from foolbench.options import Choice, Float, Int, check_table
+from foolbench.search.archive import EMPTY, Archive
 
 OBJECTIVES = ("probability", "logit")
 GRADIENT_BATCH = 64  # model inputs (images x crops) per backward pass, for memory
 
 
-class GradientAscent(SearchEngine):
-    """State: the current images, the archive, the generator, the step and evaluation counters."""
+class GradientAscent:
+    """State: the current images, each class's best image so far, the generator, the counters."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 300,  # the budget (the runner's generations); kept here for the manifest
@@ -56,42 +52,51 @@ class GradientAscent(SearchEngine):
     }
 
     def __init__(self, model, classes, seed: int, **options: Any):
-        super().__init__(classes, seed)
+        self.classes = np.asarray(classes, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+        self.generation = -1  # -1: not started; 0: the starting noise has been scored
+        self.nonfinite = 0  # gradients that were NaN or infinite (the image then stays where it is)
         self.options = check_options(options, model)
-        self.model = model
         self.encoding = DirectEncoding(
             resolution=self.options["resolution"], channels=self.options["channels"], colour="rgb"
         )
         self.images: np.ndarray | None = None  # float32 [n, C, H, W] in [0, 1], row i for class i
+        self.best_fitness = np.full(len(self.classes), EMPTY)  # class i's best score so far
+        self.best_generation = np.full(len(self.classes), -1, dtype=np.int64)
+        self.best_images: np.ndarray | None = None  # the image that scored it
         self.module = differentiable(model)
         self.device = _module_device(self.module)
         views = getattr(getattr(model, "spec", None), "views", 1)
         self.batch = max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
 
-    # -- one step ----------------------------------------------------------------------------------
-    def step(self) -> int:
-        """Score the noise (first call), else one regularised gradient step for every class at once."""
-        if self.generation < 0:
-            self.images = self.encoding.init(len(self.classes), self.rng)["genes"]
-        else:
-            self.images = self._regularise(self._ascend(self.images), self.generation + 1)
-        fitness = self.evaluate(self.images)
-        self.generation += 1
-        return self.archive.insert({"genes": self.images}, fitness, self.generation)
+    @property
+    def fitness(self) -> np.ndarray:
+        return self.best_fitness
 
-    def evaluate(self, images: np.ndarray) -> np.ndarray:
-        """Fitness [n, n]: image i's probability of class i on the diagonal, -inf elsewhere, so that
-        the archive's multi-cell insertion lets image i compete for its own class only."""
-        n = len(images)
-        probs = self.model.probs(quantise(images))[np.arange(n), self.classes]
-        bad = ~np.isfinite(probs)
-        if bad.any():
-            self.nonfinite += int(bad.sum())
-            probs = np.where(bad, 0.0, probs)
-        self.evaluations += n
-        fitness = np.full((n, n), -np.inf)
-        fitness[np.arange(n), np.arange(n)] = probs
-        return fitness
+    # -- one step ----------------------------------------------------------------------------------
+    def ask(self) -> Population:
+        """The seeded noise (first call), else one regularised gradient step for every class at once."""
+        if self.generation < 0:
+            images = self.encoding.init(len(self.classes), self.rng)["genes"]
+        else:
+            images = self._regularise(self._ascend(self.images), self.generation + 1)
+        return {"genes": images}
+
+    def tell(self, pop: Population, fitness: np.ndarray) -> int:
+        """Image i competes for class i only: keep it where it beats that class's best so far."""
+        self.images = pop["genes"]
+        self.generation += 1
+        own = fitness[np.arange(len(self.classes)), np.arange(len(self.classes))]
+        wins = own > self.best_fitness
+        if self.best_images is None:
+            self.best_images = np.zeros_like(self.images)
+        self.best_images[wins] = self.images[wins]
+        self.best_fitness = np.where(wins, own, self.best_fitness)
+        self.best_generation = np.where(wins, self.generation, self.best_generation)
+        return int(wins.sum())
+
+    def champions(self) -> tuple[Population, np.ndarray]:
+        return {"genes": self.best_images}, self.best_generation
 
     def gradients(self, images: np.ndarray) -> np.ndarray:
         """d objective(image i, class i) / d pixels, for every image (float32, like the images)."""
@@ -125,52 +130,84 @@ class GradientAscent(SearchEngine):
             images = pseudo_l1(images, o["l1_percentile"])
         return np.clip(images, 0.0, 1.0).astype(np.float32, copy=False)
 
-    # -- checkpointing: the base state plus the current images ------------------------------------
+    # -- checkpointing: plain arrays, so np.savez/np.load need no pickle -----------------------------
     def state(self) -> dict[str, np.ndarray]:
-        out = super().state()
+        out = {
+            "gradient/best_fitness": self.best_fitness,
+            "gradient/best_generation": self.best_generation,
+            "gradient/nonfinite": np.array(self.nonfinite),
+            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
+        }
         if self.images is not None:
             out["gradient/images"] = self.images
+            out["gradient/best_images"] = self.best_images
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        super().load_state(state)
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
         images = state.get("gradient/images")
         self.images = None if images is None else np.array(images, dtype=np.float32)
-        if self.generation >= 0 and (self.images is None or len(self.images) != len(self.classes)):
+        if "gradient/best_fitness" not in state and "archive/fitness" in state:
+            state = _from_archive_format(state)
+        self.best_fitness = np.array(state["gradient/best_fitness"])
+        self.best_generation = np.array(state["gradient/best_generation"])
+        best = state.get("gradient/best_images")
+        self.best_images = None if best is None else np.array(best, dtype=np.float32)
+        self.nonfinite = int(state.get("gradient/nonfinite", 0))
+        n = len(self.classes)
+        if len(self.best_fitness) != n or (
+            images is not None and (len(self.images) != n or self.best_images is None)
+        ):
             raise FoolbenchError(
                 "the checkpoint holds no images for these target classes; it was not written by this "
                 "gradient run — start the run again"
             )
 
 
+def _from_archive_format(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checkpoints written before the engine kept its own per-class best (foolbench 0.1.0 up to the
+    ask/tell engines) held it as a class archive, with one image per cell: read them too."""
+    archive = Archive.from_state(state)
+    out = {"gradient/best_fitness": archive.fitness, "gradient/best_generation": archive.generation}
+    if archive.pool is not None and (archive.elite >= 0).all():
+        out["gradient/best_images"] = archive.pool["genes"][archive.elite]
+    return {**state, **out}
+
+
+def build(model, classes, seed: int, tables: dict[str, dict]) -> GradientAscent:
+    """The engine a gradient preset describes: its [gradient] options."""
+    return GradientAscent(model, classes, seed, **tables.get("gradient", {}))
+
+
 # -- options ---------------------------------------------------------------------------------------
+RULES = {
+    "steps": Int(0, 10_000_000),
+    "lr": Float(0.0, 100.0, positive=True),
+    "resolution": Int(1, 4096),
+    "channels": Choice((1, 3)),
+    "decay": Float(0.0, 0.99),
+    "blur_every": Int(0, 1_000_000),
+    "blur_radius": Float(0.0, 100.0),
+    "l1_percentile": Float(0.0, 99.0),
+    "objective": Choice(OBJECTIVES),
+}
+
+
 def check_options(given: dict, model=None) -> dict:
-    """The [gradient] options merged over the defaults; unknown names and bad values are errors."""
-    unknown = sorted(set(given) - set(GradientAscent.DEFAULTS))
-    if unknown:
-        known = ", ".join(GradientAscent.DEFAULTS)
-        raise FoolbenchError(f"unknown gradient option {unknown[0]!r} (known: {known})")
+    """The [gradient] options merged over the defaults (resolution and channels: the model's);
+    unknown names and bad values are errors naming them."""
+    check_table(given, RULES, "gradient")
     o = {**GradientAscent.DEFAULTS, **given}
     spec = getattr(model, "spec", None)
     if o["resolution"] is None:
         o["resolution"] = max(spec.size) if spec is not None else 28
     if o["channels"] is None:
         o["channels"] = spec.channels if spec is not None and spec.channels in (1, 3) else 3
-    out = {
-        "steps": as_int("steps", o["steps"], 0),
-        "lr": as_float("lr", o["lr"], 0.0, 100.0, positive=True),
-        "resolution": as_int("resolution", o["resolution"], 1, 4096),
-        "channels": as_choice("channels", as_int("channels", o["channels"], 1, 3), (1, 3)),
-        "decay": as_float("decay", o["decay"], 0.0, 0.99),
-        "blur_every": as_int("blur_every", o["blur_every"], 0),
-        "blur_radius": as_float("blur_radius", o["blur_radius"], 0.0, 100.0),
-        "l1_percentile": as_float("l1_percentile", o["l1_percentile"], 0.0, 99.0),
-        "objective": as_choice("objective", o["objective"], OBJECTIVES),
-    }
+    out = check_table(o, RULES, "gradient")
     if (out["blur_every"] > 0) != (out["blur_radius"] > 0):
         raise FoolbenchError(
-            f"options blur_every={out['blur_every']} and blur_radius={out['blur_radius']} go together: "
-            "set both above 0 to blur, or both to 0"
+            f"'gradient.blur_every' ({out['blur_every']}) and 'gradient.blur_radius' ({out['blur_radius']}) "
+            "go together: set both above 0 to blur, or both to 0"
         )
     return out
 

@@ -52,21 +52,23 @@ def merge(shard_dirs: list, out, seed: int | None = None) -> Path:
     _check_model_files(first)
     model = runner._load([r["spec"] for r in first["models"]], preset, first["models"][0].get("options", {}))
     seed = first["seed"] if seed is None else seed
-    engine = runner._engine(model, preset, classes, seed)
+    search = runner._search(model, preset, classes, seed)
     pop, found_at = _champion_genomes(shard_dirs)
-    fitness = _score(engine, pop, preset.search.get("batch", 200))
-    engine.archive.insert(pop, fitness, 0)
-    engine.archive.generation = found_at[fitness.argmax(axis=0)]  # when each winner was evolved
+    fitness = _score(search.evaluator, pop, preset.search.get("batch", 200))
+    archive = search.engine.archive
+    archive.insert(pop, fitness, 0)
+    archive.generation = found_at[fitness.argmax(axis=0)]  # when each winner was evolved
     summaries = [read_json(d / "summary.json") for d in shard_dirs]
-    engine.generation = max(s["generations"] for s in summaries)
-    engine.evaluations = sum(s["evaluations"] for s in summaries)
-    engine.nonfinite = sum(s["nonfinite_scores"] for s in summaries)  # the merge re-scores the same images
+    search.engine.generation = max(s["generations"] for s in summaries)
+    search.evaluator.evaluations = sum(s["evaluations"] for s in summaries)
+    # the merge re-scores the same images: their non-finite scores are the shards' own
+    search.evaluator.nonfinite = sum(s["nonfinite_scores"] for s in summaries)
     metrics = [
         {
-            "generation": engine.generation,
-            "evaluations": engine.evaluations,
+            "generation": search.generation,
+            "evaluations": search.evaluations,
             "seconds": round(sum(s["seconds"] for s in summaries), 4),  # compute time of all shards
-            **engine.stats(),
+            **search.stats(),
             "improved": len(classes),
         }
     ]
@@ -84,8 +86,8 @@ def merge(shard_dirs: list, out, seed: int | None = None) -> Path:
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "manifest.json", manifest)
-    runner.save_checkpoint(out, engine, metrics)
-    summary = runner.finish_run(out, engine, manifest, metrics)
+    runner.save_checkpoint(out, search, metrics)
+    summary = runner.finish_run(out, search, manifest, metrics)
     firsts = [s["evaluations_to_first_99"] for s in summaries if s.get("evaluations_to_first_99") is not None]
     summary["evaluations_to_first_99"] = min(firsts) if firsts else None  # within the fastest shard
     summary["merged_from"] = len(shard_dirs)
@@ -152,9 +154,9 @@ def _champion_genomes(dirs: list[Path]) -> tuple[dict, np.ndarray]:
     return concat(pools), np.array(found_at, dtype=np.int64)
 
 
-def _score(engine, pop: dict, batch: int) -> np.ndarray:
+def _score(evaluator, pop: dict, batch: int) -> np.ndarray:
     """Fitness [genomes, union classes] of the 8-bit renders, `batch` genomes at a time."""
     from foolbench.encodings import size, take
 
     n = size(pop)
-    return np.concatenate([engine.evaluate(take(pop, slice(i, i + batch))) for i in range(0, n, batch)])
+    return np.concatenate([evaluator(take(pop, slice(i, i + batch))) for i in range(0, n, batch)])
