@@ -139,6 +139,7 @@ def cli():
 @model_options
 def run(models, attacks, scale, resume, out, progress, **kw):
     """Evolve fooling images against a model and write a run directory per attack."""
+    from foolbench import rundir
     from foolbench.runner import RunRequest, resume_run, start_run, summary_table
 
     model_opts = collect_model_options(kw)
@@ -169,7 +170,7 @@ def run(models, attacks, scale, resume, out, progress, **kw):
             done.append(start_run(req))
     click.echo(summary_table(done))
     for d in done:
-        click.echo(f"run: {d}   gallery: {d / 'gallery.png'}")
+        click.echo(f"run: {d}   gallery: {d / rundir.GALLERY}")
 
 
 def _resolve_scale(scale: str) -> str:
@@ -520,7 +521,7 @@ def defend_cmd(
     evolve against the retrained model, repeat. Writes OUT/defence.csv (one row per iteration), the
     runs and the defended models (OUT/models/*.onnx); the same command again continues it."""
     from foolbench.experiments.defence import defend
-    from foolbench.report.gallery import percent
+    from foolbench.text import percent
 
     model_opts = collect_model_options(kw)
     attack = attack or _default_attacks([model], model_opts)[0]
@@ -606,12 +607,13 @@ def sweep_cmd(models, attacks, seeds, shards, executor, jobs, address, cpus_per_
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The merged run directory.")
 def merge_cmd(run_dirs, out):
     """Merge class-shard runs of one model and attack into one run (multi-cell rule across shards)."""
+    from foolbench import rundir
     from foolbench.runner import summary_table
     from foolbench.sweep import merge
 
     merge(list(run_dirs), out)
     click.echo(summary_table([out]))
-    click.echo(f"run: {out}   gallery: {out / 'gallery.png'}")
+    click.echo(f"run: {out}   gallery: {out / rundir.GALLERY}")
 
 
 # -- paper -------------------------------------------------------------------------------------------

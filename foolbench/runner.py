@@ -1,15 +1,8 @@
-"""One run of an evolutionary attack, from options to a finished run directory.
+"""One run of an attack, from a request to a finished run directory (see `foolbench.rundir`).
 
-A run directory is the unit of output and the only thing reports read:
-  manifest.json   what was run: preset, options, seed, versions, model path and sha256
-  checkpoint/     gen-NNNNNNN.npz (archive, generator state, counters, metrics) + latest.json
-  metrics.csv     one row per generation
-  champions/      one 8-bit PNG per target class, <class index>_<label>.png
-  gallery.png     all champions with label and confidence
-  results.csv     class, label, confidence (of the saved PNG, re-scored), generation, top-1
-  summary.json    the paper's statistics of the run, plus its cost
-Every file is written atomically, so a killed run never leaves a half-written file; `resume`
-continues from the last checkpoint and ends with the same archive as an uninterrupted run.
+`ensure_run` is the one way every command gets a run: it starts it, resumes it from its last
+checkpoint, or reuses it when it has finished, after checking that what is there is the run asked
+for (`run_state`). A resumed run ends with the same archive as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,19 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foolbench import __version__
+from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
 from foolbench.images import load_png, save_png
-from foolbench.io import atomic_path, read_json, sha256_file, write_json
+from foolbench.io import sha256_file
 from foolbench.models.base import DEFAULT_BATCH
-from foolbench.presets import Preset, load_preset, parse_classes, preset_from_dict
-from foolbench.report.gallery import gallery, percent, safe_name
+from foolbench.presets import Preset, load_preset, parse_classes
+from foolbench.report.gallery import gallery
 from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
+from foolbench.text import percent
 from foolbench.zoo import DEFAULT_MODEL
 
-RUNS_DIR = Path("runs")
-KEEP_CHECKPOINTS = 2
+CACHED_MODELS = 4  # models a ModelCache keeps loaded (a sweep lists its jobs model by model)
 
 
 @dataclass
@@ -59,18 +52,70 @@ class RunRequest:
     progress: bool = True
 
 
-# -- starting and resuming ---------------------------------------------------------------------------
-def start_run(req: RunRequest) -> Path:
-    preset = load_preset(req.attack, req.scale)
-    specs = req.models or [preset.attack.get("model", DEFAULT_MODEL)]
-    model = _load(specs, preset, req.model_options)
-    classes = parse_classes(
-        req.classes if req.classes is not None else preset.search.get("classes"), model.labels
-    )
-    budget = _budget(preset, req)
-    seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
-    search = _search(model, preset, classes, seed)  # before the run directory: it may refuse the model
-    run_dir = _new_run_dir(req.out, model.name, preset.name, seed)
+class ModelCache:
+    """Models loaded once and reused across runs in one process (a sweep's worker). Models are only
+    read (probabilities of images), so sharing one across runs cannot change a result."""
+
+    def __init__(self, size: int = CACHED_MODELS):
+        self.size = size
+        self.models: dict[str, object] = {}
+
+    def load(self, specs: list[str], preset: Preset, options: dict):
+        key = json.dumps([list(specs), preset.evaluation, options], sort_keys=True, default=str)
+        if key not in self.models:
+            if len(self.models) >= self.size:
+                self.models.pop(next(iter(self.models)))
+            self.models[key] = load_run_models(specs, preset, options)
+        return self.models[key]
+
+
+# -- start, resume or reuse ---------------------------------------------------------------------------
+def ensure_run(req: RunRequest, cache: ModelCache | None = None) -> tuple[Path, str]:
+    """Start, resume or reuse the run at `req.out`, so a killed sweep or experiment just continues.
+
+    Returns the run directory and what was done: 'started', 'resumed' or 'finished' (reused as is).
+    A run with other settings at `req.out` is refused in one line.
+    """
+    state = run_state(req)
+    if state == "finished":
+        return Path(req.out), "finished"
+    if state == "resuming":
+        return resume_run(Path(req.out), req, cache), "resumed"
+    return start_run(req, cache), "started"
+
+
+def run_state(req: RunRequest, preset: Preset | None = None) -> str | None:
+    """What `ensure_run` would do at `req.out`: None (start), 'resuming' or 'finished'; a run there
+    with other settings (`rundir.identity`) is refused. `preset`: the request's, if already loaded."""
+    manifest = rundir.existing_manifest(req.out)
+    if manifest is None:
+        return None
+    return rundir.check_same_run(req.out, manifest, wanted_identity(req, manifest, preset))
+
+
+def wanted_identity(req: RunRequest, manifest: dict | None = None, preset: Preset | None = None) -> dict:
+    """The identity (`rundir.identity`) of the run `req` asks for. Classes are resolved against the
+    labels in `manifest` (left out where it has none), so no model needs loading."""
+    preset, specs, budget, seed = _plan(req, preset)
+    labels = ((manifest or {}).get("model") or {}).get("labels")
+    wanted = {
+        "attack": preset.name,
+        "seed": seed,
+        **budget.__dict__,
+        "classes": parse_classes(_classes(req, preset), labels) if labels else None,
+        "model": [_sha256(spec) or spec for spec in specs],
+        "options": req.model_options or {},
+        "settings": rundir.preset_tables(preset.as_dict()),
+    }
+    return json.loads(json.dumps(wanted, default=str))
+
+
+def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
+    preset, specs, budget, seed = _plan(req)
+    model = _load(specs, preset, req.model_options, cache)
+    classes = parse_classes(_classes(req, preset), model.labels)
+    search = build_search(model, preset, classes, seed)  # before the run directory: it may refuse the model
+    run_dir = rundir.new_run_dir(req.out, model.name, preset.name, seed)
     manifest = {
         "foolbench": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -83,120 +128,69 @@ def start_run(req: RunRequest) -> Path:
         "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
         "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
         "model": model.describe(),
-        "versions": _versions(),
+        "versions": versions(),
     }
-    write_json(run_dir / "manifest.json", manifest)
+    rundir.write_manifest(run_dir, manifest)
     return _loop(search, run_dir, manifest, budget, metrics=[], progress=req.progress)
 
 
-def resume_run(run_dir: Path, req: RunRequest | None = None) -> Path:
+def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache | None = None) -> Path:
     """Continue a killed run from its last checkpoint; budget flags in `req` extend the budget."""
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
-        raise FoolbenchError(
-            f"{run_dir} is not a run directory (no manifest.json); pass the folder a run wrote"
-        )
-    for stale in run_dir.rglob(".*.tmp"):  # temporaries of writes that a kill interrupted
-        stale.unlink(missing_ok=True)
-    manifest = read_json(run_dir / "manifest.json")
-    preset = preset_from_dict(_preset_tables(manifest["preset"]), manifest["preset"]["source"])
-    specs = [r["spec"] for r in manifest["models"]]
-    options = manifest["models"][0].get("options", {})
-    for record in manifest["models"]:
-        if (
-            record.get("sha256")
-            and Path(record["path"]).is_file()
-            and sha256_file(record["path"]) != record["sha256"]
-        ):
-            raise FoolbenchError(
-                f"{record['path']} changed since the run started (sha256 differs); a resumed run "
-                "must score with the same model — restore the file or start a new run"
-            )
-    model = _load(specs, preset, options)
+    manifest = rundir.read_manifest(run_dir)
+    rundir.clear_temporaries(run_dir)
+    preset = rundir.manifest_preset(manifest)
+    rundir.check_model_files(manifest, "a resumed run")
+    model = _load(rundir.model_specs(manifest), preset, rundir.model_options(manifest), cache)
     budget = Budget(**manifest["budget"])
     if req is not None:
-        for key in ("generations", "evaluations", "seconds"):
+        for key in rundir.BUDGET_KEYS:
             if getattr(req, key) is not None:
                 setattr(budget, key, getattr(req, key))
         manifest["budget"] = budget.__dict__
-        write_json(run_dir / "manifest.json", manifest)
-    search = _search(model, preset, manifest["classes"], manifest["seed"])
+        rundir.write_manifest(run_dir, manifest)
+    search = build_search(model, preset, manifest["classes"], manifest["seed"])
     metrics: list[dict] = []
-    state = load_checkpoint(run_dir)
+    state = rundir.load_checkpoint(run_dir)
     if state is not None:
         search.load_state(state)
-        metrics = json.loads(str(state["metrics"]))
+        metrics = rundir.checkpoint_metrics(state)
     return _loop(search, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
 
 
-def run_or_resume(req: RunRequest) -> tuple[Path, str]:
-    """Start, resume or reuse the run at `req.out`, so a killed sweep or experiment just continues.
-
-    Returns the run directory and what was done: 'started', 'resumed' or 'finished' (reused as is).
-    """
-    state = run_state(Path(req.out), req)
-    if state == "finished":
-        return Path(req.out), "finished"
-    if state == "resuming":
-        return resume_run(Path(req.out), req), "resumed"
-    return start_run(req), "started"
+def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[str], Budget, int]:
+    """The preset, model specs, budget and seed a request comes to, before any model is loaded."""
+    preset = preset or load_preset(req.attack, req.scale)
+    specs = list(req.models) or [preset.attack.get("model", DEFAULT_MODEL)]
+    seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
+    return preset, specs, _budget(preset, req), seed
 
 
-def run_state(run_dir: Path, req: RunRequest) -> str | None:
-    """None: start it; 'finished': reuse it; 'resuming': continue it. Other settings there: refuse.
-
-    The settings compared are those that change the result: attack, seed, budget, first model, classes.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return None
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FoolbenchError(f"{run_dir} exists and is not a run directory; choose a new --out")
-    manifest = read_json(manifest_path)
-    preset = load_preset(req.attack, req.scale)
-    budget = _budget(preset, req).__dict__
-    expected = {
-        "attack": preset.name,
-        "seed": req.seed if req.seed is not None else preset.search.get("seed", 0),
-        **budget,
-        "spec": req.models[0],
-    }
-    found = {
-        "attack": manifest.get("attack"),
-        "seed": manifest.get("seed"),
-        **{k: manifest.get("budget", {}).get(k) for k in budget},
-        "spec": manifest.get("models", [{}])[0].get("spec"),
-    }
-    labels = manifest.get("model", {}).get("labels")
-    if labels:  # the manifest holds resolved indices; resolve the request the same way to compare
-        found["classes"] = manifest.get("classes")
-        expected["classes"] = parse_classes(
-            req.classes if req.classes is not None else preset.search.get("classes"), labels
-        )
-    if found != expected:
-        diff = ", ".join(
-            f"{k} {found[k]!r} (asked {expected[k]!r})" for k in expected if found[k] != expected[k]
-        )
-        raise FoolbenchError(
-            f"{run_dir} holds a run with other settings: {diff}; choose a new --out or delete that run"
-        )
-    return "finished" if (run_dir / "summary.json").is_file() else "resuming"
+def _classes(req: RunRequest, preset: Preset):
+    return req.classes if req.classes is not None else preset.search.get("classes")
 
 
-def _preset_tables(d: dict) -> dict:
-    """The tables of a preset as a manifest records it (`Preset.as_dict`), to rebuild it exactly."""
-    return {k: v for k, v in d.items() if k not in ("name", "source", "scale") and v}
+def _sha256(spec: str) -> str | None:
+    from foolbench.models.load import resolve_path
+
+    path = resolve_path(spec)
+    return sha256_file(path) if path is not None else None
 
 
-def _load(specs: list[str], preset: Preset, options: dict):
+def load_run_models(specs: list[str], preset: Preset, options: dict):
+    """The models as the user described them; the preset's evaluation settings fill the gaps."""
     from foolbench.models import load_models
 
-    """Load the models as the user described them; the preset's evaluation settings fill the gaps."""
     options = {"overrides": {}, **options}
     options["overrides"] = {k: v for k, v in preset.evaluation.items() if k == "crop"} | options["overrides"]
     options.setdefault("batch_size", preset.evaluation.get("batch_size", DEFAULT_BATCH))
     return load_models(specs, **options)
+
+
+def _load(specs: list[str], preset: Preset, options: dict, cache: ModelCache | None):
+    return (
+        cache.load(specs, preset, options) if cache is not None else load_run_models(specs, preset, options)
+    )
 
 
 def _members(specs, model):
@@ -226,28 +220,13 @@ def _budget(preset: Preset, req: RunRequest) -> Budget:
     return budget
 
 
-def _search(model, preset: Preset, classes, seed: int) -> Search:
+def build_search(model, preset: Preset, classes, seed: int) -> Search:
     """The search engine the preset's attack.method names, scored on `model`."""
     return make_search(model, preset.method, classes, seed, preset.tables)
 
 
-def _new_run_dir(out: Path | None, model_name: str, attack: str, seed: int) -> Path:
-    if out is not None:
-        out = Path(out)
-        if out.exists() and any(out.iterdir()):
-            raise FoolbenchError(f"{out} already exists and is not empty; choose a new --out or --resume it")
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = RUNS_DIR / f"{stamp}-{safe_name(model_name)}-{attack}-s{seed}"
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
-
-
-def _versions() -> dict:
+def versions() -> dict:
+    """The versions a manifest records (results are bit-identical only on the same ones)."""
     import onnxruntime
     import torch
 
@@ -282,11 +261,11 @@ def _loop(
         metrics.append(row)
         _advance(bar, row)
         if search.generation % every == 0:
-            save_checkpoint(run_dir, search, metrics)
+            _checkpoint(run_dir, search, metrics)
     if bar is not None:
         bar.close()
     if search.generation % every != 0:  # the last generation was not just checkpointed
-        save_checkpoint(run_dir, search, metrics)
+        _checkpoint(run_dir, search, metrics)
     finish_run(run_dir, search, manifest, metrics)
     return run_dir
 
@@ -316,51 +295,8 @@ def _advance(bar, row: dict) -> None:
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(run_dir: Path, search: Search, metrics: list) -> None:
-    """Write gen-N.npz, then point latest.json at it; keep the previous one as a fallback."""
-    folder = run_dir / "checkpoint"
-    name = f"gen-{search.generation:07d}.npz"
-    state = {**search.state(), "metrics": np.array(json.dumps(metrics))}
-    with atomic_path(folder / name) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **state)
-    latest = folder / "latest.json"
-    previous = read_json(latest) if latest.is_file() else None
-    entry = {"file": name, "generation": search.generation, "sha256": sha256_file(folder / name)}
-    if previous and previous["file"] != name:
-        entry["previous"] = {k: previous[k] for k in ("file", "generation", "sha256")}
-    elif previous and "previous" in previous:  # the same generation saved again: keep its fallback
-        entry["previous"] = previous["previous"]
-    write_json(latest, entry)
-    keep = {name, entry.get("previous", {}).get("file")}
-    for old in folder.glob("gen-*.npz"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
-    write_metrics(run_dir, metrics)
-
-
-def load_checkpoint(run_dir: Path) -> dict | None:
-    """The newest intact checkpoint's arrays (falling back to the previous one), or None if none."""
-    latest = run_dir / "checkpoint" / "latest.json"
-    if not latest.is_file():
-        return None
-    entry = read_json(latest)
-    for candidate in (entry, entry.get("previous")):
-        if candidate is None:
-            continue
-        path = run_dir / "checkpoint" / candidate["file"]
-        if path.is_file() and sha256_file(path) == candidate["sha256"]:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        print(f"foolbench: checkpoint {path} is missing or corrupt; trying the previous one", file=sys.stderr)
-    raise FoolbenchError(
-        f"{run_dir}: no intact checkpoint (checksums differ); start the run again with the same seed"
-    )
-
-
-def write_metrics(run_dir: Path, metrics: list) -> None:
-    with atomic_path(run_dir / "metrics.csv") as tmp:
-        pd.DataFrame(metrics).to_csv(tmp, index=False)
+def _checkpoint(run_dir: Path, search: Search, metrics: list) -> None:
+    rundir.save_checkpoint(run_dir, search.generation, search.state(), metrics)
 
 
 # -- finishing: champions, results, gallery, summary --------------------------------------------------
@@ -370,24 +306,22 @@ def finish_run(run_dir: Path, search: Search, manifest: dict, metrics: list) -> 
     classes, labels = engine.classes, model.labels
     genomes, found_at = engine.champions()
     images = search.evaluator.images(genomes)
-    folder = run_dir / "champions"
-    if folder.exists():
-        shutil.rmtree(folder)
-    paths = [folder / f"{c}_{safe_name(labels[c])}.png" for c in classes]
-    for path, image in zip(paths, images, strict=True):
-        save_png(path, image)
-    reloaded = np.stack([load_png(p, engine.encoding.channels) for p in paths])
+    if (run_dir / rundir.CHAMPIONS).exists():
+        shutil.rmtree(run_dir / rundir.CHAMPIONS)
+    files = [rundir.champion_file(c, labels[c]) for c in classes]
+    for file, image in zip(files, images, strict=True):
+        save_png(run_dir / file, image)
+    reloaded = np.stack([load_png(run_dir / f, engine.encoding.channels) for f in files])
     results = score_images(model, reloaded, classes)
-    results.insert(0, "file", [f"champions/{p.name}" for p in paths])
+    results.insert(0, "file", files)
     results["generation"] = found_at
-    with atomic_path(run_dir / "results.csv") as tmp:
-        results.to_csv(tmp, index=False)
+    rundir.write_results(run_dir, results)
     captions = [
         f"{labels[c]}\n{percent(conf)}" for c, conf in zip(classes, results["confidence"], strict=True)
     ]
-    gallery(list(reloaded), captions, run_dir / "gallery.png")
+    gallery(list(reloaded), captions, run_dir / rundir.GALLERY)
     summary = summarise(results["confidence"].to_numpy(), metrics, search, manifest)
-    write_json(run_dir / "summary.json", summary)
+    rundir.write_summary(run_dir, summary)
     return summary
 
 
@@ -435,7 +369,7 @@ def summary_table(run_dirs: list[Path]) -> str:
     """A plain-text table of finished runs, for the terminal."""
     rows = []
     for d in run_dirs:
-        s = read_json(Path(d) / "summary.json")
+        s = rundir.read_summary(d)
         rows.append(
             {
                 "attack": s["attack"],

@@ -17,7 +17,8 @@ from foolbench.errors import FoolbenchError
 from foolbench.images import load_png
 from foolbench.models import load_model
 from foolbench.presets import ATTACKS_DIR, load_preset, preset_from_dict
-from foolbench.runner import RunRequest, load_checkpoint, resume_run, start_run
+from foolbench.rundir import load_checkpoint
+from foolbench.runner import RunRequest, resume_run, start_run
 from foolbench.search import Evaluator, Search
 from foolbench.search.gradient import GradientAscent, differentiable, gaussian_blur, pseudo_l1
 

@@ -9,7 +9,7 @@ import pytest
 from test_run import foolbench
 
 from foolbench.experiments import paper as paper_module
-from foolbench.report.gallery import percent
+from foolbench.text import percent
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from PIL import Image
 from foolbench.experiments.baseline import baseline
 from foolbench.experiments.transfer import transfer
 from foolbench.report import write_report
-from foolbench.report.gallery import percent
 from foolbench.runner import RunRequest, start_run
+from foolbench.text import percent
 
 EVIL = "<script>alert(1)</script>"
 LABELS = [EVIL, "../x/y", 'a "quoted" & <b>bold</b>', *map(str, range(3, 10))]

@@ -17,7 +17,7 @@ from conftest import export, tiny
 
 from foolbench.images import load_png
 from foolbench.models import load_model
-from foolbench.runner import load_checkpoint
+from foolbench.rundir import load_checkpoint
 
 CLI = [sys.executable, "-m", "foolbench.cli"]
 

@@ -16,7 +16,8 @@ from foolbench.images import quantise
 from foolbench.models import load_model
 from foolbench.options import Int, check_table
 from foolbench.presets import preset_from_dict
-from foolbench.runner import RunRequest, load_checkpoint, resume_run, start_run
+from foolbench.rundir import load_checkpoint
+from foolbench.runner import RunRequest, resume_run, start_run
 from foolbench.search import ENGINES, Engine, EngineType, Evaluator, make_search
 from foolbench.search.archive import Archive
 

@@ -20,7 +20,8 @@ from conftest import export, tiny
 from foolbench.errors import FoolbenchError
 from foolbench.images import load_png
 from foolbench.models import load_model
-from foolbench.runner import RunRequest, load_checkpoint, start_run
+from foolbench.rundir import load_checkpoint
+from foolbench.runner import RunRequest, start_run
 from foolbench.sweep import Sweep, parse_seeds, run_sweep
 
 ATTACK, GENERATIONS, SEEDS = "mnist-direct", 6, (0, 1)

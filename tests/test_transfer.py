@@ -149,9 +149,10 @@ def test_a_model_transferred_to_itself_reproduces_results_csv(models, runs, tmp_
         np.testing.assert_allclose(own["confidence"], results["confidence"], rtol=0, atol=1e-12)
         np.testing.assert_array_equal(own["top1"], results["top1"])
     # Scoring in chunks (how large ImageNet runs are read) changes nothing.
-    from foolbench.experiments.transfer import load_targets, read_run, score_transfer
+    from foolbench.experiments.transfer import load_targets, score_transfer
+    from foolbench.rundir import read_champions
 
-    run_images = [read_run(runs["a-cppn"].resolve()), read_run(runs["b-direct"].resolve())]
+    run_images = [read_champions(runs["a-cppn"].resolve()), read_champions(runs["b-direct"].resolve())]
     targets = load_targets([str(models["a"]), str(models["b"])], run_images)
     chunked = score_transfer(run_images, targets, chunk=3).drop(columns="run_index")
     pd.testing.assert_frame_equal(chunked, images, check_dtype=False, atol=1e-12, rtol=0)
@@ -211,7 +212,10 @@ def test_transfer_seeds_experiment_with_injected_models(models, tmp_path, foolbe
     # Finished runs are reused (a killed experiment continues); other settings there are refused.
     from foolbench.runner import run_state
 
-    req = RunRequest(models=[specs[0]], attack="mnist-cppn", scale="cpu", generations=1, progress=False)
-    assert run_state(out / "runs" / "mnist" / "a-mnist-cppn", req) == "finished"
+    run = out / "runs" / "mnist" / "a-mnist-cppn"
+    req = RunRequest(
+        models=[specs[0]], attack="mnist-cppn", scale="cpu", generations=1, out=run, progress=False
+    )
+    assert run_state(req) == "finished"
     with pytest.raises(FoolbenchError, match="other settings: generations 1 \\(asked 2\\)"):
         run_experiment("transfer-seeds", out, generations=2, models={"mnist": specs}, progress=False)

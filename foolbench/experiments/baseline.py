@@ -221,9 +221,10 @@ def baseline(
 
 def fooling_vs_real(model, real_conf: np.ndarray, run_dirs: Sequence[str | Path]) -> dict:
     """Could the model's own max-softmax tell its real images from the runs' fooling images?"""
-    from foolbench.experiments.transfer import CHUNK, check_target, class_space, read_run
+    from foolbench import rundir
+    from foolbench.experiments.transfer import CHUNK, check_target, class_space
 
-    runs = [read_run(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
+    runs = [rundir.read_champions(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
     check_target(model, class_space(runs))
     fooling, seen = [], set()
     for run in runs:

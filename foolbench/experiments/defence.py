@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.images import as_uint8, load_png
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
-from foolbench.report.gallery import safe_name
+from foolbench.text import safe_name
 
 FOOLING = "fooling"
 DEFAULT_RUNS = {"mnist": 5, "imagenet": 2}  # runs per iteration (about 50 and 20 fooling images)
@@ -345,7 +346,7 @@ def _portable(options: dict) -> dict:
 
 def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress: bool, log) -> Path:
     """One run of iteration k: started, resumed, or reused (if it evolved against this very model file)."""
-    from foolbench.runner import RunRequest, run_or_resume, run_state
+    from foolbench.runner import RunRequest, ensure_run, run_state
 
     seed = setup.seed + RUN_SEED_STRIDE * k + r
     run_dir = out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
@@ -360,26 +361,19 @@ def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress:
         model_options=setup.model_options if k == 0 else _portable(setup.model_options),
         progress=progress,
     )
-    state = run_state(run_dir, req)
-    if state == "finished":
-        recorded = read_json(run_dir / "manifest.json")["models"][0].get("sha256")
-        if recorded != sha256_file(model.path):
-            raise FoolbenchError(
-                f"{run_dir} was evolved against another version of {model.path} (sha256 differs); "
-                f"delete {out / f'iter-{k}'} and the later iterations to evolve them again"
-            )
+    state = run_state(req)
     log(
         f"defence: iteration {k}, run {r + 1}/{setup.runs} on {model.name} -> {run_dir}"
         + (f" ({state})" if state else "")
     )
-    run_or_resume(req)
+    ensure_run(req)
     return run_dir
 
 
 def iteration_figures(run_dirs: list[Path], fooling_index: int | None) -> dict:
     """The iteration's row from its runs' results.csv (champions) and summary.json (class counts)."""
-    results = pd.concat([pd.read_csv(d / "results.csv") for d in run_dirs], ignore_index=True)
-    summaries = [read_json(d / "summary.json") for d in run_dirs]
+    results = pd.concat([rundir.read_results(d) for d in run_dirs], ignore_index=True)
+    summaries = [rundir.read_summary(d) for d in run_dirs]
     confidence = results["confidence"].to_numpy(dtype=np.float64)
     fooled = 0.0 if fooling_index is None else float(np.mean(results["top1"].to_numpy() == fooling_index))
     return {
@@ -397,7 +391,7 @@ def fooling_images(run_dirs: list[Path], channels: int) -> np.ndarray:
     """The distinct champion PNGs of the runs, float32 [N, C, H, W] in [0, 1], in run and class order."""
     seen, images = set(), []
     for d in run_dirs:
-        files = pd.read_csv(d / "results.csv", dtype={"file": str})["file"]
+        files = rundir.read_results(d)["file"]
         for f in files:
             image = load_png(d / f, channels)
             key = hashlib.sha256(as_uint8(image).tobytes()).digest()

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.io import read_json, write_json
-from foolbench.report.gallery import percent
+from foolbench.text import percent
 
 SCALES = ("cpu", "full")
 MNIST_MODEL = "lenet-mnist"
@@ -51,7 +52,7 @@ class Context:
 # -- helpers -----------------------------------------------------------------------------------------
 def evolve(ctx: Context, key: str, attack: str, models: list[str]) -> Path:
     """One run directory at OUT/work/runs/KEY: started, resumed, or reused when it already finished."""
-    from foolbench.runner import RunRequest, run_or_resume
+    from foolbench.runner import RunRequest, ensure_run
 
     run_dir = ctx.work / "runs" / key
     req = RunRequest(
@@ -64,17 +65,17 @@ def evolve(ctx: Context, key: str, attack: str, models: list[str]) -> Path:
         progress=ctx.progress,
     )
     ctx.log(f"{attack} on {' + '.join(models)} -> {run_dir}")
-    run_or_resume(req)
+    ensure_run(req)
     return run_dir
 
 
 def run_figures(run_dir: Path) -> dict:
     """The run's summary plus when (generation) the first class and the median reached 99.99%."""
-    summary = read_json(run_dir / "summary.json")
-    metrics = pd.read_csv(run_dir / "metrics.csv")
+    summary = rundir.read_summary(run_dir)
+    metrics = rundir.read_metrics(run_dir)
     first = metrics.loc[metrics["classes_at_9999"] > 0, "generation"]
     median = metrics.loc[metrics["median_confidence"] >= 0.9999, "generation"]
-    manifest = read_json(run_dir / "manifest.json")
+    manifest = rundir.read_manifest(run_dir)
     batch = manifest["preset"].get("search", {}).get("batch")
     return {
         **summary,

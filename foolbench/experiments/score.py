@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from foolbench import __version__
+from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
-from foolbench.io import read_json, sha256_file, write_json, write_text
+from foolbench.io import sha256_file, write_json, write_text
+from foolbench.presets import preset_from_dict
 from foolbench.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolAttack, Suite, load_protocol, toml_text
-from foolbench.report.gallery import safe_name
+from foolbench.runner import RunRequest, ensure_run, run_state
+from foolbench.text import safe_name
 
 SCORE_DIR = Path("runs") / "score"
-_TABLES = ("attack", "encoding", "search", "evaluation", "gradient")
 
 
 def score_model(
@@ -64,21 +65,26 @@ def score_model(
     work = Path(work) if work is not None else SCORE_DIR / f"{safe_name(name)}-{sha[:12]}" / proto.version
     plan = _plan(proto, suite, model)
     gradient_skipped = _gradient_check(model, suite)
-    for attack, tables in plan.items():
-        if attack.name not in gradient_skipped:
-            _check_runs(work, attack, tables, proto.seeds, sha)
+    requests = {
+        attack: [_request(work, attack, seed, model_spec, options, progress) for seed in proto.seeds]
+        for attack in plan
+        if attack.name not in gradient_skipped
+    }
+    for attack, reqs in requests.items():  # a run of something else in WORK is refused before any runs
+        preset = preset_from_dict(plan[attack], reqs[0].attack)
+        for req in reqs:
+            run_state(req, preset)
 
     runs: dict[str, list[Path]] = {}
     for attack, tables in plan.items():
         if attack.name in gradient_skipped:
             log(f"score: {attack.name} skipped: {gradient_skipped[attack.name]}")
             continue
-        preset_file = work / "presets" / f"{attack.name}.toml"
-        write_text(preset_file, toml_text(tables, f"foolbench score: {tables['attack']['description']}"))
-        runs[attack.name] = [
-            _run(work / f"{attack.name}-s{seed}", preset_file, model_spec, seed, options, progress, log)
-            for seed in proto.seeds
-        ]
+        write_text(
+            requests[attack][0].attack,
+            toml_text(tables, f"foolbench score: {tables['attack']['description']}"),
+        )
+        runs[attack.name] = [_run(req, log) for req in requests[attack]]
     base, base_note = _baseline(model, model_spec, runs, work / "baseline", options)
     row = make_row(name, sha, model, proto, suite, runs, base)
     record = {
@@ -122,8 +128,6 @@ def resolution_of(model) -> int:
 
 def _plan(proto: Protocol, suite: Suite, model) -> dict[ProtocolAttack, dict]:
     """Each attack's complete preset for this model, validated as a preset before anything runs."""
-    from foolbench.presets import preset_from_dict
-
     classes = proto.classes_for(model.num_classes)
     plan = {}
     for attack in suite.attacks:
@@ -145,58 +149,23 @@ def _gradient_check(model, suite: Suite) -> dict[str, str]:
     return {}
 
 
-def _check_runs(work: Path, attack: ProtocolAttack, tables: dict, seeds, sha: str) -> None:
-    """A run already in WORK must be this protocol's run on this very model file, else refuse."""
-    from foolbench.presets import preset_from_dict
-
-    expected = _comparable(preset_from_dict(tables, "protocol").as_dict())
-    for seed in seeds:
-        run_dir = work / f"{attack.name}-s{seed}"
-        if not run_dir.exists() or not any(run_dir.iterdir()):
-            continue
-        if not (run_dir / "manifest.json").is_file():
-            raise FoolbenchError(f"{run_dir} exists and is not a run directory; pass another --work")
-        manifest = read_json(run_dir / "manifest.json")
-        found_sha = manifest.get("models", [{}])[0].get("sha256")
-        why = (
-            "another model file (sha256 differs)"
-            if found_sha != sha
-            else f"seed {manifest.get('seed')}"
-            if manifest.get("seed") != seed
-            else "other attack settings (the protocol file changed without a new version?)"
-            if _comparable(manifest.get("preset", {})) != expected
-            else None
-        )
-        if why:
-            raise FoolbenchError(f"{run_dir} holds a run of {why}; pass another --work or delete that run")
-
-
-def _comparable(preset: dict) -> dict:
-    """A preset's settings without the attack's description (where its file lives does not matter)."""
-    return {k: preset.get(k) or {} for k in _TABLES}
-
-
-def _run(run_dir: Path, preset_file: Path, spec: str, seed: int, options: dict, progress: bool, log) -> Path:
-    from foolbench.runner import RunRequest, resume_run, start_run
-
-    req = RunRequest(
+def _request(work: Path, attack: ProtocolAttack, seed: int, spec: str, options: dict, progress: bool):
+    """The run of `attack` with `seed` in WORK, its preset the file written to WORK/presets/."""
+    return RunRequest(
         models=[spec],
-        attack=str(preset_file),
+        attack=str(work / "presets" / f"{attack.name}.toml"),
         scale="full",
         seed=seed,
-        out=run_dir,
+        out=work / f"{attack.name}-s{seed}",
         model_options=options,
         progress=progress,
     )
-    if (run_dir / "summary.json").is_file():
-        log(f"score: {run_dir} (finished, reused)")
-    elif (run_dir / "manifest.json").is_file():
-        log(f"score: {run_dir} (resuming)")
-        resume_run(run_dir, req)
-    else:
-        log(f"score: {run_dir}")
-        start_run(req)
-    return run_dir
+
+
+def _run(req: RunRequest, log) -> Path:
+    state = run_state(req)
+    log(f"score: {req.out}" + {"finished": " (finished, reused)", "resuming": " (resuming)"}.get(state, ""))
+    return ensure_run(req)[0]
 
 
 def _baseline(model, spec: str, runs: dict, out: Path, options: dict) -> tuple[dict | None, str | None]:
@@ -242,7 +211,7 @@ def make_row(
     }
     for attack in proto.attack_names:
         dirs = runs.get(attack, [])
-        cells = attack_cells([read_json(d / "summary.json") for d in dirs]) if dirs else {}
+        cells = attack_cells([rundir.read_summary(d) for d in dirs]) if dirs else {}
         for key in ("median", "classes_at_99", "evals_to_99"):
             row[f"{attack}_{key}"] = cells.get(key)
     ranked = [row[f"{a}_median"] for a in proto.ranked]

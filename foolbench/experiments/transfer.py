@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foolbench import rundir
 from foolbench.errors import FoolbenchError
-from foolbench.images import load_png
-from foolbench.io import atomic_path, read_json, write_json
-from foolbench.report.gallery import percent, safe_name
+from foolbench.io import atomic_path, write_json
+from foolbench.rundir import Champions
+from foolbench.text import percent, safe_name
 
 # statistic column -> what it means (also the heatmap title)
 STATISTICS = {
@@ -39,79 +40,6 @@ STATISTICS = {
 CHUNK = 256  # champion PNGs held in memory at once (ImageNet runs have 1000 of 256x256)
 
 
-# -- runs ----------------------------------------------------------------------------------------------
-@dataclass
-class RunImages:
-    """A finished run's champions as the transfer needs them."""
-
-    path: Path
-    source: str  # the run's model name (manifest)
-    attack: str
-    files: list[str]  # relative to the run directory
-    classes: np.ndarray
-    confidences: np.ndarray  # results.csv: the source model's confidence of each PNG
-    num_classes: int
-    labels: dict[int, str]  # the class labels the run knows (all, if its manifest lists them)
-    channels: int
-    crop: str | None
-
-    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The champion PNGs [start:stop] as float32 [N, C, H, W] in [0, 1]."""
-        return np.stack([load_png(self.path / f, self.channels) for f in self.files[start:stop]])
-
-
-def read_run(run_dir: str | Path) -> RunImages:
-    """The champions of a finished run directory (manifest.json + results.csv + champions/)."""
-    path = Path(run_dir)
-    if not (path / "manifest.json").is_file():
-        raise FoolbenchError(
-            f"{path} is not a run directory (no manifest.json); pass folders written by 'foolbench run'"
-        )
-    if not (path / "results.csv").is_file():
-        raise FoolbenchError(
-            f"{path}: the run has no results.csv, so it has not finished; "
-            f"finish it with 'foolbench run --resume {path}'"
-        )
-    manifest = read_json(path / "manifest.json")
-    results = pd.read_csv(
-        path / "results.csv", dtype={"label": str, "file": str}, keep_default_na=False, na_filter=False
-    )
-    missing = {"file", "class", "label", "confidence"} - set(results.columns)
-    if missing:
-        raise FoolbenchError(f"{path}/results.csv lacks the columns {', '.join(sorted(missing))}")
-    if results.empty:
-        raise FoolbenchError(f"{path}/results.csv lists no champions; the run has nothing to transfer")
-    for f in results["file"]:
-        if not (path / f).is_file():
-            raise FoolbenchError(f"{path}: the champion {f} named in results.csv is missing")
-    model = manifest.get("model", {})
-    labels = {int(c): str(lab) for c, lab in zip(results["class"], results["label"], strict=True)}
-    full = model.get("labels") or manifest.get("labels")
-    if full:
-        labels = {i: str(lab) for i, lab in enumerate(full)}
-    preset = manifest.get("preset", {})
-    return RunImages(
-        path=path,
-        source=str(model.get("name") or manifest["models"][0]["name"]),
-        attack=str(manifest.get("attack", preset.get("name", "?"))),
-        files=list(results["file"]),
-        classes=results["class"].to_numpy(dtype=np.int64),
-        confidences=results["confidence"].to_numpy(dtype=np.float64),
-        num_classes=int(model.get("classes") or len(full or []) or max(labels) + 1),
-        labels=labels,
-        channels=int(preset.get("encoding", {}).get("channels", 0))
-        or _png_channels(path / results["file"][0]),
-        crop=preset.get("evaluation", {}).get("crop"),
-    )
-
-
-def _png_channels(path: Path) -> int:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return 1 if img.mode in ("L", "I", "I;16", "1") else 3
-
-
 @dataclass
 class ClassSpace:
     """The classes shared by a set of runs: their count and every label any of them names."""
@@ -121,7 +49,7 @@ class ClassSpace:
     first: str = ""
 
 
-def class_space(runs: Sequence[RunImages]) -> ClassSpace:
+def class_space(runs: Sequence[Champions]) -> ClassSpace:
     """The runs' common class space; runs whose label lists disagree cannot be compared."""
     if not runs:
         raise FoolbenchError("no runs given; pass one or more run directories")
@@ -158,7 +86,7 @@ def check_target(model, space: ClassSpace) -> None:
 
 
 # -- scoring -------------------------------------------------------------------------------------------
-def load_targets(specs: Sequence[str], runs: Sequence[RunImages], options: dict | None = None) -> list:
+def load_targets(specs: Sequence[str], runs: Sequence[Champions], options: dict | None = None) -> list:
     """Load each target once. Unless the options say otherwise, they score with the runs' crop."""
     from foolbench.models import load_model
 
@@ -179,7 +107,7 @@ def load_targets(specs: Sequence[str], runs: Sequence[RunImages], options: dict 
     return models
 
 
-def score_transfer(runs: Sequence[RunImages], targets: Sequence, chunk: int = CHUNK) -> pd.DataFrame:
+def score_transfer(runs: Sequence[Champions], targets: Sequence, chunk: int = CHUNK) -> pd.DataFrame:
     """One row per (champion, target): the target's confidence for the champion's class and its top-1."""
     rows = []
     for i, run in enumerate(runs):
@@ -316,7 +244,7 @@ def transfer(
     """Score every run's champion PNGs on every target; everything is checked before anything is written."""
     if not target_specs:
         raise FoolbenchError("no target model given; pass one or more --model")
-    runs = [read_run(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
+    runs = [rundir.read_champions(d) for d in dict.fromkeys(Path(d).resolve() for d in run_dirs)]
     images, targets = checked_scores(runs, target_specs, model_options)
     names = [m.name for m in targets]
     meta = {
@@ -402,7 +330,7 @@ def run_experiment(
     with the same settings is reused and an unfinished one is resumed, so a killed experiment continues.
     Returns the pooled transfer table of each group.
     """
-    from foolbench.runner import RunRequest, run_or_resume, run_state
+    from foolbench.runner import RunRequest, ensure_run, run_state
 
     if name not in EXPERIMENTS:
         raise FoolbenchError(f"unknown experiment '{name}'; known: {', '.join(EXPERIMENTS)}")
@@ -435,11 +363,11 @@ def run_experiment(
                     model_options=dict(model_options or {}),
                     progress=progress,
                 )
-                state = run_state(run_dir, req)
+                state = run_state(req)
                 log(f"{name}: {attack} on {spec} -> {run_dir}" + (f" ({state})" if state else ""))
-                run_or_resume(req)
+                ensure_run(req)
                 run_dirs.append(run_dir)
-        runs = [read_run(d) for d in run_dirs]
+        runs = [rundir.read_champions(d) for d in run_dirs]
         images, targets = checked_scores(runs, specs, model_options)
         names = [m.name for m in targets]
         folder = out / "transfer" / group.name

@@ -26,7 +26,7 @@ import pandas as pd
 
 from foolbench.errors import FoolbenchError
 from foolbench.images import load_png
-from foolbench.report.gallery import safe_name
+from foolbench.text import safe_name
 
 GALLERY_LIMIT = 100  # champions shown per run; ImageNet runs have 1000, the page shows the most confident
 SUMMARY_KEYS = ("attack", "model", "median_confidence", "mean_confidence", "evaluations")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +9,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from foolbench.images import to_uint8
 from foolbench.io import atomic_path
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def percent(confidence: float) -> str:
-    """Confidence as a percentage rounded down, so 99.995% never shows as 100.00%."""
-    return f"{math.floor(confidence * 10000) / 100:.2f}%"
-
-
-def safe_name(label: str, limit: int = 40) -> str:
-    """A label made fit for a file name: no path characters, no spaces, bounded length."""
-    name = _UNSAFE.sub("_", label).strip("._")[:limit]
-    return name or "class"
 
 
 def gallery(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path
-from foolbench.report.gallery import percent
+from foolbench.text import percent
 
 BASE_COLUMNS = [
     "name",

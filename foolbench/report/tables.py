@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from foolbench.report.collect import Baseline, Defence, Run, Transfer
-from foolbench.report.gallery import percent
+from foolbench.text import percent
 
 # Columns whose numbers are probabilities or shares in [0, 1], shown as percentages.
 _PERCENT = re.compile(r"confidence|fraction|share|accuracy|match|fpr")

@@ -27,7 +27,8 @@ from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path, read_json, write_json, write_text
 from foolbench.report import html, plots, tables
 from foolbench.report.collect import GALLERY_LIMIT, Inputs, Run, collect
-from foolbench.report.gallery import gallery, percent, safe_name
+from foolbench.report.gallery import gallery
+from foolbench.text import percent, safe_name
 
 Lead = tuple[str, pd.DataFrame, str]
 RUNS_HIDDEN = (

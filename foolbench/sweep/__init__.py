@@ -72,10 +72,10 @@ def run_sweep(
 def _line(result: dict, done: int, total: int) -> str:
     if "error" in result:
         return f"sweep: [{done}/{total}] {result['name']} FAILED: {result['error']}"
-    from foolbench.io import read_json
-    from foolbench.report.gallery import percent
+    from foolbench import rundir
+    from foolbench.text import percent
 
-    s = read_json(Path(result["out"]) / "summary.json")
+    s = rundir.read_summary(Path(result["out"]))
     return (
         f"sweep: [{done}/{total}] {result['name']} {result['state']} in {result['seconds']:.1f} s: "
         f"median {percent(s['median_confidence'])}, {s['classes_at_99']}/{s['classes']} classes >= 99%, "
@@ -85,7 +85,7 @@ def _line(result: dict, done: int, total: int) -> str:
 
 def _merge_shards(planned: list[Job], failed: list[dict], sweep: Sweep, log) -> list[Path]:
     """Merge the shards of each group whose shards all finished into <group>-merged (once)."""
-    from foolbench.io import read_json
+    from foolbench import rundir
 
     failed_names = {r["name"] for r in failed}
     groups: dict[str, list[Job]] = {}
@@ -97,8 +97,8 @@ def _merge_shards(planned: list[Job], failed: list[dict], sweep: Sweep, log) -> 
             continue
         out = shard_jobs[0].run_dir.parent / f"{group}-merged"
         sources = [str(job.run_dir.resolve()) for job in shard_jobs]
-        if (out / "summary.json").is_file() and "merged_from" in read_json(out / "summary.json"):
-            recorded = [m["run"] for m in read_json(out / "manifest.json").get("merged_from", [])]
+        if rundir.is_finished(out) and "merged_from" in rundir.read_summary(out):
+            recorded = [m["run"] for m in rundir.read_manifest(out).get("merged_from", [])]
             if recorded == sources:
                 log(f"sweep: {out.name} merged earlier (skipped)")
                 merged.append(out)
@@ -108,7 +108,7 @@ def _merge_shards(planned: list[Job], failed: list[dict], sweep: Sweep, log) -> 
 
             shutil.rmtree(out)
         merge([job.run_dir for job in shard_jobs], out, seed=shard_jobs[0].seed)
-        s = read_json(out / "summary.json")
+        s = rundir.read_summary(out)
         log(f"sweep: {out.name} merged {len(shard_jobs)} shards: {s['classes_at_99']}/{s['classes']} >= 99%")
         merged.append(out)
     return merged

@@ -9,7 +9,6 @@ A failing job never stops the others; the sweep reports it once they are done.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -19,17 +18,19 @@ from foolbench.errors import FoolbenchError
 
 EXECUTORS = ("local", "ray")
 RAY_PROBE_TIMEOUT_S = 5  # how long a cluster address may take to accept a TCP connection
-CACHED_MODELS = 4  # models a worker keeps loaded (a sweep lists its jobs model by model)
 
 
 # -- one job, in a worker ---------------------------------------------------------------------------
+_models = None  # this worker process's ModelCache (a model loads once per worker), set by init_worker
+
+
 def run_job(name: str, request) -> dict:
     """Start, resume or skip one run; errors come back as one line, never as a crash of the pool."""
-    from foolbench.runner import run_or_resume
+    from foolbench.runner import ensure_run
 
     t0 = time.perf_counter()
     try:
-        _, state = run_or_resume(request)
+        _, state = ensure_run(request, _models)
     except FoolbenchError as e:
         return {"name": name, "out": str(request.out), "error": str(e)}
     except Exception as e:  # a library's own error (onnxruntime, torch): keep its first line
@@ -44,6 +45,7 @@ def init_worker(threads: int | None) -> None:
     Several workers each using every core would fight over them (and onnxruntime's and torch's thread
     pools stall when one of their threads is descheduled), so each worker gets its share of the cores.
     """
+    global _models
     if threads is not None:
         from foolbench.models.onnx_model import THREADS_ENV
 
@@ -51,32 +53,9 @@ def init_worker(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    cache_models()
+    from foolbench.runner import ModelCache
 
-
-def cache_models() -> None:
-    """Make this process reuse loaded models across runs (a model loads once per worker).
-
-    The runner loads a run's models through `runner._load(specs, preset, options)`; a worker process
-    wraps it with a small cache keyed by everything that reaches the adapter. The models are only
-    read (probabilities of images), so sharing one across runs cannot change a result.
-    """
-    from foolbench import runner
-
-    if getattr(runner._load, "cached", False):
-        return
-    load, cache = runner._load, {}
-
-    def cached_load(specs, preset, options):
-        key = json.dumps([list(specs), preset.evaluation, options], sort_keys=True, default=str)
-        if key not in cache:
-            if len(cache) >= CACHED_MODELS:
-                cache.pop(next(iter(cache)))
-            cache[key] = load(specs, preset, options)
-        return cache[key]
-
-    cached_load.cached = True
-    runner._load = cached_load
+    _models = ModelCache()
 
 
 # -- local: worker processes on this machine ---------------------------------------------------------

@@ -17,17 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from foolbench import rundir
 from foolbench.errors import FoolbenchError
-from foolbench.io import read_json, sha256_file, write_json
 
-# What must agree for runs to merge: the same search over the same model, only classes and seeds differ.
-SAME = {
-    "attack": lambda m: m.get("attack"),
-    "method": lambda m: m["preset"].get("attack", {}).get("method", "map-elites"),
-    "encoding": lambda m: m["preset"].get("encoding"),
-    "evaluation": lambda m: m["preset"].get("evaluation"),
-    "models": lambda m: [(r.get("spec"), r.get("sha256"), r.get("options")) for r in m.get("models", [])],
-}
+# What must agree for runs to merge (`rundir.identity`): the same search over the same model; the
+# classes, seeds and budgets of the shards differ, and so does the search table, which holds them.
+SAME = ("attack", "model", "options")
+SAME_TABLES = ("attack", "encoding", "evaluation")
 
 
 def merge(shard_dirs: list, out, seed: int | None = None) -> Path:
@@ -48,17 +44,17 @@ def merge(shard_dirs: list, out, seed: int | None = None) -> Path:
         raise FoolbenchError(f"{out} already exists and is not empty; choose a new --out")
     first = manifests[0]
     classes = _union(m["classes"] for m in manifests)
-    preset = runner.preset_from_dict(runner._preset_tables(first["preset"]), first["preset"]["source"])
-    _check_model_files(first)
-    model = runner._load([r["spec"] for r in first["models"]], preset, first["models"][0].get("options", {}))
+    preset = rundir.manifest_preset(first)
+    rundir.check_model_files(first, "merging")
+    model = runner.load_run_models(rundir.model_specs(first), preset, rundir.model_options(first))
     seed = first["seed"] if seed is None else seed
-    search = runner._search(model, preset, classes, seed)
+    search = runner.build_search(model, preset, classes, seed)
     pop, found_at = _champion_genomes(shard_dirs)
     fitness = _score(search.evaluator, pop, preset.search.get("batch", 200))
     archive = search.engine.archive
     archive.insert(pop, fitness, 0)
     archive.generation = found_at[fitness.argmax(axis=0)]  # when each winner was evolved
-    summaries = [read_json(d / "summary.json") for d in shard_dirs]
+    summaries = [rundir.read_summary(d) for d in shard_dirs]
     search.engine.generation = max(s["generations"] for s in summaries)
     search.evaluator.evaluations = sum(s["evaluations"] for s in summaries)
     # the merge re-scores the same images: their non-finite scores are the shards' own
@@ -82,49 +78,42 @@ def merge(shard_dirs: list, out, seed: int | None = None) -> Path:
             {"run": str(d.resolve()), "seed": m["seed"], "classes": len(m["classes"])}
             for d, m in zip(shard_dirs, manifests, strict=True)
         ],
-        "versions": runner._versions(),
+        "versions": runner.versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "manifest.json", manifest)
-    runner.save_checkpoint(out, search, metrics)
+    rundir.write_manifest(out, manifest)
+    rundir.save_checkpoint(out, search.generation, search.state(), metrics)
     summary = runner.finish_run(out, search, manifest, metrics)
     firsts = [s["evaluations_to_first_99"] for s in summaries if s.get("evaluations_to_first_99") is not None]
     summary["evaluations_to_first_99"] = min(firsts) if firsts else None  # within the fastest shard
     summary["merged_from"] = len(shard_dirs)
-    write_json(out / "summary.json", summary)
+    rundir.write_summary(out, summary)
     return out
 
 
 def _finished_manifest(run_dir: Path) -> dict:
-    if not (run_dir / "manifest.json").is_file():
-        raise FoolbenchError(f"{run_dir} is not a run directory (no manifest.json); pass shard run folders")
-    if not (run_dir / "summary.json").is_file():
-        raise FoolbenchError(
-            f"{run_dir} has not finished (no summary.json); finish it with 'foolbench run --resume {run_dir}'"
-        )
-    return read_json(run_dir / "manifest.json")
+    manifest = rundir.read_manifest(run_dir)
+    rundir.read_summary(run_dir)  # refuses a run that has not finished
+    return manifest
 
 
 def _check_compatible(dirs: list[Path], manifests: list[dict]) -> None:
     """Refuse runs of different models, attacks or encodings, and anything but MAP-Elites."""
-    first = manifests[0]
-    if SAME["method"](first) != "map-elites":
-        raise FoolbenchError(f"{dirs[0]}: only MAP-Elites runs merge (this one is {SAME['method'](first)})")
+    first = rundir.identity(manifests[0])
+    method = first["settings"].get("attack", {}).get("method", "map-elites")
+    if method != "map-elites":
+        raise FoolbenchError(f"{dirs[0]}: only MAP-Elites runs merge (this one is {method})")
     for d, m in zip(dirs[1:], manifests[1:], strict=True):
-        for what, get in SAME.items():
-            if get(m) != get(first):
-                raise FoolbenchError(
-                    f"cannot merge {dirs[0]} and {d}: they differ in {what} ({get(first)!r} vs {get(m)!r}); "
-                    "merge only shards of one model and attack"
-                )
-
-
-def _check_model_files(manifest: dict) -> None:
-    for record in manifest["models"]:
-        path = record.get("path")
-        if record.get("sha256") and path and Path(path).is_file() and sha256_file(path) != record["sha256"]:
+        found = rundir.identity(m)
+        diff = rundir.differences(first, found, SAME, versus="vs") + [
+            f"[{table}] ({first['settings'].get(table)!r} vs {found['settings'].get(table)!r})"
+            for table in SAME_TABLES
+            if found["settings"].get(table) != first["settings"].get(table)
+        ]
+        if diff:
             raise FoolbenchError(
-                f"{path} changed since the shards ran (sha256 differs); merging must score with the same model"
+                f"cannot merge {dirs[0]} and {d}: they differ in {diff[0]}; merge only shards of one "
+                "model and attack"
             )
 
 
@@ -139,12 +128,11 @@ def _union(class_lists) -> list[int]:
 def _champion_genomes(dirs: list[Path]) -> tuple[dict, np.ndarray]:
     """Every distinct champion genome of every shard (final checkpoints), and the generation it was found."""
     from foolbench.encodings import concat, take
-    from foolbench.runner import load_checkpoint
     from foolbench.search.archive import Archive
 
     pools, found_at = [], []
     for d in dirs:
-        state = load_checkpoint(d)
+        state = rundir.load_checkpoint(d)
         if state is None:
             raise FoolbenchError(f"{d} has no checkpoint to take the champion genomes from")
         archive = Archive.from_state(state)

@@ -2,7 +2,7 @@
 
 Every job is a normal `RunRequest` whose run directory has a name derived from the spec alone,
 `<model>-<attack>-s<seed>[-shard<i>of<n>]` under the sweep folder, so running the same sweep again
-finds its own runs: finished ones are skipped and killed ones resumed (`runner.run_or_resume`).
+finds its own runs: finished ones are skipped and killed ones resumed (`runner.ensure_run`).
 Everything a user can get wrong is checked here, before any job runs and before anything is written.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from foolbench.errors import FoolbenchError
-from foolbench.report.gallery import safe_name
+from foolbench.text import safe_name
 
 DEFAULT_OUT = Path("runs/sweep")
 
@@ -132,7 +132,7 @@ def plan(sweep: Sweep) -> list[Job]:
                         model_options=dict(sweep.model_options),
                         progress=False,
                     )
-                    jobs.append(Job(name, group, seed, req, run_state(out / name, req)))
+                    jobs.append(Job(name, group, seed, req, run_state(req)))
     return jobs
 
 
