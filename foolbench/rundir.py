@@ -211,10 +211,15 @@ def identity(manifest: dict) -> dict:
         **{key: (manifest.get("budget") or {}).get(key) for key in BUDGET_KEYS},
         "classes": manifest.get("classes"),
         "model": [record.get("sha256") or record.get("spec") for record in models],
-        "options": models[0].get("options") or {},
+        "options": given_options(models[0].get("options")),
         "settings": preset_tables(manifest.get("preset") or {}),
     }
     return json.loads(json.dumps(found, default=str))  # as JSON stores it: tuples are lists
+
+
+def given_options(options: dict | None) -> dict:
+    """Model options with what was not given left out ({"arch": None, "overrides": {}} is {})."""
+    return {key: value for key, value in (options or {}).items() if value not in (None, {})}
 
 
 def differences(found: dict, wanted: dict, keys=None, versus: str = "asked") -> list[str]:

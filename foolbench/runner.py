@@ -104,7 +104,7 @@ def wanted_identity(req: RunRequest, manifest: dict | None = None, preset: Prese
         **budget.__dict__,
         "classes": parse_classes(_classes(req, preset), labels) if labels else None,
         "model": [_sha256(spec) or spec for spec in specs],
-        "options": req.model_options or {},
+        "options": rundir.given_options(req.model_options),
         "settings": rundir.preset_tables(preset.as_dict()),
     }
     return json.loads(json.dumps(wanted, default=str))
