@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from common import best_rate, write
 
-from foolbench.models import load_model
+from foolbench.resolve import load_model
 
 MODELS = ["lenet-mnist", "mlp-mnist", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 BATCHES = [1, 32, 200]

@@ -20,8 +20,9 @@ import numpy as np
 from common import write
 
 from foolbench.images import quantise
-from foolbench.models import load_model
+from foolbench.models import ModelOptions
 from foolbench.presets import load_preset
+from foolbench.resolve import load_model
 from foolbench.search import Search, make_search
 
 CASES = [
@@ -104,7 +105,7 @@ def main(quick: bool) -> None:
     load_before = os.getloadavg()[0]  # the VM is shared: say how busy it was
     results = {}
     for case, model_name, preset, batch in CASES:
-        model = load_model(model_name, overrides={"crop": "center"})
+        model = load_model(model_name, ModelOptions(card={"crop": "center"}))
         engine, batch = engine_for(model, preset, batch)
         heavy = model_name.startswith("efficientnet")
         rounds, seconds = (3, 0.5) if quick else (5, 2.0 if heavy else 1.0)

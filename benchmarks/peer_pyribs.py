@@ -21,7 +21,7 @@ from common import write
 
 from foolbench.encodings import make_encoding
 from foolbench.images import quantise
-from foolbench.models import load_model
+from foolbench.resolve import load_model
 from foolbench.search import Evaluator, Search
 from foolbench.search.map_elites import MapElites
 

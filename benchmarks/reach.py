@@ -16,8 +16,8 @@ import argparse
 import numpy as np
 from common import write
 
-from foolbench.models import load_model
 from foolbench.presets import load_preset
+from foolbench.resolve import load_model
 from foolbench.search import make_search
 
 SEEDS = range(5)

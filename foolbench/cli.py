@@ -78,8 +78,11 @@ def _floats(text: str | None, name: str) -> list[float] | None:
         raise FoolbenchError(f"--{name} must be comma-separated numbers, e.g. 0.485,0.456,0.406") from None
 
 
-def collect_model_options(kw: dict) -> dict:
-    overrides = {
+def collect_model_options(kw: dict):
+    """The model flags as `ModelOptions` (they leave `kw`)."""
+    from foolbench.models.load import ModelOptions
+
+    card = {
         "layout": kw.pop("layout"),
         "output": kw.pop("output_kind"),
         "input_size": list(kw.pop("input_size")) if kw.get("input_size") else kw.pop("input_size"),
@@ -89,15 +92,12 @@ def collect_model_options(kw: dict) -> dict:
         "crop": kw.pop("crop"),
     }
     labels = kw.pop("labels")
-    options = {
-        "arch": kw.pop("arch"),
-        "labels": str(Path(labels).resolve()) if labels else None,
-        "overrides": {k: v for k, v in overrides.items() if v is not None},
-    }
-    batch_size = kw.pop("batch_size")
-    if batch_size is not None:
-        options["batch_size"] = batch_size
-    return options
+    return ModelOptions(
+        arch=kw.pop("arch"),
+        labels=str(Path(labels).resolve()) if labels else None,
+        card={k: v for k, v in card.items() if v is not None},
+        batch_size=kw.pop("batch_size"),
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,11 +181,11 @@ def _resolve_scale(scale: str) -> str:
     return "full" if gpu_present() else "cpu"
 
 
-def _default_attacks(models: list[str], model_opts: dict) -> tuple[str, ...]:
+def _default_attacks(models: list[str], model_opts) -> tuple[str, ...]:
     """The MNIST presets for grey models, the ImageNet presets for colour ones."""
-    from foolbench.models import load_model
+    from foolbench.resolve import load_model
 
-    m = load_model(models[0], **model_opts)
+    m = load_model(models[0], model_opts)
     dataset = (m.card.dataset or "").lower()
     if dataset not in DEFAULT_ATTACKS:
         dataset = "mnist" if m.spec.channels == 1 else "imagenet"

@@ -21,10 +21,10 @@ def probe_image(channels: int) -> tuple[str, np.ndarray]:
     return "skimage chelsea (a cat photo)", (data.chelsea().astype(np.float32) / 255).transpose(2, 0, 1)[None]
 
 
-def inspect_model(spec: str, options: dict) -> str:
-    from foolbench.models import load_model
+def inspect_model(spec: str, options) -> str:
+    from foolbench.resolve import load_model
 
-    model = load_model(spec, **options)
+    model = load_model(spec, options)
     d = model.describe()
     inp = d["input"]
     lines = [

@@ -28,6 +28,7 @@ import pandas as pd
 from foolbench.errors import FoolbenchError
 from foolbench.images import load_png
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
+from foolbench.models.load import ModelOptions
 from foolbench.presets import Preset, preset_from_dict
 from foolbench.text import safe_name
 
@@ -118,8 +119,8 @@ def model_specs(manifest: dict) -> list[str]:
     return [record["spec"] for record in manifest["models"]]
 
 
-def model_options(manifest: dict) -> dict:
-    return manifest["models"][0].get("options", {})
+def model_options(manifest: dict) -> ModelOptions:
+    return ModelOptions.from_json(manifest["models"][0].get("options"))
 
 
 def check_model_files(manifest: dict, doing: str) -> None:
@@ -211,15 +212,10 @@ def identity(manifest: dict) -> dict:
         **{key: (manifest.get("budget") or {}).get(key) for key in BUDGET_KEYS},
         "classes": manifest.get("classes"),
         "model": [record.get("sha256") or record.get("spec") for record in models],
-        "options": given_options(models[0].get("options")),
+        "options": ModelOptions.from_json(models[0].get("options")).to_json(),
         "settings": preset_tables(manifest.get("preset") or {}),
     }
     return json.loads(json.dumps(found, default=str))  # as JSON stores it: tuples are lists
-
-
-def given_options(options: dict | None) -> dict:
-    """Model options with what was not given left out ({"arch": None, "overrides": {}} is {})."""
-    return {key: value for key, value in (options or {}).items() if value not in (None, {})}
 
 
 def differences(found: dict, wanted: dict, keys=None, versus: str = "asked") -> list[str]:

@@ -23,9 +23,11 @@ from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
 from foolbench.images import load_png, save_png
 from foolbench.io import sha256_file
+from foolbench.models import ModelOptions
 from foolbench.models.base import DEFAULT_BATCH
 from foolbench.presets import Preset, load_preset, parse_classes
 from foolbench.report.gallery import gallery
+from foolbench.resolve import load_models, resolve_path
 from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
 from foolbench.text import percent
@@ -48,7 +50,7 @@ class RunRequest:
     seed: int | None = None
     out: Path | None = None
     checkpoint_every: int | None = None
-    model_options: dict = field(default_factory=dict)  # arch, labels, card overrides
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     progress: bool = True
 
 
@@ -60,8 +62,8 @@ class ModelCache:
         self.size = size
         self.models: dict[str, object] = {}
 
-    def load(self, specs: list[str], preset: Preset, options: dict):
-        key = json.dumps([list(specs), preset.evaluation, options], sort_keys=True, default=str)
+    def load(self, specs: list[str], preset: Preset, options: ModelOptions):
+        key = json.dumps([list(specs), preset.evaluation, options.to_json()], sort_keys=True, default=str)
         if key not in self.models:
             if len(self.models) >= self.size:
                 self.models.pop(next(iter(self.models)))
@@ -104,7 +106,7 @@ def wanted_identity(req: RunRequest, manifest: dict | None = None, preset: Prese
         **budget.__dict__,
         "classes": parse_classes(_classes(req, preset), labels) if labels else None,
         "model": [_sha256(spec) or spec for spec in specs],
-        "options": rundir.given_options(req.model_options),
+        "options": req.model_options.to_json(),
         "settings": rundir.preset_tables(preset.as_dict()),
     }
     return json.loads(json.dumps(wanted, default=str))
@@ -171,23 +173,19 @@ def _classes(req: RunRequest, preset: Preset):
 
 
 def _sha256(spec: str) -> str | None:
-    from foolbench.models.load import resolve_path
-
     path = resolve_path(spec)
     return sha256_file(path) if path is not None else None
 
 
-def load_run_models(specs: list[str], preset: Preset, options: dict):
+def load_run_models(specs: list[str], preset: Preset, options: ModelOptions):
     """The models as the user described them; the preset's evaluation settings fill the gaps."""
-    from foolbench.models import load_models
-
-    options = {"overrides": {}, **options}
-    options["overrides"] = {k: v for k, v in preset.evaluation.items() if k == "crop"} | options["overrides"]
-    options.setdefault("batch_size", preset.evaluation.get("batch_size", DEFAULT_BATCH))
-    return load_models(specs, **options)
+    model = load_models(specs, options)
+    crop = None if "crop" in options.card else preset.evaluation.get("crop")
+    batch_size = options.batch_size or preset.evaluation.get("batch_size", DEFAULT_BATCH)
+    return model.with_options(batch_size, crop=crop)
 
 
-def _load(specs: list[str], preset: Preset, options: dict, cache: ModelCache | None):
+def _load(specs: list[str], preset: Preset, options: ModelOptions, cache: ModelCache | None):
     return (
         cache.load(specs, preset, options) if cache is not None else load_run_models(specs, preset, options)
     )
@@ -198,14 +196,14 @@ def _members(specs, model):
     return list(zip(specs, members, strict=True))
 
 
-def _model_record(spec: str, model, options: dict) -> dict:
+def _model_record(spec: str, model, options: ModelOptions) -> dict:
     path = model.path
     return {
         "spec": spec,
         "name": model.name,
         "path": str(path) if path else None,
         "sha256": sha256_file(path) if path else None,
-        "options": options,
+        "options": options.to_json(),
     }
 
 

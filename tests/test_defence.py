@@ -9,14 +9,9 @@ import pandas as pd
 import pytest
 from conftest import export, tiny
 
-from foolbench.experiments.defence import (
-    FOOLING,
-    _prepare,
-    balanced_indices,
-    defend,
-    finetune_head,
-    fooling_images,
-)
+from foolbench.experiments.defence import FOOLING, _prepare, defend, fooling_images
+from foolbench.experiments.defence_imagenet import ImagenetDefence, finetune_head
+from foolbench.experiments.defence_mnist import balanced_indices
 from foolbench.io import read_json, sha256_file
 from foolbench.models import load_model
 
@@ -186,3 +181,26 @@ def test_finetuned_head_learns_the_fooling_class_and_keeps_the_rest():
     assert np.mean((unseen @ w.T + b).argmax(1) == k) <= 0.1
     w2, b2, _ = finetune_head(weight, bias, fooling, natural, targets)
     assert np.array_equal(w, w2) and np.array_equal(b, b2)
+
+
+def test_the_imagenet_clean_accuracy_is_measured_on_photos_held_out_of_fine_tuning():
+    task = ImagenetDefence(model=None, data=None, seed=0)
+    training, held_out = task.photos()
+    assert len(training) == len(held_out) == 4  # scikit-image's 8 photos, half held out
+    seen = {p.tobytes() for p in training}
+    assert not any(p.tobytes() in seen for p in held_out)
+    assert task.facts() == {"clean_photos": {"held_out": 4, "fine_tuned_on": 4}}
+    again = ImagenetDefence(model=None, data=None, seed=0).photos()[1]
+    assert all(np.array_equal(a, b) for a, b in zip(again, held_out, strict=True))  # seeded
+
+    class Scorer:  # sees which photos the clean accuracy looks at
+        def __init__(self):
+            self.shown = []
+
+        def probs(self, x):
+            self.shown.append(x[0].tobytes())
+            return np.eye(3)[[len(self.shown) % 3]]
+
+    task.original = Scorer()
+    task.clean_accuracy(Scorer())
+    assert set(task.original.shown) == {p.tobytes() for p in held_out}

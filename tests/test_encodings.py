@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from foolbench.encodings import concat, cppn, make_encoding, size, take
+from foolbench.encodings import concat, cppn_genome, cppn_render, make_encoding, size, take
 from foolbench.encodings.colour import hls_to_rgb
-from foolbench.encodings.cppn import N_INPUTS, pick_true, render_outputs
+from foolbench.encodings.cppn_genome import N_INPUTS, pick_true
+from foolbench.encodings.cppn_render import render_outputs
 from foolbench.encodings.direct import (
     bernoulli_indices,
     mutation_rate_at,
@@ -316,7 +317,7 @@ def test_pick_true_is_uniform_over_true_entries() -> None:
 @pytest.mark.parametrize("line_resolution", [0, 10**6], ids=["line-nodes-on-a-line", "all-nodes-full"])
 @pytest.mark.parametrize(("channels", "coordinates"), [(1, "normalised"), (3, "pixel")])
 def test_cppn_render_equals_reference(channels: int, coordinates: str, line_resolution, monkeypatch) -> None:
-    monkeypatch.setattr(cppn, "LINE_RESOLUTION", line_resolution)  # both render paths, same images
+    monkeypatch.setattr(cppn_render, "LINE_RESOLUTION", line_resolution)  # both render paths, same images
     encoding = make_encoding("cppn", resolution=10, channels=channels, coordinates=coordinates)
     grown = evolve(encoding, 24, 50)
     pop = concat([grown, encoding.init(4, np.random.default_rng(9)), take(grown, [0])])  # deep and flat mixed
@@ -360,8 +361,7 @@ def test_cppn_render_restores_torch_threads_and_does_not_depend_on_them() -> Non
 def test_cppn_operators_on_leading_slots_equal_the_full_arrays() -> None:
     """vary() runs the operators on views cut to the used node slots; they must change the genomes
     exactly as on the full padded arrays (same random draws, same picks, writes reach the genomes)."""
-    from foolbench.encodings import cppn
-
+    cppn = cppn_genome
     encoding = make_encoding("cppn", resolution=8)
     pop = evolve(encoding, 30, 15)
     assert cppn.leading_slots(pop, spare=1)["conn"].shape[1] < encoding.n_nodes  # the cut is real

@@ -10,8 +10,9 @@ import torch
 from conftest import export, tiny
 
 from foolbench.errors import FoolbenchError
-from foolbench.models import ModelCard, load_model, load_models
+from foolbench.models import ModelCard, ModelOptions, load_model
 from foolbench.models.ensemble import Ensemble
+from foolbench.resolve import load_models
 
 
 def images(n=5, c=1, size=28, seed=0):
@@ -92,14 +93,55 @@ def test_card_and_mean_std_are_applied(tmp_path):
 def test_ten_crop_averages_ten_views(tmp_path):
     net = tiny(channels=3, size=24)
     path = export(net, tmp_path / "m.onnx", (1, 3, 24, 24))
-    center = load_model(str(path), overrides={"resize": 32})
-    ten = load_model(str(path), overrides={"resize": 32, "crop": "ten"})
+    center = load_model(str(path), ModelOptions(card={"resize": 32}))
+    ten = load_model(str(path), ModelOptions(card={"resize": 32, "crop": "ten"}))
     x = images(2, c=3, size=32)
     views = [x[:, :, t : t + 24, s : s + 24] for t, s in [(0, 0), (0, 8), (8, 0), (8, 8), (4, 4)]]
     views += [v[..., ::-1] for v in views]
     expected = np.mean([torch_probs(net, np.ascontiguousarray(v)) for v in views], axis=0)
     assert np.abs(ten.probs(x) - expected).max() < 1e-4
     assert np.abs(center.probs(x) - torch_probs(net, np.ascontiguousarray(views[4]))).max() < 1e-4
+
+
+def test_with_options_is_a_new_adapter_as_if_loaded_with_them(tmp_path):
+    path = export(tiny(channels=3, size=24), tmp_path / "m.onnx", (1, 3, 24, 24))
+    center = load_model(str(path), ModelOptions(card={"resize": 32}))
+    ten = center.with_options(crop="ten", batch_size=7)
+    loaded = load_model(str(path), ModelOptions(card={"resize": 32, "crop": "ten"}))
+    x = images(3, c=3, size=32)
+    np.testing.assert_array_equal(ten.probs(x), loaded.probs(x))
+    assert ten.describe() == loaded.describe() and ten.batch_size == 7
+    assert center.spec.crop == "center" and center.describe()["input"]["crop"] == "center"  # untouched
+    assert not np.array_equal(center.probs(x), ten.probs(x))
+    with pytest.raises(ValueError, match="labels"):
+        center.with_options(labels=["a"])
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_torch_module_gives_probabilities_or_logits(tmp_path, softmax):
+    net = tiny(softmax=softmax)
+    model = load_model(str(export(net, tmp_path / "m.onnx", (1, 1, 28, 28))))
+    x = images(4)
+    with torch.no_grad():
+        probs = model.torch_module().eval()(torch.from_numpy(x)).numpy()
+        logits = model.torch_module(output="logits").eval()(torch.from_numpy(x)).numpy()
+        raw = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(probs, model.probs(x), atol=1e-5)
+    if softmax:  # a model that outputs probabilities: their log, a logit up to a per-image constant
+        np.testing.assert_allclose(logits, np.log(raw), atol=1e-4)
+    else:
+        np.testing.assert_allclose(logits, raw, atol=1e-4)
+    with pytest.raises(ValueError, match="output"):
+        model.torch_module(output="loss")
+
+
+def test_model_options_survive_a_manifest():
+    options = ModelOptions(arch="a.b:c", labels="/x/labels.txt", card={"crop": "ten"}, batch_size=8)
+    assert ModelOptions.from_json(options.to_json()) == options
+    assert ModelOptions().to_json() == {}
+    old = {"arch": None, "labels": None, "overrides": {}}  # how manifests of 0.1.0 record no options
+    assert ModelOptions.from_json(old) == ModelOptions()
+    assert options.portable() == ModelOptions(card={"crop": "ten"}, batch_size=8)
 
 
 def test_sidecar_toml_card_is_read(tmp_path):
@@ -128,8 +170,8 @@ def test_torchscript_and_state_dict_and_factory_agree(tmp_path, monkeypatch):
     expected = torch_probs(net, x)
     for model in (
         load_model(str(scripted)),
-        load_model(str(weights), arch="userarch:make"),
-        load_model("userarch:make", overrides={"input_size": [28, 28], "channels": 1}),
+        load_model(str(weights), ModelOptions(arch="userarch:make")),
+        load_model("userarch:make", ModelOptions(card={"input_size": [28, 28], "channels": 1})),
     ):
         assert np.abs(model.probs(x) - expected).max() < 1e-5
 
@@ -145,7 +187,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     torch.save({"w": Evil()}, path)
     (tmp_path / "evil.toml").write_text("input_size = [28, 28]\nchannels = 1\n")
     with pytest.raises(FoolbenchError, match="refusing to load"):
-        load_model(str(path), arch="conftest:tiny")
+        load_model(str(path), ModelOptions(arch="conftest:tiny"))
     assert not marker.exists()
 
 
@@ -210,16 +252,18 @@ def test_labels_whose_count_differs(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\n")
     with pytest.raises(FoolbenchError, match="3 labels given but the model outputs 10"):
-        load_model(str(path), labels=str(labels))
+        load_model(str(path), ModelOptions(labels=str(labels)))
 
 
 def test_unknown_zoo_name_and_bad_arch(tmp_path):
+    from foolbench.resolve import load_model as load_spec
+
     with pytest.raises(FoolbenchError, match="not found"):
-        load_model("no-such-zoo-model")
+        load_spec("no-such-zoo-model")
     weights = tmp_path / "w.pth"
     torch.save(tiny().state_dict(), weights)
     with pytest.raises(FoolbenchError, match="cannot import"):
-        load_model(str(weights), arch="no_such_module:make")
+        load_model(str(weights), ModelOptions(arch="no_such_module:make"))
 
 
 def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):

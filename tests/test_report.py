@@ -21,6 +21,7 @@ from PIL import Image
 
 from foolbench.experiments.baseline import baseline
 from foolbench.experiments.transfer import transfer
+from foolbench.models import ModelOptions
 from foolbench.report import write_report
 from foolbench.runner import RunRequest, start_run
 from foolbench.text import percent
@@ -43,8 +44,8 @@ def results(tmp_path_factory) -> Path:
     labels = root / "labels.txt"
     labels.write_text("\n".join(LABELS) + "\n", encoding="utf-8")
     for name, options, attack in (
-        ("plain", {}, "mnist-direct"),
-        ("evil", {"labels": str(labels)}, "mnist-cppn"),
+        ("plain", ModelOptions(), "mnist-direct"),
+        ("evil", ModelOptions(labels=str(labels)), "mnist-cppn"),
     ):
         req = RunRequest(
             models=[str(model)],

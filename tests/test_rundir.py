@@ -10,6 +10,7 @@ from conftest import export, tiny
 
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
+from foolbench.models import ModelOptions
 from foolbench.runner import RunRequest, ensure_run, run_state
 from foolbench.search.map_elites import MapElites
 
@@ -60,7 +61,10 @@ def test_the_same_file_elsewhere_is_the_same_run(models, finished, tmp_path):
         ({"classes": "0-3"}, "classes [0, 1, 2, 3, 4] (asked [0, 1, 2, 3])"),
         ({"attack": "mnist-cppn"}, "attack 'mnist-direct' (asked 'mnist-cppn')"),
         ({"scale": "full"}, "other attack settings"),
-        ({"model_options": {"overrides": {"crop": "ten"}}}, "options {} (asked"),
+        (
+            {"model_options": ModelOptions(card={"crop": "ten"})},
+            "options {} (asked {'overrides': {'crop': 'ten'}})",
+        ),
         ({"model": 1}, "another model file"),
     ],
 )

@@ -18,6 +18,8 @@ from foolbench.data.mnist import load_mnist
 from foolbench.data.photos import photo
 from foolbench.errors import FoolbenchError
 from foolbench.io import sha256_file
+from foolbench.models import load_model
+from foolbench.models.base import card_input
 from foolbench.models.card import CARD_METADATA_KEY, ModelCard, card_from_json
 from foolbench.zoo import imagenet, registry
 from foolbench.zoo.export import export_onnx, onnx_probs
@@ -111,11 +113,11 @@ def test_lite0_card_and_the_cat_photo_is_a_cat(lite0):
     assert card.dataset == "imagenet" and len(card.labels) == 1000 and card.labels[281] == "tabby"
     assert (card.input_size, card.resize, card.crop, card.output) == ([224, 224], 256, "center", "logits")
     assert card.accuracy is None and card.extra["reported_top1"] == pytest.approx(0.751)
-    probs = onnx_probs(lite0, imagenet.preprocess(photo("chelsea"), card)[None].numpy())
+    probs = onnx_probs(lite0, card_input(photo("chelsea")[None], card).numpy())
     assert int(probs.argmax()) in imagenet.CAT_CLASSES
-    assert (
-        onnx_probs(lite0, imagenet.preprocess(photo("coffee"), card)[None].numpy()).argmax() != probs.argmax()
-    )
+    assert onnx_probs(lite0, card_input(photo("coffee")[None], card).numpy()).argmax() != probs.argmax()
+    adapter = load_model(str(lite0))  # what every attack feeds it: the same top-1 on the cat
+    assert int(adapter.probs(photo("chelsea")[None]).argmax()) == int(probs.argmax())
     assert lite0.with_suffix(".md").is_file()
 
 

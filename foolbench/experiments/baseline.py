@@ -18,6 +18,7 @@ import numpy as np
 
 from foolbench.errors import FoolbenchError
 from foolbench.io import write_json
+from foolbench.models.load import ModelOptions
 
 PAPER = {
     "data": "ImageNet validation set, AlexNet (Caffe reference model)",
@@ -170,12 +171,12 @@ def baseline(
     data: str | None = None,
     runs: Sequence[str | Path] = (),
     out: str | Path = "baseline",
-    model_options: dict | None = None,
+    model_options: ModelOptions | None = None,
 ) -> dict:
     """Write OUT/baseline.json; everything is computed before anything is written."""
-    from foolbench.models import load_model
+    from foolbench.resolve import load_model
 
-    model = load_model(model_spec, **(model_options or {}))
+    model = load_model(model_spec, model_options)
     data = data or default_data(model)
     real = real_images(data, model)
     top, conf = top1(model, real["images"])

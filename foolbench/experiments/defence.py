@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,11 @@ import pandas as pd
 
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
+from foolbench.experiments.defence_imagenet import ImagenetDefence, efficientnet_name
+from foolbench.experiments.defence_mnist import MnistDefence
 from foolbench.images import as_uint8, load_png
 from foolbench.io import atomic_path, read_json, sha256_file, write_json
+from foolbench.models.load import ModelOptions
 from foolbench.text import safe_name
 
 FOOLING = "fooling"
@@ -99,7 +101,7 @@ def defend(
     classes: str | None = None,
     generations: int | None = None,
     epochs: int | None = None,
-    model_options: dict | None = None,
+    model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
 ) -> pd.DataFrame:
@@ -121,10 +123,10 @@ def defend(
             "the ImageNet defence fine-tunes a head with its own fixed schedule)"
         )
     setup.generations, setup.epochs = generations, epochs
-    record = _open_record(out, _settings(setup, data, generations), setup)
+    task = _task(setup, data)
+    record = _open_record(out, _settings(setup, data, generations), setup, task)
     if setup.note:
         log(f"defence: {setup.note}")
-    task = MnistDefence(data, seed) if setup.kind == "mnist" else ImagenetDefence(setup.model, data, seed)
     rows, fooling_dirs, parent = [], [], setup.model
     for k in range(iterations + 1):
         row, run_dirs, training, parent = _iteration(task, setup, out, k, fooling_dirs, parent, progress, log)
@@ -181,13 +183,13 @@ class Setup:
     note: str = ""
     generations: int | None = None
     epochs: int | None = None  # LeNet retraining epochs (MNIST); None: the zoo recipe's
-    model_options: dict = dataclasses.field(default_factory=dict)
+    model_options: ModelOptions = dataclasses.field(default_factory=ModelOptions)
 
 
 def _prepare(spec, attack, iterations, scale, runs, seed, data, classes, model_options=None) -> Setup:
     """Every check, before anything is written: preset, model kind, classes, runs, data."""
-    from foolbench.models import load_model
     from foolbench.presets import load_preset, parse_classes
+    from foolbench.resolve import load_model
 
     if not isinstance(iterations, int) or iterations < 1:
         raise FoolbenchError(
@@ -203,8 +205,8 @@ def _prepare(spec, attack, iterations, scale, runs, seed, data, classes, model_o
             f"{preset.name} is a {preset.method} preset; the defence evolves its images, as the paper "
             "does: pass an evolutionary preset such as mnist-cppn or imagenet-cppn"
         )
-    model_options = dict(model_options or {})
-    model = load_model(spec, **model_options)
+    model_options = model_options or ModelOptions()
+    model = load_model(spec, model_options)
     kind = model_kind(model, spec)
     dataset = preset.attack.get("dataset")
     if (
@@ -262,16 +264,6 @@ def model_kind(model, spec: str) -> str:
     raise FoolbenchError(f"{spec} ({model.name}, dataset {dataset or 'unknown'}): {SUPPORTED}")
 
 
-def efficientnet_name(model) -> str | None:
-    """The zoo EfficientNet-Lite a model is (by its card's name and 1000 classes), else None."""
-    from foolbench.zoo.registry import ENTRIES
-
-    name = model.card.name or model.name
-    entry = ENTRIES.get(name)
-    ok = entry is not None and entry.kind == "efficientnet" and len(model.labels) == 1000
-    return name if ok else None
-
-
 def _check_data(kind: str, data) -> None:
     if data is None or (kind == "imagenet" and str(data) == "skimage"):
         return
@@ -302,7 +294,14 @@ def _settings(setup: Setup, data, generations) -> dict:
     }
 
 
-def _open_record(out: Path, settings: dict, setup: Setup) -> dict:
+def _task(setup: Setup, data):
+    """How this defence retrains and measures clean accuracy: MNIST (LeNet) or ImageNet (the head)."""
+    if setup.kind == "mnist":
+        return MnistDefence(data, setup.seed, setup.epochs)
+    return ImagenetDefence(setup.model, data, setup.seed)
+
+
+def _open_record(out: Path, settings: dict, setup: Setup, task) -> dict:
     """defence.json's header; an existing defence in `out` must have the same settings."""
     path = out / "defence.json"
     if path.is_file():
@@ -314,15 +313,15 @@ def _open_record(out: Path, settings: dict, setup: Setup) -> dict:
             )
     elif out.exists() and any(out.iterdir()):
         raise FoolbenchError(f"{out} exists and holds no defence.json; choose a new or empty --out")
-    task_doc = MnistDefence.CLEAN if setup.kind == "mnist" else ImagenetDefence.CLEAN
     record = {
         "settings": settings,
         "iterations_asked": setup.iterations,
         "dataset": setup.kind,
         "labels": setup.labels + [FOOLING],
         "target_classes": setup.classes,
-        "clean_accuracy": task_doc,
-        "class_share": MnistDefence.SHARE if setup.kind == "mnist" else ImagenetDefence.SHARE,
+        "clean_accuracy": task.CLEAN,
+        **task.facts(),
+        "class_share": task.SHARE,
         "paper": PAPER[setup.kind],
         "columns": COLUMNS,
         "note": setup.note or None,
@@ -333,15 +332,15 @@ def _open_record(out: Path, settings: dict, setup: Setup) -> dict:
 
 
 def _load(spec: str, setup: Setup, k: int):
-    from foolbench.models import load_model
+    from foolbench.resolve import load_model
 
-    options = setup.model_options if k == 0 else _portable(setup.model_options)
-    return load_model(spec, **options)
+    return load_model(spec, _options(setup, k))
 
 
-def _portable(options: dict) -> dict:
-    """The options that still fit a defended model (its card has the extra label)."""
-    return {k: v for k, v in options.items() if k in ("batch_size", "overrides")}
+def _options(setup: Setup, k: int) -> ModelOptions:
+    """Iteration 0 loads the model as given; a defended model takes only the options that still fit
+    it (its card has the extra label and its own file)."""
+    return setup.model_options if k == 0 else setup.model_options.portable()
 
 
 def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress: bool, log) -> Path:
@@ -358,7 +357,7 @@ def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress:
         classes=",".join(map(str, setup.classes)),
         seed=seed,
         out=run_dir,
-        model_options=setup.model_options if k == 0 else _portable(setup.model_options),
+        model_options=_options(setup, k),
         progress=progress,
     )
     state = run_state(req)
@@ -405,16 +404,6 @@ def images_sha256(images: np.ndarray) -> str:
     return hashlib.sha256(as_uint8(images).tobytes()).hexdigest()
 
 
-def balanced_indices(available: int, wanted: int, seed: int) -> np.ndarray:
-    """`wanted` indices into `available` items: each repeated evenly, the remainder (or all, when
-    there are more than wanted) drawn without replacement from a seeded generator."""
-    rng = np.random.default_rng(seed)
-    whole, rest = divmod(wanted, available)
-    return np.concatenate(
-        [np.tile(np.arange(available), whole), np.sort(rng.choice(available, rest, replace=False))]
-    )
-
-
 def _defended_model(task, setup: Setup, out: Path, k: int, fooling_dirs: list[Path], parent, log):
     """OUT/models/<name>-defended-<k>.onnx, trained with the fooling images so far (reused if already made)."""
     images = fooling_images(fooling_dirs, setup.model.spec.channels)
@@ -430,12 +419,13 @@ def _defended_model(task, setup: Setup, out: Path, k: int, fooling_dirs: list[Pa
         "parent_sha256": sha256_file(parent.path),
         "original": setup.spec,
         "original_sha256": sha256_file(setup.model.path),
+        **task.facts(),  # how it was trained (ImageNet: the photos held out of it)
     }
     if path.is_file() and all(_card_extra(path).get(key) == value for key, value in facts.items()):
         log(f"defence: iteration {k}: reusing {path}")
     else:
         log(f"defence: iteration {k}: retraining with {len(images)} fooling images -> {path}")
-        task.retrain(images, setup, stem, facts, path)
+        task.retrain(images, setup.labels + [FOOLING], stem, facts, path)
     return path, _card_extra(path)  # what the card records, the same whether trained now or before
 
 
@@ -443,229 +433,3 @@ def _card_extra(path: Path) -> dict:
     from foolbench.models import load_model
 
     return dict(load_model(str(path)).card.extra)
-
-
-# -- MNIST: a fresh LeNet with an 11th class ----------------------------------------------------------------
-class MnistDefence:
-    """Retrain the paper's LeNet from scratch on the digits plus the fooling images (class 10)."""
-
-    CLEAN = (
-        "held-out MNIST accuracy: top-1 over all classes equals the digit (the fooling class counts as wrong)"
-    )
-    SHARE = (
-        "the fooling class gets as many training examples as an average digit class: the distinct fooling "
-        "images repeated evenly, or a seeded subsample when there are more"
-    )
-
-    def __init__(self, data, seed: int):
-        from foolbench.data.mnist import load_mnist
-
-        self.digits = load_mnist(data)
-        self.seed = seed
-
-    def clean_accuracy(self, model) -> float:
-        x = self.digits.test_x[:, None].astype(np.float32) / np.float32(255.0)
-        return float(np.mean(model.probs(x).argmax(1) == self.digits.test_y))
-
-    def retrain(self, images: np.ndarray, setup: Setup, stem: str, facts: dict, path: Path) -> None:
-        from foolbench.zoo.export import export_onnx
-        from foolbench.zoo.lenet import LeNet, accuracy, as_images, seeded, train_classifier
-        from foolbench.zoo.mnist_models import ARCHITECTURES, CHECK_IMAGES, mnist_card
-
-        d = self.digits
-        per_class = round(len(d.train_y) / len(setup.labels))
-        pick = balanced_indices(len(images), per_class, self.seed + facts["iteration"])
-        fooling = as_uint8(images[pick, 0])
-        x = np.concatenate([d.train_x, fooling])
-        y = np.concatenate([d.train_y, np.full(len(fooling), len(setup.labels), dtype=np.int64)])
-        _, epochs, batch_size, _ = ARCHITECTURES["lenet-mnist"]
-        epochs = setup.epochs or epochs
-        module = seeded(lambda: LeNet(num_classes=len(setup.labels) + 1), self.seed)
-        train = train_classifier(module, x, y, seed=self.seed, epochs=epochs, batch_size=batch_size)
-        train.pop("train_seconds")  # kept out of the card: same seed, same bytes
-        held_out = accuracy(module, d.test_x, d.test_y)
-        card = mnist_card(
-            name=stem,
-            labels=setup.labels + [FOOLING],
-            accuracy=round(held_out, 4),
-            notes=f"Caffe's LeNet retrained from scratch with an extra '{FOOLING}' class (the retraining "
-            f"defence of Nguyen, Yosinski & Clune, iteration {facts['iteration']}). Grey pixels in [0, 1].",
-            extra={**facts, "fooling_training_examples": len(fooling), "training_data": d.source, **train},
-        )
-        export_onnx(module, path, card, as_images(d.test_x[:CHECK_IMAGES]))
-
-
-# -- ImageNet: fine-tune the classifier head with a 1001st class --------------------------------------------
-NATURAL_VIEWS = 128  # random crops of the natural photos, in all, that keep the head's clean behaviour
-MAX_PHOTOS = 256
-
-
-class ImagenetDefence:
-    """Fine-tune only the head of a zoo EfficientNet-Lite on pooled features, adding a fooling class."""
-
-    CLEAN = (
-        "agreement with the original model's top-1 on the natural photos (each whole photo, preprocessed "
-        "as the card says); these photos are also what the head is fine-tuned on, so it is not held out"
-    )
-    SHARE = "fooling images and natural photos each carry half of the fine-tuning loss in every iteration"
-
-    def __init__(self, model, data, seed: int):
-        self.original = model
-        self.data = data
-        self.seed = seed
-        self._photos = None
-        self._reference = None
-        self._network = None
-        self._natural = None
-
-    def photos(self) -> list[np.ndarray]:
-        if self._photos is None:
-            if self.data is None or str(self.data) == "skimage":
-                from foolbench.data.photos import natural_photos
-
-                self._photos = [image for _, image in natural_photos()]
-            else:
-                from foolbench.data.photos import image_folder
-
-                images, _, _ = image_folder(self.data)
-                rng = np.random.default_rng(self.seed)
-                pick = np.sort(rng.permutation(len(images))[:MAX_PHOTOS])
-                self._photos = [images[int(i)] for i in pick]
-        return self._photos
-
-    def _top1(self, model) -> np.ndarray:
-        return np.array([int(model.probs(p[None]).argmax(1)[0]) for p in self.photos()])
-
-    def clean_accuracy(self, model) -> float:
-        if self._reference is None:
-            self._reference = self._top1(self.original)
-        return float(np.mean(self._top1(model) == self._reference))
-
-    def network(self):
-        """The original network in PyTorch (from the zoo builder), its card and its head's weights."""
-        if self._network is None:
-            from foolbench.zoo.imagenet import build_efficientnet
-
-            built = build_efficientnet(efficientnet_name(self.original), progress=False)
-            fc = built.module._fc
-            self._network = (built.module, built.card, fc.weight.detach().clone(), fc.bias.detach().clone())
-        return self._network
-
-    def natural(self):
-        """Pooled features of random views of the photos, with the original head's probabilities for them."""
-        if self._natural is None:
-            import torch
-
-            module, card, weight, bias = self.network()
-            views = max(1, math.ceil(NATURAL_VIEWS / len(self.photos())))
-            rng = np.random.default_rng(self.seed)
-            batches = [
-                pooled_features(module, [random_view(p, rng) if v else p for v in range(views)], card)
-                for p in self.photos()
-            ]
-            features = np.concatenate(batches)
-            logits = torch.from_numpy(features) @ weight.T + bias
-            self._natural = (features, torch.softmax(logits, 1).numpy())
-        return self._natural
-
-    def retrain(self, images: np.ndarray, setup: Setup, stem: str, facts: dict, path: Path) -> None:
-        import copy
-
-        import torch
-
-        from foolbench.zoo.export import export_onnx
-        from foolbench.zoo.imagenet import check_examples
-
-        module, card, weight, bias = self.network()
-        natural, targets = self.natural()
-        fooling = pooled_features(module, list(images), card)
-        new_weight, new_bias, loss = finetune_head(
-            weight.numpy(), bias.numpy(), fooling, natural, targets, seed=self.seed
-        )
-        defended = copy.deepcopy(module)
-        defended._fc = torch.nn.Linear(weight.shape[1], len(new_bias))
-        with torch.no_grad():
-            defended._fc.weight.copy_(torch.from_numpy(new_weight))
-            defended._fc.bias.copy_(torch.from_numpy(new_bias))
-        defended.eval()
-        base = {k: v for k, v in self.original.card.extra.items() if k != "rebuild"}
-        new_card = dataclasses.replace(
-            self.original.card,
-            name=stem,
-            labels=setup.labels + [FOOLING],
-            notes=f"{self.original.card.notes or ''} Head fine-tuned with an extra '{FOOLING}' class (the "
-            f"retraining defence of Nguyen, Yosinski & Clune, iteration {facts['iteration']}).".strip(),
-            extra={**base, **facts, "natural_views": len(targets), "head_loss": round(loss, 6)},
-        )
-        export_onnx(defended, path, new_card, check_examples(new_card))
-
-
-def random_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random square crop covering 40-100 % of the shorter side, mirrored half of the time."""
-    _, h, w = image.shape
-    side = int(min(h, w) * rng.uniform(0.4, 1.0))
-    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    view = image[:, y : y + side, x : x + side]
-    return np.ascontiguousarray(view[:, :, ::-1] if rng.random() < 0.5 else view)
-
-
-def pooled_features(module, images: list[np.ndarray], card, batch: int = 16) -> np.ndarray:
-    """EfficientNet's pooled penultimate features [N, D] of images preprocessed as `card` says."""
-    import torch
-
-    from foolbench.zoo.imagenet import preprocess
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = torch.stack(
-                [preprocess(np.asarray(im, dtype=np.float32), card) for im in images[i : i + batch]]
-            )
-            out.append(torch.nn.functional.adaptive_avg_pool2d(module.extract_features(x), 1).flatten(1))
-    return torch.cat(out).numpy()
-
-
-def finetune_head(
-    weight: np.ndarray,
-    bias: np.ndarray,
-    fooling: np.ndarray,
-    natural: np.ndarray,
-    natural_targets: np.ndarray,
-    *,
-    seed: int = 0,
-    steps: int = 300,
-    lr: float = 1e-2,
-    fooling_share: float = 0.5,
-    tether: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """A K+1-way head from a K-way one: (weight [K+1, D], bias [K+1], final loss).
-
-    The new row starts as the mean of the old ones. Full-batch Adam minimises
-    fooling_share * CE(fooling -> K) + (1 - fooling_share) * CE(natural -> the original probabilities)
-    plus `tether` times the squared distance of the old rows from where they started, so classes
-    that no training example shows keep their behaviour. Deterministic for given inputs.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    w0 = torch.as_tensor(weight, dtype=torch.float32)
-    b0 = torch.as_tensor(bias, dtype=torch.float32)
-    k = len(b0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        w = torch.cat([w0, w0.mean(0, keepdim=True)]).requires_grad_()
-        b = torch.cat([b0, b0.mean().reshape(1)]).requires_grad_()
-        fool = torch.as_tensor(fooling, dtype=torch.float32)
-        nat = torch.as_tensor(natural, dtype=torch.float32)
-        nat_p = torch.as_tensor(natural_targets, dtype=torch.float32)
-        nat_p = torch.cat([nat_p, torch.zeros(len(nat_p), 1)], 1)  # the fooling class: probability 0
-        fool_y = torch.full((len(fool),), k, dtype=torch.int64)
-        optimizer = torch.optim.Adam([w, b], lr=lr)
-        for _ in range(steps):
-            loss = fooling_share * F.cross_entropy(fool @ w.T + b, fool_y)
-            loss = loss + (1 - fooling_share) * F.cross_entropy(nat @ w.T + b, nat_p)
-            loss = loss + tether * ((w[:k] - w0).pow(2).sum() + (b[:k] - b0).pow(2).sum())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return w.detach().numpy().copy(), b.detach().numpy().copy(), float(loss.detach())

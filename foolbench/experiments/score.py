@@ -22,6 +22,7 @@ import numpy as np
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
 from foolbench.io import sha256_file, write_json, write_text
+from foolbench.models.load import ModelOptions
 from foolbench.presets import preset_from_dict
 from foolbench.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolAttack, Suite, load_protocol, toml_text
 from foolbench.runner import RunRequest, ensure_run, run_state
@@ -36,7 +37,7 @@ def score_model(
     protocol: str = DEFAULT_PROTOCOL,
     leaderboard: str | Path | None = None,
     work: str | Path | None = None,
-    model_options: dict | None = None,
+    model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -45,12 +46,12 @@ def score_model(
     Everything a user can get wrong (model, protocol, leaderboard file, name) is checked before the
     first run starts, so a mistake costs no time and writes nothing.
     """
-    from foolbench.models import load_model
     from foolbench.report.leaderboard import add_row, read_leaderboard
+    from foolbench.resolve import load_model
 
     proto = load_protocol(protocol)
-    options = dict(model_options or {})
-    model = load_model(model_spec, **options)
+    options = model_options or ModelOptions()
+    model = load_model(model_spec, options)
     if model.path is None:
         raise FoolbenchError(
             f"{model_spec}: a model without a file cannot be identified on the leaderboard (its sha256); "
@@ -89,7 +90,7 @@ def score_model(
     row = make_row(name, sha, model, proto, suite, runs, base)
     record = {
         "row": row,
-        "model": {"spec": model_spec, "path": str(model.path), "options": options},
+        "model": {"spec": model_spec, "path": str(model.path), "options": options.to_json()},
         "protocol": {"version": proto.version, "source": proto.source, "suite": suite.name},
         "runs": {a: [str(d) for d in dirs] for a, dirs in runs.items()},
         "skipped": gradient_skipped,
@@ -109,16 +110,15 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _with_crop(options: dict, suite: Suite) -> dict:
+def _with_crop(options: ModelOptions, suite: Suite) -> ModelOptions:
     """The protocol fixes the crop (its cost per evaluation); a --crop that differs is refused."""
-    overrides = dict(options.get("overrides", {}))
     if suite.crop is None:
         return options
-    if overrides.get("crop", suite.crop) != suite.crop:
+    if options.card.get("crop", suite.crop) != suite.crop:
         raise FoolbenchError(
-            f"the protocol scores suite {suite.name} with crop '{suite.crop}'; drop --crop {overrides['crop']}"
+            f"the protocol scores suite {suite.name} with crop '{suite.crop}'; drop --crop {options.card['crop']}"
         )
-    return {**options, "overrides": overrides | {"crop": suite.crop}}
+    return options.with_card(crop=suite.crop)
 
 
 def resolution_of(model) -> int:
@@ -149,7 +149,7 @@ def _gradient_check(model, suite: Suite) -> dict[str, str]:
     return {}
 
 
-def _request(work: Path, attack: ProtocolAttack, seed: int, spec: str, options: dict, progress: bool):
+def _request(work: Path, attack: ProtocolAttack, seed: int, spec: str, options: ModelOptions, progress: bool):
     """The run of `attack` with `seed` in WORK, its preset the file written to WORK/presets/."""
     return RunRequest(
         models=[spec],
@@ -168,7 +168,9 @@ def _run(req: RunRequest, log) -> Path:
     return ensure_run(req)[0]
 
 
-def _baseline(model, spec: str, runs: dict, out: Path, options: dict) -> tuple[dict | None, str | None]:
+def _baseline(
+    model, spec: str, runs: dict, out: Path, options: ModelOptions
+) -> tuple[dict | None, str | None]:
     """`foolbench baseline` against all champions; (None, why) where the model has no real images."""
     from foolbench.experiments.baseline import baseline, default_data, real_images
 

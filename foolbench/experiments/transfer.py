@@ -27,6 +27,7 @@ import pandas as pd
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path, write_json
+from foolbench.models.load import ModelOptions
 from foolbench.rundir import Champions
 from foolbench.text import percent, safe_name
 
@@ -86,17 +87,18 @@ def check_target(model, space: ClassSpace) -> None:
 
 
 # -- scoring -------------------------------------------------------------------------------------------
-def load_targets(specs: Sequence[str], runs: Sequence[Champions], options: dict | None = None) -> list:
+def load_targets(
+    specs: Sequence[str], runs: Sequence[Champions], options: ModelOptions | None = None
+) -> list:
     """Load each target once. Unless the options say otherwise, they score with the runs' crop."""
-    from foolbench.models import load_model
+    from foolbench.resolve import load_model
 
-    options = {"overrides": {}, **(options or {})}
+    options = options or ModelOptions()
     crops = {r.crop for r in runs}
-    if "crop" not in options["overrides"] and len(crops) == 1 and None not in crops:
-        options["overrides"] = {**options["overrides"], "crop": crops.pop()}
+    crop = crops.pop() if "crop" not in options.card and len(crops) == 1 and None not in crops else None
     models, seen = [], {}
     for spec in dict.fromkeys(specs):
-        model = load_model(spec, **options)
+        model = load_model(spec, options).with_options(crop=crop)
         if model.name in seen:
             raise FoolbenchError(
                 f"two targets are both named '{model.name}' ({seen[model.name]} and {spec}); "
@@ -226,7 +228,7 @@ def heatmap(m: pd.DataFrame, title: str, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def checked_scores(runs: list, target_specs: Sequence[str], model_options: dict | None):
+def checked_scores(runs: list, target_specs: Sequence[str], model_options: ModelOptions | None):
     """Every run's champions scored on every target, after checking they share one class space."""
     space = class_space(runs)
     targets = load_targets(target_specs, runs, model_options)
@@ -239,7 +241,7 @@ def transfer(
     run_dirs: Sequence[str | Path],
     target_specs: Sequence[str],
     out: str | Path = "transfer",
-    model_options: dict | None = None,
+    model_options: ModelOptions | None = None,
 ) -> pd.DataFrame:
     """Score every run's champion PNGs on every target; everything is checked before anything is written."""
     if not target_specs:
@@ -320,7 +322,7 @@ def run_experiment(
     scale: str = "cpu",
     imagenet: bool = False,
     models: dict[str, Sequence[str]] | None = None,
-    model_options: dict | None = None,
+    model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
 ) -> dict[str, pd.DataFrame]:
@@ -360,7 +362,7 @@ def run_experiment(
                     generations=generations,
                     seed=seed,
                     out=run_dir,
-                    model_options=dict(model_options or {}),
+                    model_options=model_options or ModelOptions(),
                     progress=progress,
                 )
                 state = run_state(req)

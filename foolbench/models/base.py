@@ -8,6 +8,8 @@ knows how a model wants its input.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from foolbench.models.card import ModelCard
 from foolbench.models.preprocess import InputSpec, preprocess
 
 DEFAULT_BATCH = 256
+OUTPUTS = ("probs", "logits")
+# Card fields an adapter can change after loading (`Model.with_options`): how images are prepared.
+PREPROCESSING = ("crop", "resize", "mean", "std")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -121,8 +126,34 @@ class Model:
     def _forward(self, x: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
 
-    def torch_module(self) -> torch.nn.Module:
-        """A differentiable module mapping canonical images to probabilities (for gradient ascent)."""
+    def with_options(self, batch_size: int | None = None, **card) -> Model:
+        """A new adapter of the same network with other preprocessing (`crop`, `resize`, `mean`,
+        `std`) or batch size; this one is left as it is (as Foolbox's `transform_bounds`)."""
+        unknown = sorted(set(card) - set(PREPROCESSING))
+        if unknown:
+            raise ValueError(f"with_options changes only {', '.join(PREPROCESSING)}, not {unknown[0]}")
+        new = copy.copy(self)
+        given = {k: v for k, v in card.items() if v is not None}
+        if given:
+            new.card = self.card.merged(given)
+            fields = {k: tuple(v) if k in ("mean", "std") else v for k, v in given.items()}
+            new.spec = dataclasses.replace(self.spec, **fields)
+        if batch_size is not None:
+            new.batch_size = self.spec.fixed_batch or batch_size
+        return new
+
+    def torch_module(self, output: str = "probs") -> torch.nn.Module:
+        """A differentiable module from canonical images to `output`: "probs" (probabilities, as
+        `probs`) or "logits" (pre-softmax scores; for a model that outputs probabilities, their
+        log, a logit up to a constant shared by the classes). For gradient ascent."""
+        check_output(output)
+        net = self._torch_net()
+        from foolbench.models.torch_model import ProbabilityModule
+
+        return ProbabilityModule(net, self.spec, self.output_kind, output)
+
+    def _torch_net(self) -> torch.nn.Module:
+        """The network itself in PyTorch (raw outputs for preprocessed inputs), where there is one."""
         raise FoolbenchError(
             f"{self.name}: this {self.backend} model has no PyTorch form, so gradient ascent cannot "
             "run on it; the evolutionary attacks (direct, cppn) still work"
@@ -156,6 +187,31 @@ class Model:
             "dataset": self.card.dataset,
             "accuracy": self.card.accuracy,
         }
+
+
+def check_output(output: str) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+
+
+def card_spec(card: ModelCard) -> InputSpec:
+    """The input a card describes completely (input size and channels given), as the adapter feeds it."""
+    return InputSpec(
+        channels=card.channels,
+        size=tuple(card.input_size),
+        layout=card.layout or "NCHW",
+        resize=card.resize,
+        crop=card.crop,
+        mean=tuple(card.mean) if card.mean else None,
+        std=tuple(card.std) if card.std else None,
+    )
+
+
+def card_input(images: np.ndarray, card: ModelCard) -> torch.Tensor:
+    """The network input for canonical images [B,C,H,W] in [0,1], prepared as the card says, by the
+    adapter's own preprocessing: for code that holds the network itself (zoo builders, a defence
+    that fine-tunes it), so that it feeds the network exactly as the adapter will."""
+    return preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), card_spec(card))
 
 
 def spec_from_card(card: ModelCard, shape: list, name: str) -> InputSpec:

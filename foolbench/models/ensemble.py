@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from foolbench.errors import FoolbenchError
-from foolbench.models.base import Model
+from foolbench.models.base import Model, check_output
 
 
 class _MeanModule(torch.nn.Module):
@@ -48,8 +48,14 @@ class Ensemble:
     def probs(self, images: np.ndarray) -> np.ndarray:
         return np.mean(self.member_probs(images), axis=0)
 
-    def torch_module(self) -> torch.nn.Module:
-        return _MeanModule([m.torch_module() for m in self.members])
+    def torch_module(self, output: str = "probs") -> torch.nn.Module:
+        """The mean of the members' modules: of their probabilities, or of their logits."""
+        check_output(output)
+        return _MeanModule([m.torch_module(output) for m in self.members])
+
+    def with_options(self, batch_size: int | None = None, **card) -> Ensemble:
+        """The ensemble of its members, each `with_options` (see `Model.with_options`)."""
+        return Ensemble([m.with_options(batch_size, **card) for m in self.members])
 
     @property
     def provider(self) -> str:

@@ -1,13 +1,16 @@
-"""Turn what a user typed (`--model ...`) into an adapter.
+"""Turn a model file or factory, and what the user said about it (`ModelOptions`), into an adapter.
 
-Accepted: a zoo name (built on first use), an `.onnx` file, a PyTorch file (TorchScript, or a state
-dict with `--arch`), or `package.module:factory`. Card precedence: embedded < NAME.toml < flags.
+Accepted: an `.onnx` file, a PyTorch file (TorchScript, or a state dict with `arch`), or
+`package.module:factory`. Card precedence: embedded < NAME.toml < the options' card fields.
+Zoo names are resolved one layer up (`foolbench.resolve`), so the adapter knows nothing of the zoo.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from foolbench.errors import FoolbenchError
 from foolbench.models.base import DEFAULT_BATCH, Model
@@ -17,17 +20,44 @@ TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".bin")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-_SEED_TWIN = re.compile(r"^[a-z]+-mnist-s\d+$")
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the user told foolbench about a model beyond its file (`--arch`, `--labels`, `--crop`, ...).
 
+    `card` holds model-card fields (`crop`, `mean`, `input_size`, ...) that override the model's own
+    card. A manifest records `to_json()`, and a run is resumed with `from_json` of it.
+    """
 
-def _is_zoo_name(spec: str) -> bool:
-    from foolbench.zoo import ZOO_NAMES
+    arch: str | None = None  # package.module:factory building the architecture of a state-dict file
+    labels: str | None = None  # a text file with one label per line
+    card: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None  # images per forward pass (default DEFAULT_BATCH)
 
-    return spec in ZOO_NAMES or bool(_SEED_TWIN.match(spec))
+    def with_card(self, **fields: Any) -> ModelOptions:
+        """These options with card fields added (or replaced)."""
+        return replace(self, card={**self.card, **fields})
+
+    def portable(self) -> ModelOptions:
+        """The options that still fit another model of the same input (a retrained one, with another
+        label set and its own file): the card fields and the batch size, not `arch` or `labels`."""
+        return ModelOptions(card=dict(self.card), batch_size=self.batch_size)
+
+    def to_json(self) -> dict:
+        """The options as a manifest records them: only what was given."""
+        out = {"arch": self.arch, "labels": self.labels, "overrides": dict(self.card) or None}
+        out["batch_size"] = self.batch_size
+        return {key: value for key, value in out.items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> ModelOptions:
+        data = data or {}
+        return cls(
+            data.get("arch"), data.get("labels"), dict(data.get("overrides") or {}), data.get("batch_size")
+        )
 
 
 def resolve_path(spec: str) -> Path | None:
-    """The model file a spec names, building a zoo model on first use; None for a factory spec."""
+    """The model file a spec names; None for a factory spec."""
     path = Path(spec)
     if path.exists():
         if not path.is_file():
@@ -35,34 +65,25 @@ def resolve_path(spec: str) -> Path | None:
         return path
     if _FACTORY.match(spec):
         return None
-    if _is_zoo_name(spec):
-        from foolbench.zoo import ensure
-
-        return ensure(spec)
     raise FoolbenchError(
         f"model '{spec}' not found: pass an existing .onnx/.pt file, a zoo name (see "
         "'foolbench zoo list'), or package.module:factory"
     )
 
 
-def load_model(
-    spec: str,
-    *,
-    arch: str | None = None,
-    labels: str | None = None,
-    overrides: dict | None = None,
-    batch_size: int = DEFAULT_BATCH,
-) -> Model:
-    """Load one model; `overrides` holds card fields given on the command line."""
+def load_model(spec: str, options: ModelOptions | None = None) -> Model:
+    """Load one model file or factory as the options describe it."""
+    options = options or ModelOptions()
     path = resolve_path(spec)
     card = ModelCard()
     if path is not None:
         side = sidecar_card(path)
         card = card.merged(side) if side else card
-    flags = dict(overrides or {})
-    if labels:
-        flags["labels"] = read_labels_file(labels)
+    flags = dict(options.card)
+    if options.labels:
+        flags["labels"] = read_labels_file(options.labels)
     card = card.merged(flags)
+    batch_size = options.batch_size or DEFAULT_BATCH
     if path is None:
         from foolbench.models.torch_model import TorchModel, build_from_factory
 
@@ -74,16 +95,16 @@ def load_model(
     if path.suffix.lower() in TORCH_SUFFIXES:
         from foolbench.models.torch_model import TorchModel, load_torch_file
 
-        return TorchModel(load_torch_file(path, arch), card, name=path.stem, path=path, batch_size=batch_size)
+        module = load_torch_file(path, options.arch)
+        return TorchModel(module, card, name=path.stem, path=path, batch_size=batch_size)
     raise FoolbenchError(
         f"{path}: unknown model file type '{path.suffix}'; foolbench reads .onnx and PyTorch "
         f"({', '.join(TORCH_SUFFIXES)}) files"
     )
 
 
-def load_models(specs: list[str], **kwargs):
-    """One spec gives that model; several give their ensemble (mean of probabilities)."""
-    models = [load_model(s, **kwargs) for s in specs]
+def ensemble_of(models: list[Model]):
+    """One model is itself; several are their ensemble (mean of probabilities)."""
     if len(models) == 1:
         return models[0]
     from foolbench.models.ensemble import Ensemble

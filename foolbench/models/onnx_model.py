@@ -110,8 +110,8 @@ class OnnxModel(Model):
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def torch_module(self) -> torch.nn.Module:
-        """Convert the graph to PyTorch with onnx2torch so gradients can flow through it."""
+    def _torch_net(self) -> torch.nn.Module:
+        """The graph converted to PyTorch with onnx2torch, so gradients can flow through it."""
         try:
             from onnx2torch import convert
         except ImportError:
@@ -129,6 +129,4 @@ class OnnxModel(Model):
                 f"{self.name}: onnx2torch cannot convert this model ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:120]}); the evolutionary attacks (direct, cppn) still work"
             ) from None
-        from foolbench.models.torch_model import ProbabilityModule
-
-        return ProbabilityModule(net, self.spec, self.output_kind)
+        return net

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from foolbench.errors import FoolbenchError
-from foolbench.models.base import DEFAULT_BATCH, Model
+from foolbench.models.base import DEFAULT_BATCH, Model, card_spec
 from foolbench.models.card import ModelCard
 from foolbench.models.preprocess import InputSpec, preprocess
 
@@ -25,18 +25,28 @@ def device() -> torch.device:
 
 
 class ProbabilityModule(torch.nn.Module):
-    """Canonical images [B,C,H,W] in [0,1] -> probabilities [B,K], differentiable end to end."""
+    """Canonical images [B,C,H,W] in [0,1] -> probabilities or logits [B,K], differentiable end to end.
 
-    def __init__(self, net: torch.nn.Module, spec: InputSpec, output_kind: str):
+    With several views per image (ten-crop), probabilities are averaged as `Model.probs` does, and
+    logits are averaged too.
+    """
+
+    def __init__(self, net: torch.nn.Module, spec: InputSpec, output_kind: str, output: str = "probs"):
         super().__init__()
-        self.net, self.spec, self.output_kind = net, spec, output_kind
+        self.net, self.spec, self.output_kind, self.output = net, spec, output_kind, output
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.net(preprocess(images, self.spec))
+        if self.output == "logits" and self.output_kind == "logits":
+            return self._views_mean(out, images)
         p = out.softmax(dim=1) if self.output_kind == "logits" else out
+        p = self._views_mean(p, images)
+        return p if self.output == "probs" else torch.log(p.clamp_min(1e-30))
+
+    def _views_mean(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         if self.spec.views > 1:
-            p = p.reshape(images.shape[0], self.spec.views, -1).mean(1)
-        return p
+            x = x.reshape(images.shape[0], self.spec.views, -1).mean(1)
+        return x
 
 
 def import_factory(target: str):
@@ -113,15 +123,7 @@ class TorchModel(Model):
                 f"{name}: a PyTorch model does not declare its input; give input_size and channels "
                 "in a model card (NAME.toml beside the file) or with --input-size H W --channels C"
             )
-        spec = InputSpec(
-            channels=card.channels,
-            size=tuple(card.input_size),
-            layout=card.layout or "NCHW",
-            resize=card.resize,
-            crop=card.crop,
-            mean=tuple(card.mean) if card.mean else None,
-            std=tuple(card.std) if card.std else None,
-        )
+        spec = card_spec(card)
         self.device = device()
         self.net = module.eval().to(self.device)
         super().__init__(card.name or name, card, spec, path, batch_size)
@@ -135,5 +137,5 @@ class TorchModel(Model):
     def provider(self) -> str:
         return f"torch-{self.device.type}"
 
-    def torch_module(self) -> torch.nn.Module:
-        return ProbabilityModule(self.net, self.spec, self.output_kind)
+    def _torch_net(self) -> torch.nn.Module:
+        return self.net

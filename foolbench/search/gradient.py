@@ -64,7 +64,7 @@ class GradientAscent:
         self.best_fitness = np.full(len(self.classes), EMPTY)  # class i's best score so far
         self.best_generation = np.full(len(self.classes), -1, dtype=np.int64)
         self.best_images: np.ndarray | None = None  # the image that scored it
-        self.module = differentiable(model)
+        self.module = differentiable(model, self.options["objective"])
         self.device = _module_device(self.module)
         views = getattr(getattr(model, "spec", None), "views", 1)
         self.batch = max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
@@ -105,7 +105,7 @@ class GradientAscent:
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + self.batch])).to(self.device)
             x.requires_grad_(True)
             targets = torch.from_numpy(self.classes[s : s + self.batch]).to(self.device)
-            score = objective_scores(self.module, x, targets, self.options["objective"])
+            score = objective_scores(self.module, x, targets)
             (grad,) = torch.autograd.grad(score.sum(), x)
             out[s : s + self.batch] = grad.detach().float().cpu().numpy()
         return out
@@ -213,15 +213,19 @@ def check_options(given: dict, model=None) -> dict:
 
 
 # -- the model as a differentiable function ---------------------------------------------------------
-def differentiable(model) -> torch.nn.Module:
-    """`model.torch_module()` in eval mode with frozen weights, on the device torch models use.
+OUTPUT_OF = {"probability": "probs", "logit": "logits"}  # objective -> what the module outputs
+
+
+def differentiable(model, objective: str = "probability") -> torch.nn.Module:
+    """The model's `torch_module` for the objective (probabilities, or logits), in eval mode with
+    frozen weights, on the device torch models use.
 
     Raises the model's one-line FoolbenchError where it has no PyTorch form (it names the attacks
     that still work).
     """
     from foolbench.models.torch_model import device
 
-    module = model.torch_module().eval()
+    module = model.torch_module(OUTPUT_OF[objective]).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module.to(device())
@@ -233,29 +237,9 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def objective_scores(module, x: torch.Tensor, targets: torch.Tensor, objective: str) -> torch.Tensor:
-    """One score per image: its target's softmax probability, or (objective 'logit') its logit."""
-    rows = torch.arange(len(targets), device=targets.device)
-    if objective == "probability":
-        return module(x)[rows, targets]
-    return _logits(module, x)[rows, targets]
-
-
-def _logits(module, x: torch.Tensor) -> torch.Tensor:
-    """Pre-softmax scores where the model has them; for a model that outputs probabilities, their
-    log (a logit up to a constant shared by the classes); for an ensemble, the members' mean."""
-    from foolbench.models.preprocess import preprocess
-    from foolbench.models.torch_model import ProbabilityModule
-
-    if isinstance(module, ProbabilityModule) and module.output_kind == "logits":
-        z = module.net(preprocess(x, module.spec))
-        if module.spec.views > 1:
-            z = z.reshape(x.shape[0], module.spec.views, -1).mean(1)
-        return z
-    members = getattr(module, "members", None)
-    if isinstance(members, torch.nn.ModuleList):
-        return torch.stack([_logits(m, x) for m in members]).mean(0)
-    return torch.log(module(x).clamp_min(1e-30))
+def objective_scores(module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One score per image: what the module outputs (probability or logit) for its target class."""
+    return module(x)[torch.arange(len(targets), device=targets.device), targets]
 
 
 # -- regularisers ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from foolbench.errors import FoolbenchError
+from foolbench.models.load import ModelOptions
 from foolbench.text import safe_name
 
 DEFAULT_OUT = Path("runs/sweep")
@@ -33,7 +34,7 @@ class Sweep:
     seconds: float | None = None
     classes: str | None = None
     checkpoint_every: int | None = None
-    model_options: dict = field(default_factory=dict)
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     out: Path = DEFAULT_OUT
 
 
@@ -85,8 +86,8 @@ def plan(sweep: Sweep) -> list[Job]:
     Loads each model once to prove it loads and to resolve the target classes; reads any run
     directories already there to decide start/resume/skip (and refuses ones with other settings).
     """
-    from foolbench.models import load_model
     from foolbench.presets import load_preset, parse_classes
+    from foolbench.resolve import load_model
     from foolbench.runner import RunRequest, run_state
 
     if not sweep.models or not sweep.attacks or not sweep.seeds:
@@ -105,7 +106,7 @@ def plan(sweep: Sweep) -> list[Job]:
     out = Path(sweep.out).resolve()
     jobs = []
     for spec, stem in zip(models, stems, strict=True):
-        labels = load_model(spec, **sweep.model_options).labels
+        labels = load_model(spec, sweep.model_options).labels
         for attack, preset in presets.items():
             wanted = sweep.classes if sweep.classes is not None else preset.search.get("classes")
             classes = parse_classes(wanted, labels)
@@ -129,7 +130,7 @@ def plan(sweep: Sweep) -> list[Job]:
                         seed=shard_seed(seed, shard) if sharded else seed,
                         out=out / name,
                         checkpoint_every=sweep.checkpoint_every,
-                        model_options=dict(sweep.model_options),
+                        model_options=sweep.model_options,
                         progress=False,
                     )
                     jobs.append(Job(name, group, seed, req, run_state(req)))

@@ -20,6 +20,7 @@ import torch
 from foolbench.data.photos import photo
 from foolbench.errors import FoolbenchError
 from foolbench.io import atomic_path, sha256_file
+from foolbench.models.base import card_input
 from foolbench.models.card import ModelCard
 from foolbench.zoo.registry import TORCHVISION_URLS, Built, downloads_allowed
 
@@ -40,19 +41,11 @@ def imagenet_labels() -> list[str]:
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def preprocess(image: np.ndarray, card: ModelCard) -> torch.Tensor:
-    """float32 [3, H, W] in [0, 1] -> the network's input as the card describes it (shorter side, crop, norm)."""
-    import torchvision.transforms.functional as TF
-
-    t = TF.resize(torch.from_numpy(image), card.resize, antialias=True)
-    t = TF.center_crop(t, card.input_size)
-    return TF.normalize(t, card.mean, card.std)
-
-
 def check_examples(card: ModelCard) -> torch.Tensor:
-    """The cat photo first (what `cat_check` looks at), then fixed noise, both preprocessed per the card."""
+    """The cat photo first (what `cat_check` looks at), then fixed noise, both prepared as the card says
+    (by the adapter's preprocessing, so the check sees what every attack will feed the network)."""
     noise = np.random.default_rng(0).random((3, 300, 400), dtype=np.float32)
-    return torch.stack([preprocess(photo("chelsea"), card), preprocess(noise, card)])
+    return torch.cat([card_input(photo("chelsea")[None], card), card_input(noise[None], card)])
 
 
 def cat_check(name: str, labels: list[str]):
