@@ -1,4 +1,28 @@
-"""foolbench: how easily is an image classifier fooled? (Nguyen, Yosinski & Clune, CVPR 2015)."""
+"""foolbench: how easily is an image classifier fooled? (Nguyen, Yosinski & Clune, CVPR 2015).
+
+The shape of the package. Each concept has one owner module, and imports run downward only: a
+module imports its own layer or lower ones, never a higher one, and no imports go round in a
+circle (tests/test_layers.py reads every import and holds the package to this list).
+
+Layers, lowest first:
+  1. errors, fileio, text, options, images    one-line errors, atomic files, how things are written
+                                              for people, option rules, the 8-bit image
+  2. data, models, encodings                  datasets, the sealed model adapter, genomes -> images
+  3. search                                   engines (ask/tell), the one evaluator, the class archive
+  4. presets, protocol                        attack presets and scoring protocols, checked
+  5. zoo                                      builders of the reference models
+  6. resolve                                  what a user types as a model -> an adapter (zoo names)
+  7. rundir                                   the run directory: files, readers, checkpoints, same run?
+  8. transfer_stats, report                   tables, plots, galleries, the HTML report, leaderboard
+  9. runner                                   one run: start, resume or reuse (ensure_run), the loop
+  10. experiments, sweep, probe               what the paper composes from runs; many runs; inspect
+  11. cli                                     the command line (imported by nothing)
+
+Owners: the 8-bit image `images`; the run directory `rundir`; search engines `search` (the
+`Engine` interface and registry in `search/__init__.py`, the `Evaluator` in `search/engine.py`);
+the model adapter `models` (preprocessing in `models/preprocess.py`, options in `models/load.py`);
+option rules `options`.
+"""
 
 import os
 

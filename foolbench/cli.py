@@ -16,6 +16,28 @@ from foolbench.errors import FoolbenchError
 from foolbench.zoo import DEFAULT_MODEL
 
 DEFAULT_ATTACKS = {"mnist": ("mnist-cppn", "mnist-direct"), "imagenet": ("imagenet-cppn", "imagenet-direct")}
+SCALES = ("auto", "cpu", "full")
+
+
+def scale_option(default: str):
+    """--scale, the same for every command: the paper's budgets (full), sized for 2 CPU cores (cpu),
+    or auto (full where a GPU is present). Resolve it with `_resolve_scale`."""
+    help_text = {
+        "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
+        "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full on a GPU).",
+    }[default]
+    return click.option(
+        "--scale", type=click.Choice(SCALES), default=default, show_default=True, help=help_text
+    )
+
+
+def progress_option(f):
+    return click.option("--progress/--no-progress", default=True, help="Show progress bars.")(f)
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr (stdout keeps the results)."""
+    click.echo(f"foolbench: {message}", err=True)
 
 
 def model_options(f):
@@ -49,13 +71,7 @@ def model_options(f):
 def budget_options(f):
     """How much search each run gets and on which classes (`run` and `sweep`)."""
     options = [
-        click.option(
-            "--scale",
-            type=click.Choice(["auto", "cpu", "full"]),
-            default="auto",
-            show_default=True,
-            help="Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
-        ),
+        scale_option("auto"),
         click.option(
             "--generations", type=click.IntRange(0), help="Stop each run after this many generations."
         ),
@@ -135,7 +151,7 @@ def cli():
 @click.option(
     "--resume", type=click.Path(path_type=Path), help="Continue a killed run from its last checkpoint."
 )
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@progress_option
 @model_options
 def run(models, attacks, scale, resume, out, progress, **kw):
     """Evolve fooling images against a model and write a run directory per attack."""
@@ -166,7 +182,7 @@ def run(models, attacks, scale, resume, out, progress, **kw):
                 **kw,
             )
             on = " + ".join(models) if models else "the preset's model"
-            click.echo(f"foolbench: {attack} ({scale} scale) on {on}", err=True)
+            say(f"{attack} ({scale} scale) on {on}")
             done.append(start_run(req))
     click.echo(summary_table(done))
     for d in done:
@@ -203,7 +219,7 @@ def models():
 @model_options
 def inspect(model, **kw):
     """Print what the adapter understood of MODEL, and its top-3 on a probe image."""
-    from foolbench.inspect import inspect_model
+    from foolbench.probe import inspect_model
 
     click.echo(inspect_model(model, collect_model_options(kw)))
 
@@ -319,20 +335,14 @@ def _experiment_options(f):
         click.option(
             "--generations", type=click.IntRange(0), help="Generations per run (default: the preset's)."
         ),
-        click.option(
-            "--scale",
-            type=click.Choice(["cpu", "full"]),
-            default="cpu",
-            show_default=True,
-            help="Preset budget: sized for 2 CPU cores, or the paper's.",
-        ),
+        scale_option("cpu"),
         click.option(
             "--model",
             "models",
             multiple=True,
             help="Replace the experiment's MNIST models (repeatable, at least two).",
         ),
-        click.option("--progress/--no-progress", default=True, help="Show progress bars."),
+        progress_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -348,11 +358,11 @@ def _run_experiment(name, out, seed, generations, scale, models, progress, image
         out,
         seed=seed,
         generations=generations,
-        scale=scale,
+        scale=_resolve_scale(scale),
         imagenet=imagenet,
         models={"mnist": list(models)} if models else None,
         progress=progress,
-        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+        log=say,
     )
     click.echo(experiment_summary(tables))
     click.echo(f"experiment: {out}   transfer: {out / 'transfer'}")
@@ -396,7 +406,7 @@ def report_cmd(paths, out, title):
     from foolbench.report.tables import terminal
     from foolbench.report.write import write_report
 
-    index = write_report(paths, out, title, warn=lambda m: click.echo(f"foolbench: {m}", err=True))
+    index = write_report(paths, out, title, warn=say)
     if (out / "runs.csv").is_file():
         click.echo(terminal(pd.read_csv(out / "runs.csv")))
     click.echo(f"report: {index}")
@@ -425,7 +435,7 @@ def report_cmd(paths, out, title):
     type=click.Path(path_type=Path),
     help="Folder for the runs (default: runs/score/NAME-SHA/VERSION/); finished runs there are reused.",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option
 @model_options
 def score_cmd(model, name, protocol, board, work, progress, **kw):
     """Run the scoring protocol on MODEL and put its row on the leaderboard.
@@ -444,7 +454,7 @@ def score_cmd(model, name, protocol, board, work, progress, **kw):
         work,
         collect_model_options(kw),
         progress,
-        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+        log=say,
     )
     click.echo(row_text(row))
     click.echo(f"leaderboard: {board}")
@@ -464,7 +474,7 @@ def score_cmd(model, name, protocol, board, work, progress, **kw):
 def leaderboard_cmd(fmt, out, board):
     """The leaderboard sorted by robustness, with the protocol version in its header."""
     from foolbench.errors import FoolbenchError
-    from foolbench.io import write_text
+    from foolbench.fileio import write_text
     from foolbench.report.leaderboard import read_leaderboard, render
 
     if not board.is_file():
@@ -486,13 +496,7 @@ def leaderboard_cmd(fmt, out, board):
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Run r of iteration k: seed + 1000 k + r."
 )
-@click.option(
-    "--scale",
-    type=click.Choice(["auto", "cpu", "full"]),
-    default="auto",
-    show_default=True,
-    help="Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
-)
+@scale_option("auto")
 @click.option("--generations", type=click.IntRange(0), help="Generations per run (default: the preset's).")
 @click.option(
     "--data",
@@ -512,7 +516,7 @@ def leaderboard_cmd(fmt, out, board):
     show_default=True,
     help="Defence folder.",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option
 @model_options
 def defend_cmd(
     model, attack, iterations, runs, seed, scale, generations, data, classes, epochs, out, progress, **kw
@@ -539,7 +543,7 @@ def defend_cmd(
         epochs=epochs,
         model_options=model_opts,
         progress=progress,
-        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+        log=say,
     )
     shown = table[["iteration", "model", "fooling_images", "runs", "classes_at_99"]].copy()
     for col in ("median_confidence", "fooled_share", "clean_accuracy"):
@@ -596,7 +600,7 @@ def sweep_cmd(models, attacks, seeds, shards, executor, jobs, address, cpus_per_
         address=address,
         cpus_per_job=cpus_per_job,
         gpus_per_job=gpus_per_job,
-        log=lambda m: click.echo(f"foolbench: {m}", err=True),
+        log=say,
     )
     click.echo(summary_table(done))
     click.echo(f"sweep: {sweep.out} ({len(done)} runs)")
@@ -618,13 +622,7 @@ def merge_cmd(run_dirs, out):
 
 # -- paper -------------------------------------------------------------------------------------------
 @cli.command("paper")
-@click.option(
-    "--scale",
-    type=click.Choice(["cpu", "full"]),
-    default="cpu",
-    show_default=True,
-    help="cpu: within an hour on 2 cores; full: the paper's budgets, for a GPU machine.",
-)
+@scale_option("cpu")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/paper"), show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of every run.")
 @click.option(
@@ -638,7 +636,7 @@ def merge_cmd(run_dirs, out):
     type=click.IntRange(1),
     help="Cap every run at N generations (steps): a quick look before the real thing.",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option
 def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     """Run every experiment of the paper and write the report, our figures beside the paper's.
 
@@ -646,8 +644,9 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     """
     from foolbench.experiments.paper import markdown_table, paper
 
-    say = lambda m: click.echo(f"foolbench: {m}", err=True)  # noqa: E731
-    index = paper(out, scale, seed, imagenet_model, progress, log=say, generations=generations)
+    index = paper(
+        out, _resolve_scale(scale), seed, imagenet_model, progress, log=say, generations=generations
+    )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")
 

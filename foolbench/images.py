@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from foolbench.errors import FoolbenchError
-from foolbench.io import atomic_path
+from foolbench.fileio import atomic_path
 
 # Batches with more values than this are quantised by torch on all cores; smaller ones by numpy,
 # whose single thread leaves nothing spinning when the model's threads start on the batch.

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from foolbench.errors import FoolbenchError
+from foolbench.fileio import atomic_path, read_json, sha256_file, write_json
 from foolbench.images import load_png
-from foolbench.io import atomic_path, read_json, sha256_file, write_json
 from foolbench.models.load import ModelOptions
 from foolbench.presets import Preset, preset_from_dict
 from foolbench.text import safe_name

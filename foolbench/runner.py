@@ -21,8 +21,8 @@ import pandas as pd
 
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
+from foolbench.fileio import sha256_file
 from foolbench.images import load_png, save_png
-from foolbench.io import sha256_file
 from foolbench.models import ModelOptions
 from foolbench.models.base import DEFAULT_BATCH
 from foolbench.presets import Preset, load_preset, parse_classes

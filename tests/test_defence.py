@@ -12,7 +12,7 @@ from conftest import export, tiny
 from foolbench.experiments.defence import FOOLING, _prepare, defend, fooling_images
 from foolbench.experiments.defence_imagenet import ImagenetDefence, finetune_head
 from foolbench.experiments.defence_mnist import balanced_indices
-from foolbench.io import read_json, sha256_file
+from foolbench.fileio import read_json, sha256_file
 from foolbench.models import load_model
 
 # One small defence shared by the tests: 2 runs of 5 generations per iteration, one retraining of

@@ -133,7 +133,7 @@ def test_row_numbers_are_the_runs_summaries(scored, models):
     board = read_leaderboard(scored.board)
     assert len(board) == 1
     row = board.iloc[0]
-    from foolbench.io import sha256_file
+    from foolbench.fileio import sha256_file
 
     assert row["name"] == "a" and row["model_sha256"] == sha256_file(models["a"])
     assert (row["protocol"], row["suite"], row["classes"], row["input_size"]) == ("t1", "grey", 10, "1x28x28")

@@ -46,3 +46,18 @@ def test_a_run_with_other_settings_in_the_way_is_one_line(lenet, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "holds a run with other settings" in proc.stderr.strip().splitlines()[-1]
     assert not (out / "paper.json").exists() and not (out / "index.html").exists()
+
+
+def test_the_transfer_row_gives_the_median_per_direction():
+    table = pd.DataFrame(
+        {
+            "source": ["lenet", "lenet", "mlp", "mlp"],
+            "target": ["lenet", "mlp", "lenet", "mlp"],
+            "median_confidence": [0.9999, 0.0787, 0.9989, 0.9999],
+            "fraction_at_99": [1.0, 0.3, 0.55, 0.8],
+        }
+    )
+    text = paper_module.transfer_text(table)
+    assert "median on another model: lenet → mlp 7.87%, mlp → lenet 99.89%" in text
+    assert "53.88%" not in text  # not the mean of the two directions
+    assert text.startswith("30%–55% of champions ≥ 99% on another model (on their own: 80%–100%)")

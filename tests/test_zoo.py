@@ -17,7 +17,7 @@ import foolbench.zoo as zoo
 from foolbench.data.mnist import load_mnist
 from foolbench.data.photos import photo
 from foolbench.errors import FoolbenchError
-from foolbench.io import sha256_file
+from foolbench.fileio import sha256_file
 from foolbench.models import load_model
 from foolbench.models.base import card_input
 from foolbench.models.card import CARD_METADATA_KEY, ModelCard, card_from_json

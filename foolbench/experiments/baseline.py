@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from foolbench.errors import FoolbenchError
-from foolbench.io import write_json
+from foolbench.fileio import write_json
 from foolbench.models.load import ModelOptions
 
 PAPER = {

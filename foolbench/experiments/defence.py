@@ -41,8 +41,8 @@ from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.experiments.defence_imagenet import ImagenetDefence, efficientnet_name
 from foolbench.experiments.defence_mnist import MnistDefence
+from foolbench.fileio import atomic_path, read_json, sha256_file, write_json
 from foolbench.images import as_uint8, load_png
-from foolbench.io import atomic_path, read_json, sha256_file, write_json
 from foolbench.models.load import ModelOptions
 from foolbench.text import safe_name
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
-from foolbench.io import read_json, write_json
+from foolbench.fileio import read_json, write_json
 from foolbench.text import percent
 
 SCALES = ("cpu", "full")
@@ -220,20 +220,32 @@ def transfers(ctx: Context) -> list[dict]:
             log=ctx.log,
         )
         for group, table in tables.items():
-            cross = table[table["source"] != table["target"]]
-            own = table[table["source"] == table["target"]]
-            ours = (
-                f"{share(cross['fraction_at_99'].min())}–{share(cross['fraction_at_99'].max())} of champions "
-                f"≥ 99% on another model (on their own: {share(own['fraction_at_99'].min())}–"
-                f"{share(own['fraction_at_99'].max())}); median on another model "
-                f"{percent(cross['median_confidence'].median())}"
-            )
+            ours = transfer_text(table)
             models = ", ".join(dict.fromkeys(table["target"]))
             budget = "CPPN and direct runs at the presets' budgets" if group == "mnist" else "CPPN runs"
             rows.append(
                 row(f"{title} ({group})", ours, models, budget, paper, setting, out / "transfer" / group)
             )
     return rows
+
+
+def transfer_text(table: pd.DataFrame) -> str:
+    """The 'ours' cell of a transfer row (`transfer.csv`: one row per source and target). The median
+    confidence on another model is given per direction: the two directions between two
+    architectures can differ as much as 8% and 99.9%, which no single number would show."""
+    cross = table[table["source"] != table["target"]]
+    own = table[table["source"] == table["target"]]
+    directions = ", ".join(
+        f"{source} → {target} {percent(median)}"
+        for source, target, median in zip(
+            cross["source"], cross["target"], cross["median_confidence"], strict=True
+        )
+    )
+    return (
+        f"{share(cross['fraction_at_99'].min())}–{share(cross['fraction_at_99'].max())} of champions "
+        f"≥ 99% on another model (on their own: {share(own['fraction_at_99'].min())}–"
+        f"{share(own['fraction_at_99'].max())}); median on another model: {directions}"
+    )
 
 
 def defences(ctx: Context) -> list[dict]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
-from foolbench.io import sha256_file, write_json, write_text
+from foolbench.fileio import sha256_file, write_json, write_text
 from foolbench.models.load import ModelOptions
 from foolbench.presets import preset_from_dict
 from foolbench.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolAttack, Suite, load_protocol, toml_text

@@ -16,7 +16,6 @@ the runs (normal run directories under DIR/runs/) and then write the transfer ma
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,12 @@ import pandas as pd
 
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
-from foolbench.io import atomic_path, write_json
+from foolbench.fileio import atomic_path, write_json
 from foolbench.models.load import ModelOptions
 from foolbench.rundir import Champions
 from foolbench.text import percent, safe_name
+from foolbench.transfer_stats import STATISTICS, heatmap
 
-# statistic column -> what it means (also the heatmap title)
-STATISTICS = {
-    "median_confidence": "median target confidence for the champion's class",
-    "fraction_at_99": "share of champions at >= 99% on the target",
-    "fraction_at_50": "share of champions at >= 50% on the target",
-    "top1_match": "share whose target top-1 is the champion's class",
-}
 CHUNK = 256  # champion PNGs held in memory at once (ImageNet runs have 1000 of 256x256)
 
 
@@ -199,33 +192,6 @@ def write_transfer(images: pd.DataFrame, out: str | Path, targets: Sequence[str]
         heatmap(m.set_axis(rows, axis=0), title, out / f"heatmap_{statistic}.png")
     write_json(out / "transfer.json", {**meta, "statistics": STATISTICS, "table": table.to_dict("records")})
     return table
-
-
-def heatmap(m: pd.DataFrame, title: str, path: Path) -> None:
-    """A matrix as an annotated heatmap (no pyplot: no global state, works without a display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows, cols = m.shape
-    fig = Figure(figsize=(max(6.0, 1.4 * cols + 3.5), max(3.5, 0.8 * rows + 2.4)))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    values = m.to_numpy(dtype=float)
-    im = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for i in range(rows):
-        for j in range(cols):
-            v = values[i, j]
-            text = "–" if np.isnan(v) else percent(v)
-            ax.text(j, i, text, ha="center", va="center", color="black" if v >= 0.6 else "white", fontsize=9)
-    ax.set_xticks(range(cols), [str(c) for c in m.columns], rotation=30, ha="right")
-    ax.set_yticks(range(rows), [str(r) for r in m.index])
-    ax.set_xlabel("target model (scores the PNGs)")
-    ax.set_ylabel("source model (evolved against)")
-    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.subplots_adjust(left=0.22, right=0.92, bottom=0.25, top=0.85)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
 
 
 def checked_scores(runs: list, target_specs: Sequence[str], model_options: ModelOptions | None):

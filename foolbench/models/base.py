@@ -18,6 +18,7 @@ import torch
 
 from foolbench.errors import FoolbenchError
 from foolbench.models.card import ModelCard
+from foolbench.models.differentiable import ProbabilityModule
 from foolbench.models.preprocess import InputSpec, preprocess
 
 DEFAULT_BATCH = 256
@@ -148,8 +149,6 @@ class Model:
         log, a logit up to a constant shared by the classes). For gradient ascent."""
         check_output(output)
         net = self._torch_net()
-        from foolbench.models.torch_model import ProbabilityModule
-
         return ProbabilityModule(net, self.spec, self.output_kind, output)
 
     def _torch_net(self) -> torch.nn.Module:

@@ -17,36 +17,10 @@ import torch
 from foolbench.errors import FoolbenchError
 from foolbench.models.base import DEFAULT_BATCH, Model, card_spec
 from foolbench.models.card import ModelCard
-from foolbench.models.preprocess import InputSpec, preprocess
 
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class ProbabilityModule(torch.nn.Module):
-    """Canonical images [B,C,H,W] in [0,1] -> probabilities or logits [B,K], differentiable end to end.
-
-    With several views per image (ten-crop), probabilities are averaged as `Model.probs` does, and
-    logits are averaged too.
-    """
-
-    def __init__(self, net: torch.nn.Module, spec: InputSpec, output_kind: str, output: str = "probs"):
-        super().__init__()
-        self.net, self.spec, self.output_kind, self.output = net, spec, output_kind, output
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.net(preprocess(images, self.spec))
-        if self.output == "logits" and self.output_kind == "logits":
-            return self._views_mean(out, images)
-        p = out.softmax(dim=1) if self.output_kind == "logits" else out
-        p = self._views_mean(p, images)
-        return p if self.output == "probs" else torch.log(p.clamp_min(1e-30))
-
-    def _views_mean(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        if self.spec.views > 1:
-            x = x.reshape(images.shape[0], self.spec.views, -1).mean(1)
-        return x
 
 
 def import_factory(target: str):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from foolbench.fileio import atomic_path
 from foolbench.images import to_uint8
-from foolbench.io import atomic_path
 
 
 def gallery(

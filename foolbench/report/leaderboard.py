@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from foolbench.errors import FoolbenchError
-from foolbench.io import atomic_path
+from foolbench.fileio import atomic_path
 from foolbench.text import percent
 
 BASE_COLUMNS = [

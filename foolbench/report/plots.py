@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foolbench.io import atomic_path
+from foolbench.fileio import atomic_path
 from foolbench.report.collect import Defence, Run
 
 DPI = 100
@@ -166,7 +166,7 @@ def defence_curve(defence: Defence, path: Path) -> bool:
 
 
 def transfer_heatmap(matrix, title: str, path: Path) -> None:
-    from foolbench.experiments.transfer import heatmap
+    from foolbench.transfer_stats import heatmap
 
     with plain_text():
         heatmap(matrix, title, path)

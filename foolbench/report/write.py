@@ -24,7 +24,7 @@ import pandas as pd
 
 from foolbench import __version__
 from foolbench.errors import FoolbenchError
-from foolbench.io import atomic_path, read_json, write_json, write_text
+from foolbench.fileio import atomic_path, read_json, write_json, write_text
 from foolbench.report import html, plots, tables
 from foolbench.report.collect import GALLERY_LIMIT, Inputs, Run, collect
 from foolbench.report.gallery import gallery
@@ -196,7 +196,7 @@ def _class_view(run: Run) -> pd.DataFrame:
 
 
 def _transfer(t, writer: _Writer) -> str:
-    from foolbench.experiments.transfer import STATISTICS
+    from foolbench.transfer_stats import STATISTICS
 
     df = tables.transfer_table(t)
     writer.table(df, f"transfer_{t.key}")

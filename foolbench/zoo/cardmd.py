@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from foolbench.io import sha256_file
+from foolbench.fileio import sha256_file
 
 
 def render_card_md(path: Path, built, seconds: float) -> str:

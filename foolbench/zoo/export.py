@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foolbench.io import atomic_path
+from foolbench.fileio import atomic_path
 from foolbench.models.card import CARD_METADATA_KEY, ModelCard
 
 PROB_TOLERANCE = 1e-4

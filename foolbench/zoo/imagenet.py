@@ -19,7 +19,7 @@ import torch
 
 from foolbench.data.photos import photo
 from foolbench.errors import FoolbenchError
-from foolbench.io import atomic_path, sha256_file
+from foolbench.fileio import atomic_path, sha256_file
 from foolbench.models.base import card_input
 from foolbench.models.card import ModelCard
 from foolbench.zoo.registry import TORCHVISION_URLS, Built, downloads_allowed

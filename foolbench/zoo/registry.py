@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foolbench.errors import FoolbenchError
-from foolbench.io import write_text
+from foolbench.fileio import write_text
 
 if TYPE_CHECKING:  # kept out of the import path: foolbench.models imports torch
     import numpy as np
