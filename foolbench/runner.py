@@ -89,8 +89,8 @@ def ensure_run(req: RunRequest, cache: ModelCache | None = None) -> tuple[Path, 
 def run_state(req: RunRequest, preset: Preset | None = None) -> str | None:
     """What `ensure_run` would do at `req.out`: None (start), 'resuming' or 'finished'; a run there
     with other settings (`rundir.identity`) is refused. `preset`: the request's, if already loaded."""
-    manifest = rundir.existing_manifest(req.out)
-    if manifest is None:
+    manifest = rundir.existing_manifest(req.out) if req.out is not None else None
+    if manifest is None:  # nothing there yet, or a new folder under runs/ (no --out)
         return None
     return rundir.check_same_run(req.out, manifest, wanted_identity(req, manifest, preset))
 

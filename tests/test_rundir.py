@@ -101,3 +101,9 @@ def test_a_folder_that_is_not_a_run_is_refused(models, tmp_path):
     with pytest.raises(FoolbenchError, match="is not a run directory"):
         ensure_run(request(models[0], tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_without_out_a_new_run_directory_is_started(models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run, state = ensure_run(request(models[0], None, generations=0))
+    assert state == "started" and run.parent == rundir.RUNS_DIR and rundir.is_finished(tmp_path / run)
