@@ -11,7 +11,7 @@ Adding a method: write a class that satisfies `Engine` (its state as plain array
 `encoding`, `search`, and the engine's own section), and register it in `ENGINES` below under the
 `attack.method` name presets will use, with the rules of its own preset section if it has one
 (`foolbench.options`). Presets then accept the method and its section, and the runner, checkpoints,
-resume, sweeps and reports work for it unchanged.
+resume, sweeps and reports work for it unchanged (merging class shards stays MAP-Elites' own).
 """
 
 from __future__ import annotations
