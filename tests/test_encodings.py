@@ -109,12 +109,43 @@ def test_unknown_encoding_is_rejected() -> None:
         make_encoding("pixels")
 
 
+RESOLVED = {  # every option an encoding records in the manifest, with the defaults filled in
+    "direct": {
+        "resolution": 16,
+        "channels": 3,
+        "colour": "rgb",
+        "mutation_rate": 0.1,
+        "rate_halving": 1000,
+        "eta_m": 15.0,
+        "crossover": False,
+        "crossover_rate": 0.5,
+        "eta_c": 10.0,
+    },
+    "cppn": {
+        "resolution": 16,
+        "channels": 3,
+        "max_hidden": 64,
+        "add_connection": 0.5,
+        "delete_connection": 0.3,
+        "add_node": 0.5,
+        "delete_node": 0.2,
+        "weight_rate": 0.1,
+        "eta_m": 15.0,
+        "weight_range": 10.0,
+        "activation_rate": 0.1,
+        "coordinates": "normalised",
+    },
+}
+
+
 @pytest.mark.parametrize("name", ["direct", "cppn"])
 def test_options_are_resolved_and_json_serialisable(name: str) -> None:
-    encoding = make_encoding(name, resolution=np.int64(16), channels=np.int64(3))
+    encoding = make_encoding(name, resolution=np.int64(16), channels=np.int64(3), eta_m=15)
+    assert encoding.options == RESOLVED[name]
+    # plain Python types (numpy integers converted, integer reals made floats): the manifest's JSON
     assert json.loads(json.dumps(encoding.options)) == encoding.options
-    assert encoding.options["resolution"] == encoding.resolution == 16 and encoding.channels == 3
-    assert "eta_m" in encoding.options
+    assert type(encoding.options["resolution"]) is int and type(encoding.options["eta_m"]) is float
+    assert encoding.resolution == 16 and encoding.channels == 3
 
 
 # ---------------------------------------------------------------- determinism and rendering

@@ -85,12 +85,18 @@ def test_run_raises_every_class_and_writes_the_standard_run_directory(grey, grey
     assert not list(out.rglob("*.tmp"))
 
 
-def test_the_archive_keeps_each_image_in_its_own_class(grey_model):
-    e = engine(grey_model, 3, lr=0.05)
-    champions = e.encoding.render(e.archive.champions())
-    assert champions.shape == (10, 1, 28, 28) and len(e.archive.pool["genes"]) == 10
-    probs = grey_model.probs(np.round(champions * 255) / 255)
-    np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], e.archive.fitness, atol=1e-6)
+def test_each_image_competes_for_its_own_class_only(grey, grey_model, tmp_path):
+    """Image i climbs class i and may hold only class i's cell: after the starting noise is scored,
+    every class keeps its own start image even where another image scores higher for it (which the
+    multi-cell insertion of MAP-Elites would have moved there)."""
+    out = start_run(request(grey, tmp_path / "run", 0))
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["class"]) == list(range(10))
+    pngs = np.stack([load_png(out / f, 1) for f in results["file"]])
+    assert len({png.tobytes() for png in pngs}) == 10  # ten different images, one per class
+    probs = grey_model.probs(pngs)  # [image, class]
+    np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], results["confidence"], atol=1e-6)
+    assert (probs.argmax(axis=0) != np.arange(10)).sum() >= 3  # classes another image scores higher on
 
 
 def test_logit_objective_also_climbs(grey_model):
