@@ -5,7 +5,9 @@ model's own forward pass. Batch sizes 1, 32 and 200; inputs prepared in advance;
 Results: benchmarks/results/inference.json.
 
 Each backend is measured at its best on the same cores, so the ratio compares backends, not set-ups:
-- the same threads: torch's (one per core), and onnxruntime's intra-op threads set to that number;
+- the same threads: torch's (one per core, or `--threads N`), and onnxruntime's intra-op threads
+  set to that number (one thread each compares the backends on a shared, busy machine, where
+  OpenMP's per-operation barriers would otherwise wait for descheduled threads);
 - eager PyTorch as its documentation recommends for inference: `torch.inference_mode()`, and the
   faster of the NCHW and channels_last memory formats (recorded per case);
 - one allocator policy for both. onnxruntime keeps its tensors in its own arena; eager PyTorch asks
@@ -18,7 +20,7 @@ Each backend is measured at its best on the same cores, so the ratio compares ba
   alike; the 1-minute load average before and after is recorded.
 GOMP_SPINCOUNT is foolbench's (30000, set when foolbench is imported), as in every foolbench run.
 
-    python benchmarks/inference.py [--quick] [--glibc-default]
+    python benchmarks/inference.py [--quick] [--glibc-default] [--threads N]
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def measure(session, input_name: str, net, x: np.ndarray, seconds: float) -> dic
 
 
 def main(quick: bool) -> None:
+    if "--threads" in sys.argv:
+        torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
     threads = torch.get_num_threads()
     os.environ["FOOLBENCH_THREADS"] = str(threads)  # onnxruntime: as many threads as torch
     from foolbench.models import load_model

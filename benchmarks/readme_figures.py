@@ -341,7 +341,7 @@ def inference() -> str:
     ]
     header = ["model", "batch", "onnxruntime img/s", "PyTorch eager img/s", "eager memory format", "ratio"]
     settings = (
-        f"{data['threads']} threads each, {data['allocator']}"
+        f"{data['threads']} thread{'s' if data['threads'] > 1 else ''} each, allocator: {data['allocator']}"
         if "threads" in data
         else "threads and allocator not recorded"
     )

@@ -110,15 +110,26 @@ def test_leaderboard_prose():
 
 
 def test_paper_scale_estimate():
-    lite0 = json.loads((RESULTS / "inference.json").read_text())["cases"]["efficientnet-lite0@200"]
-    rate = lite0["onnxruntime_images_per_second"]
+    lite0 = json.loads((RESULTS / "overhead.json").read_text())["cases"]["lite0-cppn"]
+    rate = lite0["bare_images_per_second"]
     passes = (400 * 5001 + 200 * 5010) * 10
     assert round(passes / 1e6) == 30
-    says(f"At the bare model's {rate:.0f} img/s on 2 CPU cores")
+    says(f"At the bare model's {rate:.0f} img/s on 2 CPU cores (the overhead table")
     says(f"one paper seed would take about {passes / rate / 3600:.0f} hours")
     gpu = 4000  # the stated assumption: crops per second on one GPU
     cppn, direct = 400 * 5001 * 10 / gpu / 3600, 200 * 5010 * 10 / gpu / 3600
     says(f"about {cppn + direct:.1f} GPU-hours (CPPN {cppn:.1f} h, direct {direct:.1f} h)")
+
+
+def test_inference_settings_prose():
+    data = json.loads((RESULTS / "inference.json").read_text())
+    assert data["allocator"] == "glibc, freed memory reused"
+    assert all("pytorch_memory_format" in case for case in data["cases"].values())
+    says(
+        "eager PyTorch in inference mode and in its faster memory format, and glibc told to reuse freed memory"
+    )
+    assert data["threads"] == 1, "README says the table was measured with one thread each"
+    says("Measured with one thread each")
 
 
 def test_cppn_cap_prose():
