@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_paper_settings import CPPN, DEVIATIONS, DIRECT, SBX_OPTION
 
 from foolbench.encodings import concat, cppn, make_encoding, size, take
 from foolbench.encodings.colour import hls_to_rgb
@@ -109,32 +110,10 @@ def test_unknown_encoding_is_rejected() -> None:
         make_encoding("pixels")
 
 
-RESOLVED = {  # every option an encoding records in the manifest, with the defaults filled in
-    "direct": {
-        "resolution": 16,
-        "channels": 3,
-        "colour": "rgb",
-        "mutation_rate": 0.1,
-        "rate_halving": 1000,
-        "eta_m": 15.0,
-        "crossover": False,
-        "crossover_rate": 0.5,
-        "eta_c": 10.0,
-    },
-    "cppn": {
-        "resolution": 16,
-        "channels": 3,
-        "max_hidden": 64,
-        "add_connection": 0.5,
-        "delete_connection": 0.3,
-        "add_node": 0.5,
-        "delete_node": 0.2,
-        "weight_rate": 0.1,
-        "eta_m": 15.0,
-        "weight_range": 10.0,
-        "activation_rate": 0.1,
-        "coordinates": "normalised",
-    },
+# every option an encoding records in the manifest, with the defaults (the paper's) filled in
+RESOLVED = {
+    "direct": {"resolution": 16, "channels": 3, "colour": "rgb", **DIRECT, **SBX_OPTION},
+    "cppn": {"resolution": 16, "channels": 3, **CPPN, **DEVIATIONS},
 }
 
 

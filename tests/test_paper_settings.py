@@ -75,20 +75,15 @@ def test_map_elites_presets_use_the_papers_search_and_images(attack):
     assert preset.evaluation.get("crop") == CROP[attack]
 
 
-@pytest.mark.parametrize("attack", ["mnist-direct", "imagenet-direct"])
-def test_direct_presets_use_the_papers_mutation(attack):
-    preset = load_preset(attack, "full")
-    assert preset.encoding["type"] == "direct"
-    options = encoding_options(preset)
-    assert {key: options[key] for key in DIRECT | SBX_OPTION} == DIRECT | SBX_OPTION
+OPERATORS = {"direct": DIRECT | SBX_OPTION, "cppn": CPPN | DEVIATIONS}
 
 
-@pytest.mark.parametrize("attack", ["mnist-cppn", "imagenet-cppn"])
-def test_cppn_presets_use_the_papers_mutation(attack):
+@pytest.mark.parametrize("attack", sorted(SEARCH))
+def test_presets_use_the_papers_variation(attack):
     preset = load_preset(attack, "full")
-    assert preset.encoding["type"] == "cppn"
+    expected = OPERATORS[preset.encoding["type"]]
     options = encoding_options(preset)
-    assert {key: options[key] for key in CPPN | DEVIATIONS} == CPPN | DEVIATIONS
+    assert {key: options[key] for key in expected} == expected
 
 
 def test_cppn_activations_are_the_papers_four():
