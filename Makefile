@@ -31,6 +31,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/peer_pyribs.py
 	$(BIN)/python benchmarks/reach.py
+	$(BIN)/python benchmarks/cppn_size.py
+	$(BIN)/python benchmarks/readme_figures.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -8,25 +8,23 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def best_rate(fn, items: int, repeats: int = 3, min_seconds: float = 1.0) -> float:
-    """Items per second of `fn`, the best of `repeats` timings of at least `min_seconds` each."""
-    fn()  # warm up: first calls allocate and pick kernels
-    rates = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - t0
-            if elapsed >= min_seconds:
-                break
-        rates.append(n * items / elapsed)
-    return float(np.max(rates))
+def rate(fn, items: int, seconds: float) -> float:
+    """Items per second of `fn` called repeatedly for at least `seconds` (at least once)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return n * items / elapsed
+
+
+def load_average() -> float:
+    """The 1-minute load average: the machine is shared, so every result says how busy it was."""
+    return round(os.getloadavg()[0], 2)
 
 
 def machine() -> dict:

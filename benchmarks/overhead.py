@@ -12,12 +12,11 @@ splits a generation into its stages (medians over generations), to show where th
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
-from common import write
+from common import load_average, rate, write
 
 from foolbench.images import quantise
 from foolbench.models import ModelOptions
@@ -57,17 +56,6 @@ def engine_for(model, preset_name: str, batch: int | None):
     return search, batch
 
 
-def rate(fn, items: int, seconds: float) -> float:
-    """Items per second of `fn` called repeatedly for at least `seconds`."""
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            return n * items / elapsed
-
-
 def interleaved(bare, step, batch: int, rounds: int, seconds: float) -> tuple[float, float, float]:
     """Bare and attack rates, each the best of `rounds`, and the median of the per-round ratios."""
     bare(), step()  # warm up: first calls allocate and pick kernels
@@ -102,7 +90,7 @@ def stages(search: Search, generations: int) -> dict[str, float]:
 
 
 def main(quick: bool) -> None:
-    load_before = os.getloadavg()[0]  # the VM is shared: say how busy it was
+    load_before = load_average()  # the VM is shared: say how busy it was
     results = {}
     for case, model_name, preset, batch in CASES:
         model = load_model(model_name, ModelOptions(card={"crop": "center"}))
@@ -120,7 +108,7 @@ def main(quick: bool) -> None:
             "stages_ms": stages(engine, 5 if heavy else 40),
         }
         print(case, results[case], flush=True)
-    load = {"load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    load = {"load_average_1min": [load_before, load_average()]}
     write("overhead", {**load, "cases": results})
 
 

@@ -13,8 +13,10 @@ from conftest import export, tiny
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from foolbench.data.photos import natural_photos
 from foolbench.errors import FoolbenchError
 from foolbench.experiments.baseline import auroc, baseline, fpr_at_tpr
+from foolbench.models import load_model
 from foolbench.runner import RunRequest, start_run
 
 
@@ -134,7 +136,11 @@ def test_photos_have_no_labels_so_only_the_overall_median(tmp_path):
     colour = export(tiny(channels=3), tmp_path / "colour.onnx", (1, 3, 28, 28))
     result = baseline(str(colour), "skimage", out=tmp_path / "out")
     assert result["images"] == 8 and result["labels_known"] is False
-    assert 0 < result["median_confidence"] <= 1
+    # each photo scored alone (the baseline batches photos of one size together)
+    scored = [load_model(str(colour)).probs(image[None])[0] for _, image in natural_photos()]
+    assert [r["image"] for r in result["per_image"]] == [name for name, _ in natural_photos()]
+    assert [r["top1"] for r in result["per_image"]] == [int(p.argmax()) for p in scored]
+    assert result["median_confidence"] == pytest.approx(np.median([p.max() for p in scored]), abs=1e-6)
     assert result["median_confidence_correct"] is None and result["median_confidence_wrong"] is None
     assert result["accuracy"] is None and "no ImageNet labels" in result["note"]
     assert json.loads((tmp_path / "out" / "baseline.json").read_text()) == result

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_paper_settings import CPPN, DEVIATIONS, DIRECT, SBX_OPTION
 
 from foolbench.encodings import concat, cppn_genome, cppn_render, make_encoding, size, take
 from foolbench.encodings.colour import hls_to_rgb
@@ -110,12 +111,21 @@ def test_unknown_encoding_is_rejected() -> None:
         make_encoding("pixels")
 
 
+# every option an encoding records in the manifest, with the defaults (the paper's) filled in
+RESOLVED = {
+    "direct": {"resolution": 16, "channels": 3, "colour": "rgb", **DIRECT, **SBX_OPTION},
+    "cppn": {"resolution": 16, "channels": 3, **CPPN, **DEVIATIONS},
+}
+
+
 @pytest.mark.parametrize("name", ["direct", "cppn"])
 def test_options_are_resolved_and_json_serialisable(name: str) -> None:
-    encoding = make_encoding(name, resolution=np.int64(16), channels=np.int64(3))
+    encoding = make_encoding(name, resolution=np.int64(16), channels=np.int64(3), eta_m=15)
+    assert encoding.options == RESOLVED[name]
+    # plain Python types (numpy integers converted, integer reals made floats): the manifest's JSON
     assert json.loads(json.dumps(encoding.options)) == encoding.options
-    assert encoding.options["resolution"] == encoding.resolution == 16 and encoding.channels == 3
-    assert "eta_m" in encoding.options
+    assert type(encoding.options["resolution"]) is int and type(encoding.options["eta_m"]) is float
+    assert encoding.resolution == 16 and encoding.channels == 3
 
 
 # ---------------------------------------------------------------- determinism and rendering

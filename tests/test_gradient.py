@@ -97,6 +97,20 @@ def test_each_class_keeps_its_own_best_image(grey_model):
     np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], e.fitness, atol=1e-6)
 
 
+def test_each_image_competes_for_its_own_class_only(grey, grey_model, tmp_path):
+    """Image i climbs class i and may hold only class i's cell: after the starting noise is scored,
+    every class keeps its own start image even where another image scores higher for it (which the
+    multi-cell insertion of MAP-Elites would have moved there)."""
+    out = start_run(request(grey, tmp_path / "run", 0))
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["class"]) == list(range(10))
+    pngs = np.stack([load_png(out / f, 1) for f in results["file"]])
+    assert len({png.tobytes() for png in pngs}) == 10  # ten different images, one per class
+    probs = grey_model.probs(pngs)  # [image, class]
+    np.testing.assert_allclose(probs[np.arange(10), np.arange(10)], results["confidence"], atol=1e-6)
+    assert (probs.argmax(axis=0) != np.arange(10)).sum() >= 3  # classes another image scores higher on
+
+
 def test_logit_objective_also_climbs(grey_model):
     e = engine(grey_model, 10, objective="logit")
     assert (e.fitness > engine(grey_model, 0).fitness).all()

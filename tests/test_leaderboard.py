@@ -288,9 +288,12 @@ add_row(path, row(0, 0.25))
 """
 
 
+WRITERS, ROWS = 8, 20  # the README says these numbers
+
+
 def test_concurrent_writers_lose_no_row(tmp_path):
     path, go = tmp_path / "board.csv", tmp_path / "go"
-    writers, rows = 8, 20
+    writers, rows = WRITERS, ROWS
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(rows), str(go)])
         for w in range(writers)

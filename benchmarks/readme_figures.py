@@ -1,0 +1,492 @@
+"""The README's tables of measured figures, written from the committed results files.
+
+Each table sits in README.md between `<!-- figures: NAME -->` and `<!-- /figures -->` and opens
+with the file it comes from and the command that wrote that file. After re-running a benchmark or
+regenerating a report, run this script to rewrite the tables; `tests/test_readme.py` fails while
+the README differs from what this script writes (and checks the figures quoted in the prose).
+
+    python benchmarks/readme_figures.py           # rewrite the tables in README.md
+    python benchmarks/readme_figures.py --check   # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+PAPER = ROOT / "reports" / "paper"
+LEADERBOARD = ROOT / "reports" / "leaderboard.csv"
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+
+# -- formatting -------------------------------------------------------------------------------------
+def pct(confidence: float) -> str:
+    """A confidence in %, rounded down (as every foolbench table does, so 99.995% never reads 100%)."""
+    return f"{math.floor(confidence * 10000) / 100:.2f} %"
+
+
+def share(fraction: float) -> str:
+    return f"{round(fraction * 100):g} %"
+
+
+def span(values, fmt: Callable = str, sep: str = "–") -> str:
+    """'a–b' for the smallest and largest value, or one value when they are equal."""
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low.removesuffix(' %')}{sep}{high}"
+
+
+def number(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
+def source(path: Path, command: str) -> str:
+    return f"*From `{path.relative_to(ROOT).as_posix()}`, written by `{command}`.*"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(payload: dict) -> str:
+    """The machine's load average as the benchmark recorded it (before, after)."""
+    values = payload.get("load_average_1min")
+    if not values:
+        return "load not recorded"
+    return "load average " + " → ".join(f"{v:.1f}" for v in values)
+
+
+# -- the tables ----------------------------------------------------------------------------------------
+def presets() -> str:
+    """Every shipped preset at the paper's scale and what its `cpu` scale changes."""
+    from foolbench.presets import ATTACKS_DIR, load_preset
+
+    rows = []
+    for path in sorted(ATTACKS_DIR.glob("*.toml")):
+        full, cpu = load_preset(path.stem, "full"), load_preset(path.stem, "cpu")
+        rows.append([f"`{path.stem}`", describe(full), changes(full, cpu)])
+    caption = "*From `attacks/*.toml`; `tests/test_paper_settings.py` pins them to the paper.*"
+    header = ["preset", "the paper's settings", "`cpu` scale (2 cores)"]
+    return f"{caption}\n\n{table(header, rows)}"
+
+
+def _classes(spec) -> str:
+    return "all classes" if spec == "all" else f"{len(spec)} classes"
+
+
+def _crop(crop) -> list[str]:
+    return {"ten": ["10 crops"], "center": ["centre crop"]}.get(crop, [])
+
+
+def describe(preset) -> str:
+    """A preset's settings in a line: images, budget, classes, evaluation, operators."""
+    s, g = preset.search, preset.gradient
+    if preset.method == "gradient":
+        parts = [preset.attack["model"], f"{g['steps']} steps from noise", _classes(s["classes"])]
+        if g.get("decay"):
+            parts.append(f"L2 decay {g['decay']:g}")
+        if g.get("blur_every"):
+            every = "every step" if g["blur_every"] == 1 else f"every {g['blur_every']} steps"
+            parts.append(f"blur radius {g['blur_radius']:g} {every}")
+        if g.get("l1_percentile"):
+            parts.append(f"pseudo-L1 at the {g['l1_percentile']:g}th percentile")
+        return ", ".join(parts + _crop(preset.evaluation.get("crop")))
+    options = dict(preset.encoding)
+    kind = options.pop("type")
+    from foolbench.encodings import make_encoding
+
+    o = make_encoding(kind, **options).options
+    colour = (
+        "grey" if o["channels"] == 1 else ("HLS" if kind == "cppn" or o.get("colour") == "hls" else "RGB")
+    )
+    parts = [
+        f"{o['resolution']}x{o['resolution']} {colour}{' CPPN' if kind == 'cppn' else ''}",
+        f"batch {s['batch']}",
+        f"{s['generations']} generations",
+        _classes(s["classes"]),
+        *_crop(preset.evaluation.get("crop")),
+    ]
+    if kind == "direct":
+        halving = f" halving every {o['rate_halving']}" if o["rate_halving"] else ""
+        parts.append(f"polynomial mutation rate {o['mutation_rate']:g}{halving}")
+    else:
+        parts.append(f"at most {o['max_hidden']} hidden nodes")
+    return ", ".join(parts)
+
+
+def changes(full, cpu) -> str:
+    """What the cpu scale sets differently, or 'same'."""
+    parts = []
+    for section, key, fmt in (
+        ("search", "classes", _classes),
+        ("search", "batch", lambda v: f"batch {v}"),
+        ("search", "generations", lambda v: f"{v} generations"),
+        ("gradient", "steps", lambda v: f"{v} steps"),
+    ):
+        new = getattr(cpu, section).get(key)
+        if new != getattr(full, section).get(key) and not (
+            section == "search" and key == "generations" and cpu.gradient
+        ):
+            parts.append(fmt(new))
+    if cpu.evaluation.get("crop") != full.evaluation.get("crop"):
+        parts += _crop(cpu.evaluation.get("crop"))
+    return ", ".join(parts) or "same"
+
+
+def leaderboard() -> str:
+    from foolbench.report.leaderboard import ranked, read_leaderboard
+
+    rows = ranked(read_leaderboard(LEADERBOARD))
+    body = [
+        [
+            r.suite,
+            r.rank,
+            r.name,
+            pct(r.fooling_score),
+            pct(r.cppn_median),
+            pct(r.direct_median),
+            f"{pct(r.gradient_median)} ({r.gradient_classes_at_99:g})",
+            pct(r.baseline_median),
+            f"{r.fooling_auroc:.2f}",
+        ]
+        for r in rows.itertuples()
+    ]
+    dates = "; ".join(
+        f"{suite} rows (protocol {protocol}) on {', '.join(sorted(group['date'].unique()))}"
+        for (suite, protocol), group in rows.groupby(["suite", "protocol"])
+    )
+    header = [
+        "suite",
+        "rank",
+        "model",
+        "fooling score",
+        "CPPN median",
+        "direct median",
+        "gradient median (classes ≥ 99 %)",
+        "real-image median",
+        "fooling-vs-real AUROC",
+    ]
+    caption = f"{source(LEADERBOARD, 'foolbench score --model NAME')} Scored: {dates}."
+    return f"{caption}\n\n{table(header, body)}"
+
+
+def paper() -> str:
+    path = PAPER / "ours_vs_the_paper.csv"
+    df = pd.read_csv(path, keep_default_na=False).drop(columns=["outputs"])
+    return f"{source(path, 'foolbench paper --scale cpu --out reports/paper')}\n\n" + table(
+        list(df.columns), df.values.tolist()
+    )
+
+
+REACH_PAPER = {  # PAPER.md, "Results to reproduce", and the paper's Fig. 4
+    "mnist-direct": "every class ≥ 99.99 % after 200 generations in each of 5 runs (Fig. 4); median 99.99 % by 200",
+    "mnist-cppn": "median 99.99 % by 200 generations",
+}
+
+
+def reach() -> str:
+    path = RESULTS / "reach.json"
+    data = read_json(path)
+    rows = []
+    for attack, paper_says in REACH_PAPER.items():
+        runs = {k.split("/")[1]: v for k, v in data["runs"].items() if k.startswith(f"{attack}/")}
+        seeds = sorted(int(s[1:]) for s in runs)
+        at200 = [r["at_generation_200"]["classes_at_9999"] for r in runs.values()]
+        first = [r["first_generation"] for r in runs.values()]
+        all_first = [f["all_9999"] for f in first if "all_9999" in f]
+        median_first = [f["median_9999"] for f in first if "median_9999" in f]
+        result = (
+            "all 10 classes ≥ 99.99 % at generation 200 for every seed"
+            if min(at200) == 10
+            else f"{span(at200)} of 10 classes ≥ 99.99 % at generation 200"
+        )
+        if len(all_first) == len(first):
+            result += f"; every class ≥ 99.99 % first at generation {span(all_first)}"
+        if len(median_first) == len(first):
+            result += f"; median ≥ 99.99 % from generation {span(median_first)}"
+            if max(median_first) == 0:
+                result += " (the random initial population)"
+        model = f"{data['model']} ({data['accuracy'] * 100:.1f} % held-out)"
+        budget = f"batches of {data['batch']}, generation 200 (searched to {data['search_limit']}), seeds {seeds[0]}–{seeds[-1]}"
+        rows.append([f"`{attack}`", model, budget, result, paper_says])
+    header = ["preset", "model", "budget", "result", "the paper"]
+    return f"{source(path, 'python benchmarks/reach.py')}\n\n{table(header, rows)}"
+
+
+def imagenet_classes() -> str:
+    """The best classes of the ImageNet CPPN runs of the paper report, and the ensemble's members."""
+    path = PAPER / "classes.csv"
+    df = pd.read_csv(path)
+    rows = []
+    for run in ("imagenet-cppn", "imagenet-cppn-ensemble"):
+        got = df[df["run"] == run].sort_values("confidence", ascending=False)
+        members = [c for c in got.columns if c.startswith("confidence_") and got[c].notna().all()]
+        for _, r in got.head(2).iterrows():
+            each = " / ".join(pct(r[c]) for c in members) if members else "–"
+            rows.append([run, r["model"], r["label"], pct(r["confidence"]), each, r["top1_label"]])
+    header = ["run", "model", "class", "confidence", "on each member", "top-1 label"]
+    return f"{source(path, 'foolbench paper --scale cpu --out reports/paper')}\n\n{table(header, rows)}"
+
+
+TRANSFERS = [  # (experiment folder, dataset, label)
+    ("transfer-seeds", "mnist", "LeNet seed twins"),
+    ("transfer-arch", "mnist", "LeNet and MLP"),
+    ("transfer-arch", "imagenet", "EfficientNet-Lite0 and -Lite2"),
+]
+
+
+def transfer() -> str:
+    rows = []
+    for experiment, dataset, label in TRANSFERS:
+        folder = PAPER / "work" / experiment / "transfer" / dataset
+        for encoding in sorted(p.name for p in folder.iterdir() if p.name != "all"):
+            df = pd.read_csv(folder / encoding / "transfer.csv")
+            own, cross = df[df.source == df.target], df[df.source != df.target]
+            if label.startswith("LeNet seed"):
+                rows.append(
+                    [
+                        label,
+                        encoding,
+                        "each → each other",
+                        span(own.fraction_at_99, share),
+                        span(cross.fraction_at_99, share),
+                        span(cross.median_confidence, pct),
+                    ]
+                )
+                continue
+            for r in cross.itertuples():
+                mine = own[own.source == r.source].fraction_at_99.iloc[0]
+                rows.append(
+                    [
+                        label,
+                        encoding,
+                        f"{r.source} → {r.target}",
+                        share(mine),
+                        share(r.fraction_at_99),
+                        pct(r.median_confidence),
+                    ]
+                )
+    header = [
+        "models",
+        "champions",
+        "evolved on → scored on",
+        "≥ 99 % on their own model",
+        "≥ 99 % on the other model",
+        "median on the other model",
+    ]
+    files = "reports/paper/work/transfer-*/transfer/*/*/transfer.csv"
+    caption = f"*From `{files}`, written by `foolbench paper --scale cpu --out reports/paper`.*"
+    return f"{caption}\n\n{table(header, rows)}"
+
+
+def baselines() -> str:
+    path = PAPER / "baselines.csv"
+    df = pd.read_csv(path)
+    rows = []
+    for r in df.itertuples():
+        known = not pd.isna(r.median_confidence_correct)
+        rows.append(
+            [
+                r.model,
+                f"{r.images:,} ({r.data})",
+                pct(r.median_confidence),
+                f"{pct(r.median_confidence_correct)} / {pct(r.median_confidence_wrong)}"
+                if known
+                else "no labels",
+                pct(r.median_fooling_confidence),
+                f"{r.auroc:.3f}",
+                share(r.fpr_at_95_tpr),
+            ]
+        )
+    header = [
+        "model",
+        "real images",
+        "median top-1",
+        "right / wrong",
+        "median of its fooling images",
+        "fooling-vs-real AUROC",
+        "fooling images accepted at 95 % TPR",
+    ]
+    return f"{source(path, 'foolbench paper --scale cpu --out reports/paper')}\n\n{table(header, rows)}"
+
+
+def inference() -> str:
+    path = RESULTS / "inference.json"
+    data = read_json(path)
+    rows = [
+        [
+            c["model"],
+            c["batch"],
+            number(c["onnxruntime_images_per_second"]),
+            number(c["pytorch_images_per_second"]),
+            c.get("pytorch_memory_format", "nchw"),
+            f"{c['onnxruntime_over_pytorch']:.2f}x",
+        ]
+        for c in data["cases"].values()
+    ]
+    header = ["model", "batch", "onnxruntime img/s", "PyTorch eager img/s", "eager memory format", "ratio"]
+    settings = (
+        f"{data['threads']} thread{'s' if data['threads'] > 1 else ''} each, allocator: {data['allocator']}"
+        if "threads" in data
+        else "threads and allocator not recorded"
+    )
+    caption = (
+        f"{source(path, 'python benchmarks/inference.py')} Measured {data['date']}, {settings}, {load(data)}."
+    )
+    return f"{caption}\n\n{table(header, rows)}"
+
+
+OVERHEAD_CASES = {
+    "lenet-direct": "LeNet, direct",
+    "lenet-cppn": "LeNet, CPPN",
+    "lite0-cppn": "EfficientNet-Lite0, CPPN 256x256 HLS",
+}
+
+
+def overhead() -> str:
+    path = RESULTS / "overhead.json"
+    data = read_json(path)
+    rows = []
+    for key, case in data["cases"].items():
+        stages = {k: v for k, v in case["stages_ms"].items() if k != "score"}
+        rest = ", ".join(f"{k} {v:g}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        rows.append(
+            [
+                OVERHEAD_CASES.get(key, key),
+                case["batch"],
+                number(case["bare_images_per_second"]),
+                number(case["attack_evaluations_per_second"]),
+                f"{case['ratio']:.2f}",
+                f"{case['stages_ms']['score']:g}",
+                rest,
+            ]
+        )
+    header = [
+        "case",
+        "batch",
+        "bare img/s",
+        "attack eval/s",
+        "ratio",
+        "score (ms)",
+        "the rest of a generation (ms)",
+    ]
+    caption = f"{source(path, 'python benchmarks/overhead.py')} Measured {data['date']}, {load(data)}."
+    return f"{caption}\n\n{table(header, rows)}"
+
+
+def peer_pyribs() -> str:
+    path = RESULTS / "peer_pyribs.json"
+    data = read_json(path)
+    rows = [
+        [
+            r["seed"],
+            r["foolbench"]["classes_at_9999"],
+            f"{r['foolbench']['wall_seconds']:.1f}",
+            r["pyribs"]["classes_at_9999"],
+            f"{r['pyribs']['sum_best_confidence']:.2f}",
+            f"{r['pyribs']['wall_seconds']:.1f}",
+        ]
+        for r in data["runs"]
+    ]
+    header = [
+        "seed",
+        "foolbench: classes ≥ 99.99 %",
+        "seconds",
+        "pyribs: classes ≥ 99.99 %",
+        "sum of best",
+        "seconds",
+    ]
+    caption = f"{source(path, 'python benchmarks/peer_pyribs.py')} {data['evaluations']:,} evaluations on {data['model']}."
+    return f"{caption}\n\n{table(header, rows)}"
+
+
+def cppn_size() -> str:
+    path = RESULTS / "cppn_size.json"
+    data = read_json(path)
+    rows = []
+    for key, run in data["runs"].items():
+        attack, scale, seed = key.split("/")
+        last = run["by_generation"][-1]
+        peak = max(row["max"] for row in run["by_generation"])
+        worst = max(row["share_at_cap"] for row in run["by_generation"])
+        rows.append(
+            [
+                f"`{attack}` ({scale}), {seed}",
+                run["model"],
+                run["generations"],
+                f"{last['median']:g} / {last['mean']:g} / {last['max']}",
+                peak,
+                run["max_hidden"],
+                share(worst),
+            ]
+        )
+    header = [
+        "run",
+        "model",
+        "generations",
+        "hidden nodes of the champions at the end: median / mean / max",
+        "most at any point",
+        "cap",
+        "cells whose champion is full",
+    ]
+    return f"{source(path, 'python benchmarks/cppn_size.py')}\n\n{table(header, rows)}"
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "presets": presets,
+    "leaderboard": leaderboard,
+    "paper": paper,
+    "reach": reach,
+    "imagenet-classes": imagenet_classes,
+    "transfer": transfer,
+    "baselines": baselines,
+    "inference": inference,
+    "overhead": overhead,
+    "peer-pyribs": peer_pyribs,
+    "cppn-size": cppn_size,
+}
+
+
+# -- the README -------------------------------------------------------------------------------------------
+def rewrite(text: str) -> str:
+    """`text` with every figures block replaced by what its files say now."""
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise SystemExit(f"README.md: unknown figures block '{name}'; known: {', '.join(BLOCKS)}")
+        return f"{match[1]}{BLOCKS[name]()}\n{match[4]}"
+
+    return BLOCK.sub(fill, text)
+
+
+def main(check: bool) -> int:
+    text = README.read_text(encoding="utf-8")
+    new = rewrite(text)
+    if check:
+        if new != text:
+            print("README.md is out of date: run python benchmarks/readme_figures.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new, encoding="utf-8")
+    print(f"wrote {len(BLOCK.findall(new))} tables into {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--check" in sys.argv))

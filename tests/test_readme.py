@@ -1,0 +1,228 @@
+"""The README (and the figures quoted in the presets) says what the committed files say.
+
+Two kinds of check. The tables of measured figures are written by `benchmarks/readme_figures.py`
+from the results files (each table names its file), and the README must equal what that script
+writes now: a regenerated result without a regenerated README fails here, and the fix is to run the
+script. The figures and claims in the prose are checked one by one below against the same files
+(or the test constants they describe); each failure says what the file gives now.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PROSE = re.sub(r"\s+", " ", README)  # line breaks in the prose do not matter
+RESULTS = ROOT / "benchmarks" / "results"
+PAPER = ROOT / "reports" / "paper"
+
+
+def figures_script():
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIGURES = figures_script()
+pct, share = FIGURES.pct, FIGURES.share
+
+
+def says(text: str) -> None:
+    """The README says `text` (up to line breaks)."""
+    assert text in PROSE, f"README.md should say {text!r} (from the committed files); update the prose"
+
+
+# -- the generated tables ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(FIGURES.BLOCKS))
+def test_each_table_is_what_its_file_says_now(name):
+    blocks = {m["name"]: m["body"] for m in FIGURES.BLOCK.finditer(README)}
+    assert name in blocks, f"README.md has no '<!-- figures: {name} -->' block"
+    assert blocks[name] == FIGURES.BLOCKS[name]() + "\n", (
+        f"the {name} table differs from its results file: run python benchmarks/readme_figures.py"
+    )
+
+
+def test_every_table_names_an_existing_file():
+    for match in FIGURES.BLOCK.finditer(README):
+        named = re.match(r"\*From `([^`]+)`", match["body"])
+        assert named, f"the {match['name']} table does not open with the file it comes from"
+        assert list(ROOT.glob(named[1])), f"{named[1]} (the {match['name']} table's source) does not exist"
+
+
+def test_measured_figures_are_only_in_generated_tables():
+    """No hand-written table in the measured part of the README: each one comes from a file."""
+    measured = README[README.index("## Measured on this machine") : README.index("## Reliability")]
+    outside = FIGURES.BLOCK.sub("", measured)
+    rows = [line for line in outside.splitlines() if line.startswith("|")]
+    assert not rows, f"a table outside a figures block: {rows[0]}"
+
+
+def test_the_check_mode_agrees(capsys):
+    assert FIGURES.main(check=True) == 0
+
+
+# -- figures and claims in the prose ------------------------------------------------------------------
+def runs() -> pd.DataFrame:
+    return pd.read_csv(PAPER / "runs.csv").set_index("run")
+
+
+def test_paper_reading():
+    r = runs()
+    mnist = r.loc[["mnist-direct", "mnist-cppn"]]
+    assert (mnist["classes_at_9999"] == 10).all() and (mnist["generations"] <= 200).all()
+    says("by both encodings every digit has an image at ≥ 99.99 % within 200 generations")
+    defence = pd.read_csv(PAPER / "defence_defence-mnist.csv")
+    assert (defence["median_confidence"] >= 0.9999).all() and (defence["fooled_share"] == 0).all()
+    says(
+        f"stays ≥ 99.99 % in each of {defence['iteration'].max()} iterations, none of them put in the fooling"
+    )
+    lenet = pd.read_csv(PAPER / "baselines.csv").set_index("model").loc["lenet-mnist"]
+    says(f"Our LeNet is sure of real digits too (median {pct(lenet.median_confidence)})")
+    says(f"(fooling-vs-real AUROC {lenet.auroc:.2f})")
+    cppn, direct, gradient = r.loc["imagenet-cppn"], r.loc["imagenet-direct"], r.loc["gradient-imagenet"]
+    says(f"our budget is {cppn.evaluations:,} evaluations on {cppn.classes} classes")
+    says(f"{round(400 * 5001 / cppn.evaluations)} times smaller than the paper's")
+    says(f"evolutionary medians ({pct(cppn.median_confidence)} CPPN, {pct(direct.median_confidence)} direct)")
+    says("far from its 88.11 % and 21.59 %")  # PAPER.md
+    assert gradient.classes_at_9999 == gradient.classes
+    says(f"takes all {gradient.classes} classes to ≥ 99.99 % within {gradient.generations} steps")
+
+
+def test_leaderboard_prose():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    colour = board[board["suite"] == "colour"]
+    assert (colour["gradient_median"] >= 0.9999).all()
+    says("gradient ascent takes their median target class to 99.99 %")
+    protocol = (ROOT / "attacks" / "protocols" / "v1.toml").read_text()
+    budget = sum(int(v) for v in re.findall(r"evaluations = (\d+)", protocol.split("[suite.colour]")[1]))
+    says(
+        f"the black-box budget of {budget:,} evaluations, which is {round(400 * 5001 / budget)} times smaller"
+    )
+
+
+def test_paper_scale_estimate():
+    lite0 = json.loads((RESULTS / "overhead.json").read_text())["cases"]["lite0-cppn"]
+    rate = lite0["bare_images_per_second"]
+    passes = (400 * 5001 + 200 * 5010) * 10
+    assert round(passes / 1e6) == 30
+    says(f"At the bare model's {rate:.0f} img/s on 2 CPU cores (the overhead table")
+    says(f"one paper seed would take about {passes / rate / 3600:.0f} hours")
+    gpu = 4000  # the stated assumption: crops per second on one GPU
+    cppn, direct = 400 * 5001 * 10 / gpu / 3600, 200 * 5010 * 10 / gpu / 3600
+    says(f"about {cppn + direct:.1f} GPU-hours (CPPN {cppn:.1f} h, direct {direct:.1f} h)")
+
+
+def test_inference_settings_prose():
+    data = json.loads((RESULTS / "inference.json").read_text())
+    assert data["allocator"] == "glibc, freed memory reused"
+    assert all("pytorch_memory_format" in case for case in data["cases"].values())
+    says(
+        "eager PyTorch in inference mode and in its faster memory format, and glibc told to reuse freed memory"
+    )
+    assert data["threads"] == 1, "README says the table was measured with one thread each"
+    says("Measured with one thread each")
+
+
+def test_cppn_cap_prose():
+    from foolbench.encodings import make_encoding
+    from foolbench.presets import load_preset
+
+    caps = set()
+    for name in ("mnist-cppn", "imagenet-cppn"):
+        options = dict(load_preset(name).encoding)
+        caps.add(make_encoding(options.pop("type"), **options).options["max_hidden"])
+    (cap,) = caps
+    says(f"a CPPN holds at most `max_hidden` = {cap} hidden nodes")
+    size = json.loads((RESULTS / "cppn_size.json").read_text())
+    peaks = [max(row["max"] for row in run["by_generation"]) for run in size["runs"].values()]
+    assert max(peaks) <= cap / 2, f"README says champions stay far below the cap; they reach {max(peaks)}"
+    says("Champions stay far below the cap at the budgets measured")
+    # the preset files quote the same measurement
+    peak = {
+        key.split("/")[0]: max(row["max"] for row in run["by_generation"])
+        for key, run in size["runs"].items()
+    }
+    generations = {key.split("/")[0]: run["generations"] for key, run in size["runs"].items()}
+    quoted = (
+        f"at most {peak['mnist-cppn']} hidden nodes after mnist-cppn's {generations['mnist-cppn']} "
+        f"generations, {peak['imagenet-cppn']} after {generations['imagenet-cppn']} generations of "
+        "imagenet-cppn's cpu scale"
+    )
+    for name in ("mnist-cppn", "imagenet-cppn"):
+        comment = " ".join(
+            line.lstrip("# ") for line in (ROOT / "attacks" / f"{name}.toml").read_text().splitlines()
+        )
+        assert quoted in comment, f"attacks/{name}.toml should say {quoted!r}"
+
+
+def test_lenet_accuracy_prose():
+    reach = json.loads((RESULTS / "reach.json").read_text())
+    says(f"fits the digits better ({reach['accuracy'] * 100:.1f} % held-out)")
+
+
+def transfers(experiment: str, dataset: str) -> dict[str, pd.DataFrame]:
+    folder = PAPER / "work" / experiment / "transfer" / dataset
+    return {p.name: pd.read_csv(p / "transfer.csv") for p in folder.iterdir() if p.name != "all"}
+
+
+def test_transfer_claims():
+    for encoding, df in transfers("transfer-seeds", "mnist").items():
+        cross = df[df.source != df.target]
+        assert cross.fraction_at_99.mean() > 0.5, f"README: most seed-twin champions transfer ({encoding})"
+    says("Most champions evolved on one LeNet fool its seed twins at ≥ 99 % too")
+    for encoding, df in transfers("transfer-arch", "mnist").items():
+        at = df.set_index(["source", "target"]).fraction_at_99
+        assert at["mlp-mnist", "lenet-mnist"] > at["lenet-mnist", "mlp-mnist"], encoding
+    says("the MLP's champions fool LeNet more often than LeNet's fool the MLP, for both encodings")
+    for df in transfers("transfer-arch", "imagenet").values():
+        assert (df.fraction_at_99 == 0).all()
+    says("The EfficientNets' champions, far from 99 % on their own model at this budget, reach it on neither")
+
+
+def test_baseline_claims():
+    lenet = pd.read_csv(PAPER / "baselines.csv").set_index("model").loc["lenet-mnist"]
+    assert lenet.auroc < 0.5 and lenet.fpr_at_95_tpr == 1.0
+    says("(AUROC below 0.5; at the threshold that keeps 95 % of real digits every fooling image is accepted)")
+
+
+def test_overhead_claims():
+    cases = json.loads((RESULTS / "overhead.json").read_text())["cases"]
+    ratios = {key: case["ratio"] for key, case in cases.items()}
+    assert len(ratios) == 3 and max(ratios.values()) < 0.9
+    says("The 0.9 target is met in none of the three cases.")
+    assert max(ratios, key=ratios.get) == "lenet-direct"
+    says("LeNet direct comes closest")
+
+
+def test_reliability_numbers_are_the_tests():
+    import hypothesis
+    import test_faults
+    import test_fuzz
+    import test_leaderboard
+
+    kills = test_faults.KILLS_PER_ATTACK
+    attacks = test_faults.test_repeated_kill_9_never_loses_the_run.pytestmark
+    attacks = next(m.args[1] for m in attacks if m.name == "parametrize")
+    says(f"SIGKILLs a run {kills} times per attack (direct and CPPN)")
+    says(f"{kills * len(attacks)} SIGKILLs across direct and CPPN runs")
+    properties = [f for name, f in vars(test_fuzz).items() if name.startswith("test_")]
+    properties = [f for f in properties if hypothesis.is_hypothesis_test(f)]
+    cases = test_fuzz.CASES
+    says(f"{cases} cases for each of {len(properties)} properties")
+    says(f"{cases * len(properties):,} fuzz cases ({len(properties)} × {cases})")
+    says(f"{test_leaderboard.WRITERS} processes appending {test_leaderboard.ROWS} leaderboard rows each")
+
+
+def test_pct_rounds_down_as_the_reports_do():
+    assert pct(0.99995) == "99.99 %" and pct(1.0) == "100.00 %" and pct(0.0210742) == "2.10 %"
+    assert math.isclose(float(pct(0.5).split()[0]), 50.0)
+    assert share(0.65) == "65 %" and FIGURES.span([0.6, 0.9], share) == "60–90 %"
