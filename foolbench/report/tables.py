@@ -251,8 +251,9 @@ def _long(text: str) -> str:
     return ' class="long"' if len(text) > 30 else ""
 
 
-def to_html(df: pd.DataFrame) -> str:
-    """An HTML table; every header and cell is escaped, numbers are right-aligned."""
+def to_html(df: pd.DataFrame, cells: list[list[str]] | None = None) -> str:
+    """An HTML table; every header and cell is escaped, numbers are right-aligned. `cells` are the
+    texts to show, where a caller formats them its own way (default: `formatted(df)`)."""
     numeric = numeric_columns(df)
     cls = [' class="num"' if c in numeric else "" for c in df.columns]
     head = "".join(f"<th{k}>{escape(_nobreak(header(c)))}</th>" for c, k in zip(df.columns, cls, strict=True))
@@ -260,7 +261,7 @@ def to_html(df: pd.DataFrame) -> str:
         "<tr>"
         + "".join(f"<td{k or _long(v)}>{escape(v)}</td>" for v, k in zip(row, cls, strict=True))
         + "</tr>\n"
-        for row in formatted(df)
+        for row in (formatted(df) if cells is None else cells)
     )
     return (
         f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>'
