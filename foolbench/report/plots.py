@@ -86,7 +86,11 @@ def headline_chart(lines: Sequence[Line], path: Path) -> None:
             else:
                 ax.barh(i + 0.19, paper, height=0.36, color=PAPER_COLOUR)
                 ax.text(paper + 0.01, i + 0.19, percent(paper), va="center", fontsize=8, color="#495057")
-        labels = [_wrap(line.experiment, 34) for line in lines]
+        names = [line.experiment for line in lines]
+        labels = [  # the model too where one experiment has several lines (a user's models side by side)
+            _wrap(line.experiment + (f" · {line.model}" if names.count(line.experiment) > 1 else ""), 34)
+            for line in lines
+        ]
         labels = [
             label if line.measure == MEDIAN else f"{label}\n({line.measure})"
             for label, line in zip(labels, lines, strict=True)

@@ -1,13 +1,18 @@
 """`write_report`: run directories (and transfer, defence, baseline folders) in, a report folder out.
 
 OUT/
-  index.html                     everything below on one self-contained page
+  index.html                     everything below on one self-contained page, headline first
+  headline.csv, headline.md      one line per experiment: ours, the paper's, budgets, verdict (headline.py)
   runs.csv, runs.md              one row per run (its summary.json)
   classes.csv, classes.md        one row per run x class (its results.csv)
   transfer_<key>.csv/.md         each transfer folder's table;  defence_<key>.csv/.md;  baselines.csv/.md
-  <lead>.csv/.md                 tables a caller puts first (the `paper` command's comparison)
-  plots/*.png, galleries/*.png   curves, distribution, heatmaps, defence; one champion grid per run
+  plots/*.png                    the headline's bar pairs, one small-multiples plot per section,
+                                 transfer heatmaps, defence iterations
+  galleries/*.png                champion grids (a section's, a run's, the champions that transfer)
   report.json                    what was read and written
+
+The page: the headline (table, verdict rule, bar pairs), the sections in the paper's order (see
+sections.py), then every run folded under "All runs".
 
 All inputs are read and checked before the first file is written, every file is written atomically
 and index.html last, so a bad input leaves OUT untouched and a killed report never leaves a
@@ -38,19 +43,15 @@ from foolbench.report.sections import (
     transfer_title,
 )
 
-RUNS_HIDDEN = (
-    "run",
-    "path",
-    "generations",
-    "evaluations_to_first_99",
-    "nonfinite_scores",
-)  # in CSV, not on the page
 OPEN_CLASSES = 20  # per-class tables up to this long are shown open, longer ones folded
 GALLERY_COLUMNS = 10  # 10 tiles of 108 px: one row for MNIST's digits, within the page's 1130 px
 GALLERY_TILE = 108
 SECTION_GALLERY = 20  # champions a section shows per group; a run's full gallery is under "All runs"
 TRANSFER_GALLERY = 10
-PANELS = "One panel per attack and model: a thin line per seed, their median bold, and the paper's figure at its budget (◆)."
+PANELS = (
+    "One panel per attack and model: a thin line per seed, their median bold, and the paper's figure "
+    "at its budget (◆)."
+)
 
 
 def write_report(
@@ -87,11 +88,6 @@ def write_report(
     index = writer.page(title, _subtitle(inputs), parts)
     writer.finish(inputs)
     return index
-
-
-def _short(path: Path) -> str:
-    """A folder by its last two names: transfer folders are often called all/, direct/, cppn/."""
-    return "/".join(path.resolve().parts[-2:])
 
 
 def _subtitle(inputs: Inputs) -> str:
