@@ -114,8 +114,8 @@ def headline_chart(lines: Sequence[Line], path: Path) -> None:
 def panels(groups: Sequence, path: Path, references: Sequence | None = None) -> None:
     """Small multiples: one panel per group (an attack on a model), a thin line per seed and their
     median bold, on a logit confidence axis (so 99% and 99.99% are apart) and a log evaluation axis
-    where the budget spans two orders of magnitude. Where the paper's figure has a budget in the same
-    unit, it is marked, so that the gap between the two budgets is seen, not read."""
+    where the budget spans two orders of magnitude. Where the paper's figure is a median confidence with
+    a budget in the same unit, it is marked, so that the gap between the two budgets is seen, not read."""
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     columns = min(len(groups), 3)
@@ -135,13 +135,12 @@ def panels(groups: Sequence, path: Path, references: Sequence | None = None) -> 
                 x, yv, linewidth=2.2, color="#1f77b4", label="median of seeds" if len(curves) > 1 else "ours"
             )
             unit = "steps" if steps else "evaluations"
-            if ref is not None and ref.value is not None and ref.budget and ref.unit == unit:
+            marked = ref is not None and ref.measure == MEDIAN and ref.value is not None and ref.unit == unit
+            if marked and ref.budget:
                 ax.plot(
                     [ref.budget], [ref.value], marker="D", color="#495057", linestyle="", label="the paper"
                 )
-            hi = max(
-                [x.max()] + ([ref.budget] if ref is not None and ref.budget and ref.unit == unit else [])
-            )
+            hi = max(x.max(), ref.budget if marked and ref.budget else 0)
             if hi / max(x.min(), 1) >= 100:
                 ax.set_xscale("log")
                 ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
