@@ -72,7 +72,7 @@ def arrange(inputs: Inputs) -> list[Section]:
     owners = [d.path for d in inputs.defences] + [t.root for t in inputs.transfers if t.root is not None]
     owned = [r for r in inputs.runs if _inside(r.path, owners)]
     for run in inputs.runs:
-        if run in owned:
+        if any(run is r for r in owned):
             continue
         key, title, kind = _run_section(run)
         section = sections.setdefault(key, Section(key, title, kind))
@@ -82,10 +82,12 @@ def arrange(inputs: Inputs) -> list[Section]:
         section.transfers = sorted(inputs.transfers, key=_transfer_rank)
     if inputs.defences:
         section = sections.setdefault("defence", Section("defence", "Retraining defence", "defence"))
-        section.defences = list(inputs.defences)
+        section.defences = sorted(inputs.defences, key=lambda d: (ORDER.get(_defence_facts(d)[1], 1), d.key))
     if inputs.baselines:
         section = sections.setdefault("baseline", Section("baseline", "Real-image baseline", "baseline"))
-        section.baselines = list(inputs.baselines)
+        section.baselines = sorted(
+            inputs.baselines, key=lambda b: (ORDER.get(str(b.result.get("data")), 1), b.key)
+        )
     for run in owned:
         key = "defence" if _inside(run.path, [d.path for d in inputs.defences]) else "transfer"
         sections[key].owned.append(run)

@@ -205,7 +205,7 @@ def _transfer_champions(t: Transfer, runs: list[Run]) -> tuple[list, list]:
             continue  # the source run was not given to the report
         channels = 1 if run.gallery and run.gallery[0].shape[0] == 1 else 3
         images.append(load_png(run.path / str(row.file), channels))
-        captions.append(f"{row.label} {percent(row.confidence)}\n{row.source} → {row.target}")
+        captions.append(f"{percent(row.confidence)} {row.label}\n{row.target}")
     return images, captions
 
 
@@ -218,7 +218,8 @@ def _transfer_gallery(t: Transfer, writer: _Writer) -> str:
     return html.figure(
         png,
         f"champions that transfer: {t.key}",
-        "The champions that fool another model most: label and confidence there, source → target model.",
+        "The champions that fool another model most. Under each: its confidence and class on that model, "
+        "and that model's name (not the one the image was evolved on).",
     )
 
 
