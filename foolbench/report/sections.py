@@ -236,12 +236,19 @@ def transfer_line(t: Transfer, runs: list[Run]) -> Line | None:
 
 def find_run(path: str, runs: list[Run]) -> Run | None:
     """The collected run that a path written by another command names. Paths are stored as given
-    (often relative to where that command ran), so they are matched by their last three names."""
-    tail = Path(path).parts[-3:]
+    (often relative to where that command ran), so the run sharing the longest tail of names wins:
+    transfer-seeds/runs/mnist/X and transfer-arch/runs/mnist/X are different runs."""
+    wanted = Path(path).parts[::-1]
+    best, depth = None, 0
     for run in runs:
-        if run.path.resolve().parts[-len(tail) :] == tail:
-            return run
-    return None
+        have = run.path.resolve().parts[::-1]
+        n = next(
+            (i for i, (a, b) in enumerate(zip(wanted, have, strict=False)) if a != b),
+            min(len(wanted), len(have)),
+        )
+        if n > depth:
+            best, depth = run, n
+    return best
 
 
 def _defence_facts(d: Defence) -> tuple[str, str]:
