@@ -95,6 +95,9 @@ def arrange(inputs: Inputs) -> list[Section]:
     for section in ordered:
         for group in section.groups:
             group.runs.sort(key=lambda r: (r.seed if isinstance(r.seed, int) else 0, r.key))
+        section.groups.sort(  # MNIST first, single models before ensembles, then by name
+            key=lambda g: (ORDER.get(g.first.dataset, 1), g.first.ensemble, g.first.attack, g.first.model)
+        )
         section.lines = _lines(section, inputs.runs)
     return ordered
 
@@ -124,7 +127,8 @@ def _add_to_group(section: Section, run: Run) -> None:
         if group.first.attack == run.attack and group.first.model == run.model:
             group.runs.append(run)
             return
-    section.groups.append(Group(f"{section.key}-{len(section.groups)}", f"{run.model} · {run.attack}", [run]))
+    title = f"{run.model.replace('+', ' + ')} · {run.attack}"  # an ensemble's members may wrap
+    section.groups.append(Group(f"{section.key}-{len(section.groups)}", title, [run]))
 
 
 # -- headline lines --------------------------------------------------------------------------------
