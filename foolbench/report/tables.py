@@ -323,10 +323,10 @@ def headline_markdown(records: pd.DataFrame) -> str:
         rows.append(
             {
                 "experiment": r["experiment"],
-                "ours": f"{_text(r['ours_text'])} ({r['model']})",
-                "the paper": f"{_text(r['paper_text']) or '–'} ({_text(r['paper_model']) or '–'})",
+                "ours": f"{_text(r['ours_text'])}; {r['model']}",
+                "the paper": f"{_text(r['paper_text']) or '–'}; {_text(r['paper_model']) or '–'}",
                 "budget: ours / paper": f"{ours_budget} / {paper_budget}",
-                "verdict": f"{r['verdict']} ({_text(r['why'])})",
+                "verdict": f"{r['verdict']} — {_text(r['why'])}",
             }
         )
     columns = ["experiment", "ours", "the paper", "budget: ours / paper", "verdict"]
