@@ -260,35 +260,36 @@ def _loop(
         _advance(bar, row)
         if search.generation % every == 0:
             _checkpoint(run_dir, search, metrics)
-    if bar is not None:
-        bar.close()
     if search.generation % every != 0:  # the last generation was not just checkpointed
         _checkpoint(run_dir, search, metrics)
-    finish_run(run_dir, search, manifest, metrics)
+    summary = finish_run(run_dir, search, manifest, metrics)
+    bar.close(_finished(summary))
     return run_dir
 
 
 def _progress_bar(budget: Budget, engine: Search, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+    """A bar on a terminal; elsewhere one line when the run ends (foolbench.progress)."""
+    from foolbench.progress import Progress
 
     if budget.generations is not None:
-        return tqdm(
-            total=budget.generations + 1, initial=engine.generation + 1, unit="gen", dynamic_ncols=True
-        )
-    return tqdm(total=budget.evaluations, initial=engine.evaluations, unit="eval", dynamic_ncols=True)
+        return Progress(budget.generations + 1, engine.generation + 1, "gen", enabled)
+    return Progress(budget.evaluations, engine.evaluations, "eval", enabled)
 
 
 def _advance(bar, row: dict) -> None:
-    if bar is None:
-        return
-    bar.update(1 if bar.unit == "gen" else row["evaluations"] - bar.n)
     rate = row["evaluations"] / max(row["seconds"], 1e-9)
-    bar.set_postfix_str(
+    bar.advance_to(
+        row["generation"] + 1 if bar.unit == "gen" else row["evaluations"],
         f"gen {row['generation']} | {rate:,.0f} eval/s | median {percent(row['median_confidence'])} "
         f"| best {percent(row['max_confidence'])} | >=99%: {row['classes_at_99']}",
-        refresh=False,
+    )
+
+
+def _finished(s: dict) -> str:
+    """The run in one line, for logs: what, on which model, how much, how long, how far."""
+    return (
+        f"foolbench: {s['attack']} on {s['model']}: {s['evaluations']:,} evaluations in {s['seconds']:.1f} s, "
+        f"median {percent(s['median_confidence'])}, {s['classes_at_99']} of {s['classes']} classes >= 99%"
     )
 
 

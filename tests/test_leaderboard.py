@@ -18,6 +18,7 @@ from conftest import export, tiny
 from foolbench.cli import main
 from foolbench.errors import FoolbenchError
 from foolbench.protocol import load_protocol, protocol_from_dict
+from foolbench.report.html import STYLE
 from foolbench.report.leaderboard import BASE_COLUMNS, TAIL_COLUMNS, ranked, read_leaderboard, render
 
 # A protocol small enough for tests: the v1 layout with budgets of a few hundred evaluations.
@@ -199,7 +200,10 @@ def test_two_models_are_ranked_and_rendered(scored, models, protocol, foolbench,
     assert [r[1] for r in rows] == [n.replace("|", "\\|") for n in order]
     out = tmp_path / "board.html"
     h = foolbench("leaderboard", "--format", "html", "--out", out, "--leaderboard", board)
-    assert h.returncode == 0 and "&lt;b&gt;|x" in out.read_text() and "<b>|x" not in out.read_text()
+    page = out.read_text()
+    assert h.returncode == 0 and "&lt;b&gt;|x" in page and "<b>|x" not in page
+    assert STYLE in page and "<script" not in page  # dressed as the report, self-contained
+    assert page.count("<table") == 2  # the ranking, and the model files and dates in a folded table
 
 
 def test_a_run_of_another_model_in_work_is_refused(scored, models, protocol, foolbench, tmp_path):

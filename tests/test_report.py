@@ -1,5 +1,6 @@
-"""`foolbench report` on tiny real runs: tables reproduce the runs' files, hostile labels are escaped
-and never name a file, bad inputs write nothing, and a real browser renders the page."""
+"""`foolbench report` on tiny real runs: the headline and tables reproduce the runs' files, hostile
+labels are escaped and never name a file, bad inputs write nothing, and a real browser renders the
+page headline first, with no table wider than a 1280 px window."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ from foolbench.experiments.baseline import baseline
 from foolbench.experiments.transfer import transfer
 from foolbench.models import ModelOptions
 from foolbench.report import write_report
+from foolbench.report.headline import (
+    NO_FIGURE,
+    NOT_REPRODUCED,
+    REFERENCES,
+    REPRODUCED,
+    REPRODUCED_SMALLER,
+    Line,
+    Reference,
+)
 from foolbench.runner import RunRequest, start_run
 from foolbench.text import percent
 
@@ -63,6 +73,11 @@ def results(tmp_path_factory) -> Path:
     baseline(str(model), "mnist", [root / "runs" / "plain"], root / "baseline")
     (root / "defence").mkdir()
     (root / "defence" / "defence.csv").write_text(DEFENCE)
+    settings = {
+        "settings": {"attack": "imagenet-cppn"},
+        "dataset": "imagenet",
+    }  # as `foolbench defend` writes
+    (root / "defence" / "defence.json").write_text(json.dumps(settings))
     return root
 
 
@@ -70,8 +85,7 @@ def results(tmp_path_factory) -> Path:
 def report(results, tmp_path_factory) -> SimpleNamespace:
     out = tmp_path_factory.mktemp("report") / "report"
     warnings = []
-    lead = pd.DataFrame({"statistic": ["median <i>"], "ours_confidence": [0.5], "paper_confidence": [0.9999]})
-    index = write_report([results], out, lead=[("Ours vs <the paper>", lead, "a & b")], warn=warnings.append)
+    index = write_report([results], out, note="a <note> & b", warn=warnings.append)
     return SimpleNamespace(out=out, index=index, html=index.read_text(encoding="utf-8"), warnings=warnings)
 
 
@@ -113,10 +127,9 @@ def test_classes_table_reproduces_results_csv(results, report):
     assert list(classes[classes["run"] == "evil"]["label"]) == LABELS
 
 
-def test_transfer_defence_baseline_and_lead_tables(results, report):
+def test_transfer_defence_baseline_tables(results, report):
     t = pd.read_csv(report.out / "transfer_transfer.csv")
     pd.testing.assert_frame_equal(t, pd.read_csv(results / "transfer" / "transfer.csv"))
-    assert len(list((report.out / "plots").glob("transfer_transfer_*.png"))) == 4
     d = pd.read_csv(report.out / "defence_defence.csv")
     assert "model_sha256" not in d and "model_path" not in d
     assert list(d["fooled_share"]) == [0.7, 0.4] and list(d["clean_accuracy"]) == [0.95, 0.94]
@@ -125,10 +138,82 @@ def test_transfer_defence_baseline_and_lead_tables(results, report):
     result = json.loads((results / "baseline" / "baseline.json").read_text())
     assert b["median_confidence"][0] == result["median_confidence"]
     assert b["auroc"][0] == result["fooling_vs_real"]["auroc"]
-    # the lead table comes first on the page and is written as CSV and Markdown too
-    assert report.html.index("Ours vs &lt;the paper&gt;") < report.html.index('id="runs"')
-    assert pd.read_csv(report.out / "ours_vs_the_paper.csv")["paper_confidence"][0] == 0.9999
-    assert "| median \\<i\\> | 50.00% | 99.99% |" in (report.out / "ours_vs_the_paper.md").read_text()
+
+
+# -- the headline --------------------------------------------------------------------------------------
+def test_headline_reproduces_the_files_it_reads(results, report):
+    lines = pd.read_csv(report.out / "headline.csv", keep_default_na=False, na_values=[""])
+    by = {r.experiment: r for r in lines.itertuples()}
+    for name, experiment, key in (
+        ("plain", "MNIST, direct encoding", ("mnist", "map-elites", "direct", False)),
+        ("evil", "MNIST, CPPN encoding", ("mnist", "map-elites", "cppn", False)),
+    ):
+        summary = json.loads((results / "runs" / name / "summary.json").read_text())
+        row = by[experiment]
+        assert row.ours == summary["median_confidence"] and row.budget == summary["evaluations"]
+        assert row.paper == REFERENCES[key].value and row.paper_budget == 40_200
+        close = abs(summary["median_confidence"] - 0.9999) <= 0.05
+        smaller = 40_200 / summary["evaluations"] >= 2  # 3 generations: far below the paper's 200
+        expected = (REPRODUCED_SMALLER if smaller else REPRODUCED) if close else NOT_REPRODUCED
+        assert row.verdict == expected, (row.verdict, row.why)
+    baseline = json.loads((results / "baseline" / "baseline.json").read_text())
+    row = by["Real-image baseline, MNIST digits"]
+    fooling = baseline["fooling_vs_real"]["median_fooling_confidence"]
+    assert row.ours == baseline["median_confidence"] and row.paper == 0.603
+    assert (row.verdict != NOT_REPRODUCED) == (fooling >= baseline["median_confidence"])
+    defence = by["Retraining defence, ImageNet (imagenet-cppn)"]  # the median falls from 90% to 60%
+    assert defence.ours == 0.6 and defence.paper == 0.117 and defence.budget == 800
+    assert defence.verdict == REPRODUCED_SMALLER  # the paper's effect with 800 of its 2.0 M evaluations
+    assert defence.why == "same way: confidence falls after retraining; 1/2,501 of the paper's budget"
+    assert len(lines) == 4  # one transfer table on one model has no other model to transfer to
+    md = (report.out / "headline.md").read_text()
+    assert "| MNIST, direct encoding |" in md and "40,200 evals" in md
+
+
+def test_the_page_opens_on_the_headline(report):
+    page = report.html
+    sections = re.findall(r'<section id="([^"]+)"', page)
+    assert sections[0] == "headline"
+    assert page.index('id="headline"') < page.index("<nav>") < page.index('id="mnist-direct"')
+    assert sections.index("mnist-direct") < sections.index("mnist-cppn") < sections.index("transfer")
+    assert sections[-1] == "runs"  # every run, folded, below the experiments
+    assert "a &lt;note&gt; &amp; b" in page
+    assert page.count("<details") > page.count('<details id="run-') >= 2
+    for anchor in re.findall(r'<a href="#([^"]+)"', page):
+        assert f'id="{anchor}"' in page, anchor
+
+
+def test_verdict_rule():
+    ref = Reference("median best confidence per class", 0.88, "88%", "AlexNet", 2_000_000)
+
+    def judge(ours, budget=2_000_000, effect=None, reference=ref):
+        line = Line(
+            "s", "e", "m", ours, f"{ours}", reference, budget, effect=effect, effect_text=("yes", "no")
+        )
+        return line.judge()
+
+    assert judge(0.84) == (REPRODUCED, "within 5 points")
+    assert judge(0.93)[0] == REPRODUCED
+    assert judge(0.82) == (NOT_REPRODUCED, "6 points below")
+    assert judge(0.84, budget=4_000) == (REPRODUCED_SMALLER, "within 5 points; 1/500 of the paper's budget")
+    assert judge(0.84, budget=1_000_001)[0] == REPRODUCED  # 1.99x: not half
+    assert judge(0.10, effect=True) == (REPRODUCED, "yes")
+    assert judge(0.10, effect=False) == (NOT_REPRODUCED, "no")
+    assert judge(0.10, reference=None)[0] == NO_FIGURE
+    no_value = Reference("share", None, "often", "twins")
+    assert judge(0.3, reference=no_value)[0] == NO_FIGURE
+    assert judge(0.3, effect=True, reference=no_value) == (REPRODUCED, "yes")
+
+
+def test_a_single_model_gets_the_same_page(results, tmp_path, foolbench):
+    out = tmp_path / "r"
+    proc = foolbench("report", results / "runs" / "plain", results / "runs" / "evil", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "index.html").read_text()
+    assert re.findall(r'<section id="([^"]+)"', page) == ["headline", "mnist-direct", "mnist-cppn", "runs"]
+    lines = pd.read_csv(out / "headline.csv")
+    assert list(lines["experiment"]) == ["MNIST, direct encoding", "MNIST, CPPN encoding"]
+    assert (out / "plots" / "headline.png").stat().st_size > 5000
 
 
 # -- hostile labels --------------------------------------------------------------------------------------
@@ -154,7 +239,7 @@ def test_every_image_is_embedded(report):
     assert len(uris) == len(pngs) == report.html.count("<img ")
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
     gallery = Image.open(io.BytesIO((report.out / "galleries" / "evil.png").read_bytes()))
-    assert gallery.size == (6 * 160, 2 * (160 + 34))  # 10 champions, 6 a row
+    assert gallery.size == (10 * 108, 108 + 34)  # 10 champions in one row
 
 
 # -- the command ---------------------------------------------------------------------------------------
@@ -227,21 +312,73 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+# Measures the page as laid out, every folded section opened: written into a copy of the page (the
+# page itself has no script), read back from the DOM Chromium dumps.
+MEASURE = """<script>
+addEventListener("load", () => {
+  document.querySelectorAll("details").forEach((d) => { d.open = true; });
+  const width = document.documentElement.clientWidth;
+  const tables = [...document.querySelectorAll("table")];
+  const wide = tables.filter((t) => t.scrollWidth > t.clientWidth + 1
+    || t.getBoundingClientRect().right > width + 1 || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1);
+  const first = document.querySelector("main > section");
+  document.body.dataset.measured = JSON.stringify({
+    viewport: innerWidth, tables: tables.length, wide: wide.map((t) => t.innerText.slice(0, 80)),
+    page: document.documentElement.scrollWidth, first: first && first.id,
+    headline: first && first.getBoundingClientRect().top,
+  });
+});
+</script>"""
+
+
+def measure(index: Path, tmp_path: Path, width: int = 1280) -> dict:
+    copy = index.parent / "measure.html"  # beside the page, so that it loads the same way
+    copy.write_text(
+        index.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    try:
+        dom = chromium(
+            f"--window-size={width},900",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            copy.as_uri(),
+            profile=tmp_path,
+        ).stdout
+    finally:
+        copy.unlink()
+    found = re.search(r'data-measured="([^"]*)"', dom)
+    assert found, dom[-500:]
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="chromium is not installed")
 def test_a_browser_renders_tables_and_images(report, tmp_path):
     assert CHROMIUM, "CI must install chromium (apt-get install -y chromium)"
     uri = report.index.resolve().as_uri()
     shot = tmp_path / "shot.png"
-    chromium("--window-size=1200,2400", f"--screenshot={shot}", uri, profile=tmp_path / "p1")
+    chromium("--window-size=1280,2400", f"--screenshot={shot}", uri, profile=tmp_path / "p1")
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert("RGB"))
-    assert pixels.shape == (2400, 1200, 3)
+    assert pixels.shape == (2400, 1280, 3)
     colours = np.unique(pixels.reshape(-1, 3), axis=0)
     assert len(colours) > 500  # plots and galleries, not a blank or text-only page
     assert (pixels.min(axis=2) < 128).mean() > 0.01  # dark pixels: text and champion images
-    blue = np.all(pixels == (31, 119, 180), axis=2).sum()  # matplotlib's first line colour, unscaled
-    assert blue > 50
+    green = (
+        np.all(pixels == (0x2B, 0x8A, 0x3E), axis=2).sum()
+        + np.all(pixels == (0x0B, 0x72, 0x85), axis=2).sum()
+    )
+    red = np.all(pixels == (0xC9, 0x2A, 0x2A), axis=2).sum()
+    assert green + red > 50  # the headline's verdicts, in the colours of the bars, above the fold
     dom = chromium("--dump-dom", uri, profile=tmp_path / "p2").stdout
     assert dom.count("<table") == report.html.count("<table") >= 6
     assert dom.count("<img ") == report.html.count("<img ") > 5
     assert EVIL not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="chromium is not installed")
+def test_every_table_fits_a_1280_px_window_and_the_headline_comes_first(report, tmp_path):
+    assert CHROMIUM, "CI must install chromium (apt-get install -y chromium)"
+    m = measure(report.index, tmp_path)
+    assert m["viewport"] == 1280 and m["tables"] == report.html.count("<table") >= 6
+    assert m["wide"] == [] and m["page"] <= 1280
+    assert m["first"] == "headline" and m["headline"] < 200  # right under the title

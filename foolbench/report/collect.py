@@ -50,6 +50,45 @@ class Run:
         s = self.summary
         self.title = self.title or f"{s['model']} · {s['attack']} · seed {s.get('seed', '?')}"
 
+    @property
+    def attack(self) -> str:
+        return str(self.summary["attack"])
+
+    @property
+    def model(self) -> str:
+        return str(self.summary["model"])
+
+    @property
+    def seed(self):
+        return self.summary.get("seed")
+
+    @property
+    def method(self) -> str:
+        """map-elites or gradient (the preset's [attack] method)."""
+        return str(self._preset("attack").get("method") or "map-elites")
+
+    @property
+    def encoding(self) -> str:
+        """direct or cppn for evolution; empty for gradient ascent."""
+        return "" if self.method == "gradient" else str(self._preset("encoding").get("type") or "")
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the attack was made for (the preset's), else the model card's, else 'other'."""
+        model = self.manifest.get("model")
+        card = model.get("dataset") if isinstance(model, dict) else None
+        return str(self._preset("attack").get("dataset") or card or "other").lower()
+
+    @property
+    def ensemble(self) -> bool:
+        models = self.manifest.get("models")
+        return isinstance(models, list) and len(models) > 1
+
+    def _preset(self, table: str) -> dict:
+        preset = self.manifest.get("preset")
+        value = preset.get(table) if isinstance(preset, dict) else None
+        return value if isinstance(value, dict) else {}
+
 
 @dataclass
 class Transfer:
@@ -59,7 +98,10 @@ class Transfer:
     key: str
     table: pd.DataFrame
     matrices: dict[str, pd.DataFrame]  # statistic -> source x target
-    meta: dict
+    meta: dict  # transfer.json
+    images: pd.DataFrame | None = None  # images.csv: every champion on every target, where written
+    experiment: dict = field(default_factory=dict)  # experiment.json of `foolbench experiment transfer-*`
+    root: Path | None = None  # that experiment's folder, which also holds its runs
 
 
 @dataclass
@@ -67,6 +109,7 @@ class Defence:
     path: Path
     key: str
     table: pd.DataFrame
+    meta: dict = field(default_factory=dict)  # defence.json, where written
 
 
 @dataclass
@@ -149,7 +192,15 @@ def _read_folder(folder: Path, inputs: Inputs, keys: set, warn) -> None:
     if {"transfer.csv", "transfer.json"} <= names:
         inputs.transfers.append(read_transfer(folder, _key(folder, keys)))
     if "defence.csv" in names:
-        inputs.defences.append(Defence(folder, _key(folder, keys), _csv(folder / "defence.csv")))
+        meta = _json(folder / "defence.json") if "defence.json" in names else {}
+        inputs.defences.append(
+            Defence(
+                folder,
+                _key(folder, keys),
+                _defence_csv(folder / "defence.csv"),
+                meta if isinstance(meta, dict) else {},
+            )
+        )
     if "baseline.json" in names:
         result = _json(folder / "baseline.json")
         if not isinstance(result, dict) or "median_confidence" not in result:
@@ -249,9 +300,15 @@ def _png_channels(path: Path) -> int:
         return 3  # load_png names the broken file
 
 
+def _defence_csv(path: Path) -> pd.DataFrame:
+    table = _csv(path)
+    _require(table, ("iteration", "median_confidence"), path)
+    return table
+
+
 def read_transfer(path: Path, key: str | None = None) -> Transfer:
     table = _csv(path / "transfer.csv")
-    _require(table, ("source", "target"), path / "transfer.csv")
+    _require(table, ("source", "target", "fraction_at_99", "median_confidence"), path / "transfer.csv")
     meta = _json(path / "transfer.json")
     matrices = {}
     for file in sorted(path.glob("matrix_*.csv")):
@@ -259,6 +316,28 @@ def read_transfer(path: Path, key: str | None = None) -> Transfer:
         m.index = m.index.astype(str)
         m.columns = m.columns.astype(str)
         matrices[file.stem.removeprefix("matrix_")] = m
+    images = None
+    if (path / "images.csv").is_file():
+        images = _csv(path / "images.csv", dtype={"label": str}, keep_default_na=False)
+        _require(images, ("run", "file", "target", "confidence", "label"), path / "images.csv")
+    experiment, root = _experiment(path)
     return Transfer(
-        path, key or safe_name(path.name), table, matrices, meta if isinstance(meta, dict) else {}
+        path,
+        key or safe_name(path.name),
+        table,
+        matrices,
+        meta if isinstance(meta, dict) else {},
+        images,
+        experiment,
+        root,
     )
+
+
+def _experiment(path: Path) -> tuple[dict, Path | None]:
+    """The experiment.json a `foolbench experiment` folder holds two levels above its transfer folders
+    (EXPERIMENT/transfer/GROUP/ATTACK), and that folder."""
+    for folder in list(path.parents)[:3]:
+        if (folder / "experiment.json").is_file():
+            meta = _json(folder / "experiment.json")
+            return (meta, folder) if isinstance(meta, dict) else ({}, None)
+    return {}, None

@@ -13,7 +13,6 @@ whose quickest attack needed more evaluations to bring a first class to 99% (nev
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
@@ -142,10 +141,33 @@ def render(df: pd.DataFrame, fmt: str = "md") -> str:
     shown = display(table)
     if fmt == "md":
         return f"# {head}\n\n{ROBUSTNESS}\n\n{markdown(shown)}\n"
-    body = shown.to_html(index=False, escape=True, border=0, na_rep="")
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(head)}</title></head>\n'
-        f"<body>\n<h1>{html.escape(head)}</h1>\n<p>{html.escape(ROBUSTNESS)}</p>\n{body}\n</body></html>\n"
+    return html_page(head, table)
+
+
+PROVENANCE = ("model_sha256", "classes", "input_size", "protocol", "foolbench", "date")
+
+
+def html_page(head: str, table: pd.DataFrame) -> str:
+    """The leaderboard as a page dressed like the report: per protocol and suite, the ranking (scores
+    and the attacks' medians) in a table that fits the page, and what identifies each row below it."""
+    from foolbench.report import html as page
+    from foolbench.report.tables import to_html
+
+    sections = [page.paragraph(ROBUSTNESS, "rule")]
+    for (protocol, suite), rows in table.groupby(["protocol", "suite"], sort=False):
+        rows = rows.dropna(axis=1, how="all")
+        ranking = [c for c in rows.columns if c not in PROVENANCE and not c.endswith("_evals_to_99")]
+        ranking = [c for c in ranking if c not in ("suite",)]
+        ids = ["rank", "name", *[c for c in rows.columns if c in PROVENANCE or c.endswith("_evals_to_99")]]
+        body = to_html(rows[ranking].rename(columns=_header), display(rows[ranking]).values.tolist())
+        body += page.details(
+            "Model files, protocol, version, date and evaluations to a first class at 99%",
+            to_html(rows[ids].rename(columns=_header), display(rows[ids]).values.tolist()),
+        )
+        key = f"{protocol}-{suite}"
+        sections.append(page.section(key, f"Protocol {protocol}, {suite} models", body))
+    return page.page(
+        head, "Lower fooling score = more robust.", sections, "Written by foolbench leaderboard."
     )
 
 
@@ -168,6 +190,17 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             fmt = str
         out[column] = [("" if pd.isna(v) else fmt(v)) for v in values]
     return out
+
+
+def _header(column: str) -> str:
+    """Column names as a page shows them: cppn_classes_at_99 -> cppn classes ≥ 99%."""
+    named = {"baseline_median": "real-image median", "fooling_auroc": "fooling-vs-real AUROC"}
+    if column in named:
+        return named[column]
+    for suffix, words in (("_classes_at_99", " classes ≥ 99%"), ("_evals_to_99", " evaluations to 99%")):
+        if column.endswith(suffix):
+            return column.removesuffix(suffix) + words
+    return column.replace("_", " ")
 
 
 def markdown(shown: pd.DataFrame) -> str:

@@ -1,9 +1,9 @@
-"""The report's plots (matplotlib, PNG): confidence over evaluations, the distribution of the best
-confidences, defence iterations, and (through `experiments.transfer.heatmap`) transfer matrices.
+"""The report's plots (matplotlib, PNG): the headline's bar pairs, small multiples of confidence over
+evaluations, defence iterations, and (through `experiments.transfer.heatmap`) transfer matrices.
 
 Figures are made with matplotlib's object API, not pyplot: no global state, no display needed.
 Labels and model names come from users' files, so mathtext is off: a `$` in a label stays a `$`.
-All figures are at most 9 inches wide at 100 dpi, so the HTML page shows them at their own size.
+All figures are at most 11 inches wide at 100 dpi, so the HTML page shows them at their own size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import numpy as np
 
 from foolbench.fileio import atomic_path
 from foolbench.report.collect import Defence, Run
+from foolbench.report.headline import MEDIAN, NO_FIGURE, NOT_REPRODUCED, REPRODUCED, REPRODUCED_SMALLER, Line
+from foolbench.text import percent
 
 DPI = 100
-THRESHOLDS = (("classes_at_90", "≥ 90%"), ("classes_at_99", "≥ 99%"), ("classes_at_9999", "≥ 99.99%"))
 DEFENCE_LINES = (
     ("median_confidence", "median confidence of the new champions"),
     ("fooled_share", "share of them whose top-1 is the fooling class"),
@@ -56,91 +57,140 @@ def _percent_axis(axis) -> None:
     axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
-def run_curve(run: Run, path: Path) -> None:
-    """One run: median / mean / best confidence over evaluations, and classes over each threshold."""
-    m = run.metrics
-    with plain_text():
-        fig = _figure(9, 5.2)
-        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-        x = m["evaluations"].to_numpy()
-        for column, name in (
-            ("max_confidence", "best"),
-            ("median_confidence", "median"),
-            ("mean_confidence", "mean"),
-        ):
-            if column in m:
-                top.plot(x, m[column].to_numpy(), label=name, linewidth=1.6)
-        top.set_ylim(-0.02, 1.02)
-        _percent_axis(top.yaxis)
-        top.set_ylabel("confidence of the\nbest image per class")
-        top.legend(loc="best", framealpha=0.9)
-        top.grid(alpha=0.3)
-        for (column, name), colour in zip(THRESHOLDS, ("#8c564b", "#9467bd", "#d62728"), strict=True):
-            if column in m:
-                bottom.step(x, m[column].to_numpy(), where="post", label=name, linewidth=1.4, color=colour)
-        bottom.set_ylim(-0.5, max(1, int(run.summary.get("classes") or len(run.results))) + 0.5)
-        bottom.set_ylabel("classes at or\nabove a confidence")
-        bottom.set_xlabel("evaluations (images scored)")
-        bottom.legend(loc="best", framealpha=0.9, ncols=3)
-        bottom.grid(alpha=0.3)
-        top.set_title(run.title, loc="left", fontsize=10)
-        _save(fig, path)
+VERDICT_COLOURS = {
+    REPRODUCED: "#2b8a3e",
+    REPRODUCED_SMALLER: "#0b7285",
+    NOT_REPRODUCED: "#c92a2a",
+    NO_FIGURE: "#868e96",
+}
+PAPER_COLOUR = "#adb5bd"
+LOGIT_TICKS = ([1e-4, 0.01, 0.5, 0.99, 0.9999, 1 - 1e-6], ["0.01%", "1%", "50%", "99%", "99.99%", "99.9999%"])
 
 
-def median_curves(runs: Sequence[Run], path: Path) -> None:
-    """All runs' median confidence over evaluations on one axis: which attack gets there first."""
+def headline_chart(lines: Sequence[Line], path: Path) -> None:
+    """One bar pair per headline line: ours (coloured by its verdict) above the paper's (grey)."""
+    from matplotlib.patches import Patch
+
+    n = len(lines)
     with plain_text():
-        fig = _figure(9, 4.2 + 0.2 * ((len(runs) + 1) // 2))
+        fig = _figure(10.8, 0.9 + 0.46 * n)
         ax = fig.subplots()
-        for run in runs:
-            ax.plot(
-                run.metrics["evaluations"], run.metrics["median_confidence"], label=run.title, linewidth=1.5
-            )
-        ax.set_ylim(-0.02, 1.02)
-        _percent_axis(ax.yaxis)
-        ax.set_xlabel("evaluations (images scored)")
-        ax.set_ylabel("median confidence over classes")
-        ax.grid(alpha=0.3)
-        fig.legend(loc="outside lower center", ncols=2, frameon=False)
-        _save(fig, path)
-
-
-def distribution(runs: Sequence[Run], path: Path) -> None:
-    """Each run's best confidence per class, on a logit axis so that 99% and 99.99% are apart."""
-    from matplotlib.ticker import FixedLocator
-
-    rng = np.random.default_rng(0)  # jitter only; the same figure every time
-    with plain_text():
-        fig = _figure(9, 1.2 + 0.55 * len(runs))
-        ax = fig.subplots()
-        for i, run in enumerate(runs):
-            c = np.clip(run.results["confidence"].to_numpy(dtype=float), 1e-6, 1 - 1e-6)
-            y = len(runs) - 1 - i + rng.uniform(-0.18, 0.18, len(c))
-            ax.scatter(c, y, s=16, alpha=0.7, linewidths=0)
-            ax.plot([np.median(c)] * 2, [y.mean() - 0.3, y.mean() + 0.3], color="black", linewidth=1.5)
-        ax.set_xscale("logit")
-        ticks = [1e-4, 0.01, 0.5, 0.99, 0.9999, 1 - 1e-6]
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(FixedLocator([]))
-        ax.set_xticklabels(["0.01%", "1%", "50%", "99%", "99.99%", "≥ 99.9999%"])
-        ax.set_xlim(5e-7, 1 - 5e-7)
-        ax.set_yticks(range(len(runs)), [_wrap(r.title) for r in reversed(runs)])
-        ax.set_ylim(-0.6, len(runs) - 0.4)
-        ax.set_xlabel("best confidence per class (one dot per class, bar: median)")
+        y = np.arange(n)
+        for i, line in enumerate(lines):
+            verdict, _ = line.judge()
+            ax.barh(i - 0.19, line.ours, height=0.36, color=VERDICT_COLOURS[verdict])
+            ax.text(min(line.ours, 1) + 0.01, i - 0.19, percent(line.ours), va="center", fontsize=8)
+            paper = line.reference.value if line.reference else None
+            if paper is None:
+                ax.text(0.01, i + 0.19, "the paper gives no figure", va="center", fontsize=8, color="#495057")
+            else:
+                ax.barh(i + 0.19, paper, height=0.36, color=PAPER_COLOUR)
+                ax.text(paper + 0.01, i + 0.19, percent(paper), va="center", fontsize=8, color="#495057")
+        names = [line.experiment for line in lines]
+        labels = [  # the model too where one experiment has several lines (a user's models side by side)
+            _wrap(line.experiment + (f" · {line.model}" if names.count(line.experiment) > 1 else ""), 34)
+            for line in lines
+        ]
+        labels = [
+            label if line.measure == MEDIAN else f"{label}\n({line.measure})"
+            for label, line in zip(labels, lines, strict=True)
+        ]
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.set_xlim(0, 1.12)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        _percent_axis(ax.xaxis)
         ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel(
+            "ours (coloured by verdict) and the paper's (grey); median best confidence unless noted"
+        )
+        used = [v for v in VERDICT_COLOURS if any(line.judge()[0] == v for line in lines)]
+        handles = [Patch(color=VERDICT_COLOURS[v], label=f"ours: {v}") for v in used]
+        handles.append(Patch(color=PAPER_COLOUR, label="the paper"))
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize=8)
         _save(fig, path)
+
+
+def panels(groups: Sequence, path: Path, references: Sequence | None = None) -> None:
+    """Small multiples: one panel per group (an attack on a model), a thin line per seed and their
+    median bold, on a logit confidence axis (so 99% and 99.99% are apart) and a log evaluation axis
+    where the budget spans two orders of magnitude. Where the paper's figure is a median confidence with
+    a budget in the same unit, it is marked, so that the gap between the two budgets is seen, not read."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    columns = min(len(groups), 3)
+    rows = -(-len(groups) // columns)
+    width = {1: 6.0, 2: 4.6}.get(columns, 3.6)  # a lone panel need not be small
+    with plain_text():
+        fig = _figure(width * columns + 0.4, 2.8 * rows + 0.3)
+        axes = np.atleast_1d(fig.subplots(rows, columns, sharey=True, squeeze=False)).ravel()
+        references = list(references or [None] * len(groups))
+        for ax, group, ref in zip(axes, groups, references, strict=False):
+            steps = group.first.method == "gradient"
+            curves = [_curve(run, steps) for run in group.runs]
+            for x, yv in curves if len(curves) > 1 else []:
+                ax.plot(x, yv, linewidth=0.8, alpha=0.45, color="#1f77b4")
+            x, yv = _median_curve(curves)
+            ax.plot(
+                x, yv, linewidth=2.2, color="#1f77b4", label="median of seeds" if len(curves) > 1 else "ours"
+            )
+            unit = "steps" if steps else "evaluations"
+            marked = ref is not None and ref.measure == MEDIAN and ref.value is not None and ref.unit == unit
+            if marked and ref.budget:
+                ax.plot(
+                    [ref.budget], [ref.value], marker="D", color="#495057", linestyle="", label="the paper"
+                )
+            hi = max(x.max(), ref.budget if marked and ref.budget else 0)
+            if hi / max(x.min(), 1) >= 100:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+            ax.set_yscale("logit")
+            ax.yaxis.set_major_locator(FixedLocator(LOGIT_TICKS[0]))
+            ax.yaxis.set_minor_locator(FixedLocator([]))
+            ax.set_yticklabels(LOGIT_TICKS[1])
+            ax.set_ylim(5e-5, 1 - 5e-7)
+            ax.set_xlabel("gradient steps" if steps else "evaluations (images scored)")
+            seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
+            ax.set_title(_wrap(group.title + seeds, 44), fontsize=9, loc="left")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
+        for ax in axes[len(groups) :]:
+            ax.set_visible(False)
+        axes[0].set_ylabel("median best confidence")
+        _save(fig, path)
+
+
+def _short_number(value: float, _position=None) -> str:
+    """Tick labels of a log axis without mathtext: 100, 1k, 10k, 1M."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def _curve(run: Run, steps: bool) -> tuple[np.ndarray, np.ndarray]:
+    m = run.metrics
+    x = (
+        m["generation"].to_numpy(dtype=float)
+        if steps and "generation" in m
+        else m["evaluations"].to_numpy(dtype=float)
+    )
+    if steps:
+        x = np.maximum(x, 1)  # step 0 (the starting noise) sits at step 1 on a log axis
+    y = np.clip(m["median_confidence"].to_numpy(dtype=float), 1e-4, 1 - 1e-6)
+    return x, y
+
+
+def _median_curve(curves) -> tuple[np.ndarray, np.ndarray]:
+    """The seeds' median at every x of the shortest run (runs of one preset share their x)."""
+    x = min((c[0] for c in curves), key=lambda a: a[-1])
+    ys = np.stack([np.interp(x, cx, cy) for cx, cy in curves])
+    return x, np.median(ys, axis=0)
 
 
 def _wrap(title: str, width: int = 36) -> str:
-    """A run title on lines of at most `width` characters, broken between its parts (model · attack ·
-    seed), and inside a part only where the part alone is too long."""
-    lines: list[str] = []
-    for part in title.split(" · "):
-        if lines and len(lines[-1]) + 3 + len(part) <= width:
-            lines[-1] += " · " + part
-        else:
-            lines += textwrap.wrap(part, width, break_on_hyphens=False) or [part]
-    return "\n".join(lines)
+    """A title on lines of at most `width` characters, broken at spaces only (model names keep hyphens)."""
+    return "\n".join(textwrap.wrap(title, width, break_on_hyphens=False) or [title])
 
 
 def defence_curve(defence: Defence, path: Path) -> bool:

@@ -15,7 +15,9 @@ from html import escape
 import numpy as np
 import pandas as pd
 
+from foolbench.report import html
 from foolbench.report.collect import Baseline, Defence, Run, Transfer
+from foolbench.report.headline import Line, budget_text
 from foolbench.text import percent
 
 # Columns whose numbers are probabilities or shares in [0, 1], shown as percentages.
@@ -41,6 +43,9 @@ HEADERS = {
     "median_confidence_wrong": "median (wrong)",
     "auroc": "AUROC",
     "fpr_at_95_tpr": "FPR at 95% TPR",
+    "share_at_99_on_another_model": "≥ 99% on another model (median of pairs)",
+    "share_at_99_on_their_own": "≥ 99% on their own",
+    "median_confidence_on_another_model": "median confidence on another model",
 }
 RUN_COLUMNS = [
     "model",
@@ -59,15 +64,38 @@ RUN_COLUMNS = [
     "evaluations_to_first_99",
     "nonfinite_scores",
 ]
+SECTION_RUN_COLUMNS = [
+    "model",
+    "attack",
+    "seed",
+    "evaluations",
+    "seconds",
+    "median_confidence",
+    "classes_at_90",
+    "classes_at_99",
+    "classes_at_9999",
+    "classes",
+]
 IDENTIFIERS = {"seed", "class", "top1", "iteration"}  # integers that are names, not amounts: no separators
 DEFENCE_TEXT = ("model",)  # text columns of defence.csv worth showing; paths and hashes stay in the CSV
 
 
 # -- building -----------------------------------------------------------------------------------------
+def headline_table(lines: Sequence[Line]) -> pd.DataFrame:
+    """One row per headline line (headline.csv): values at full precision, and the texts the page shows."""
+    return pd.DataFrame([line.record() for line in lines])
+
+
 def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run: the run's summary.json, as written."""
     rows = [{"run": r.key, **{c: r.summary.get(c) for c in RUN_COLUMNS}, "path": str(r.path)} for r in runs]
     return pd.DataFrame(rows, columns=["run", *RUN_COLUMNS, "path"])
+
+
+def section_runs(runs: Sequence[Run]) -> pd.DataFrame:
+    """The few columns a section shows per run; runs.csv has them all."""
+    df = runs_table(runs)[SECTION_RUN_COLUMNS]
+    return df.drop(columns=[c for c in ("attack",) if df[c].nunique() <= 1])
 
 
 def classes_table(runs: Sequence[Run]) -> pd.DataFrame:
@@ -85,6 +113,27 @@ def classes_table(runs: Sequence[Run]) -> pd.DataFrame:
 
 def transfer_table(t: Transfer) -> pd.DataFrame:
     return t.table.copy()
+
+
+def transfer_summary(transfers: Sequence[Transfer], titles: Sequence[str]) -> pd.DataFrame:
+    """One row per transfer table: how its champions fare on the other models and on their own."""
+    rows = []
+    for t, title in zip(transfers, titles, strict=True):
+        table = t.table
+        cross, own = table[table["source"] != table["target"]], table[table["source"] == table["target"]]
+        rows.append(
+            {
+                "experiment": title,
+                "champions of": t.path.name,
+                "models": ", ".join(dict.fromkeys(str(x) for x in table["target"])),
+                "share_at_99_on_another_model": cross["fraction_at_99"].median() if len(cross) else None,
+                "share_at_99_on_their_own": own["fraction_at_99"].median() if len(own) else None,
+                "median_confidence_on_another_model": (
+                    cross["median_confidence"].median() if len(cross) else None
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def defence_table(d: Defence) -> pd.DataFrame:
@@ -202,8 +251,9 @@ def _long(text: str) -> str:
     return ' class="long"' if len(text) > 30 else ""
 
 
-def to_html(df: pd.DataFrame) -> str:
-    """An HTML table; every header and cell is escaped, numbers are right-aligned."""
+def to_html(df: pd.DataFrame, cells: list[list[str]] | None = None) -> str:
+    """An HTML table; every header and cell is escaped, numbers are right-aligned. `cells` are the
+    texts to show, where a caller formats them its own way (default: `formatted(df)`)."""
     numeric = numeric_columns(df)
     cls = [' class="num"' if c in numeric else "" for c in df.columns]
     head = "".join(f"<th{k}>{escape(_nobreak(header(c)))}</th>" for c, k in zip(df.columns, cls, strict=True))
@@ -211,8 +261,73 @@ def to_html(df: pd.DataFrame) -> str:
         "<tr>"
         + "".join(f"<td{k or _long(v)}>{escape(v)}</td>" for v, k in zip(row, cls, strict=True))
         + "</tr>\n"
-        for row in formatted(df)
+        for row in (formatted(df) if cells is None else cells)
     )
     return (
         f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>'
     )
+
+
+# -- the headline ------------------------------------------------------------------------------------
+def _budgets(record) -> tuple[str, str]:
+    unit = record["budget_unit"]
+    return budget_text(_number(record["budget"]), unit), budget_text(_number(record["paper_budget"]), unit)
+
+
+def _number(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _sub(text: str) -> str:
+    return f'<span class="sub">{escape(text)}</span>' if text else ""
+
+
+HEADLINE_COLUMNS = (("Experiment", 22), ("Ours", 23), ("The paper", 19), ("Budget", 12), ("Verdict", 24))
+
+
+def headline_html(records: pd.DataFrame) -> str:
+    """The headline as the page shows it: each experiment links to its section; under each figure,
+    in small type, what it is measured on."""
+    rows = []
+    for r in records.to_dict("records"):
+        ours_budget, paper_budget = _budgets(r)
+        cells = (
+            ("", html.link(r["section"], r["experiment"]) + _sub(_text(r["measure"]))),
+            (
+                "figure",
+                escape(_text(r["ours_text"]))
+                + _sub("; ".join(filter(None, (r["model"], _text(r["detail"]))))),
+            ),
+            ("figure paper", escape(_text(r["paper_text"]) or "–") + _sub(_text(r["paper_model"]))),
+            ("", escape(ours_budget) + _sub(f"paper: {paper_budget}")),
+            ("", html.badge(r["verdict"]) + _sub(_text(r["why"]))),
+        )
+        rows.append("<tr>" + "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>" for c, v in cells))
+        rows.append("</tr>\n")
+    head = "".join(f'<th style="width:{w}%">{escape(t)}</th>' for t, w in HEADLINE_COLUMNS)
+    return (
+        f'<div class="scroll"><table class="headline">\n<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def headline_markdown(records: pd.DataFrame) -> str:
+    """The headline as a Markdown table (headline.md, and the README's copy of it)."""
+    rows = []
+    for r in records.to_dict("records"):
+        ours_budget, paper_budget = _budgets(r)
+        rows.append(
+            {
+                "experiment": r["experiment"],
+                "ours": f"{_text(r['ours_text'])}; {r['model']}",
+                "the paper": f"{_text(r['paper_text']) or '–'}; {_text(r['paper_model']) or '–'}",
+                "budget: ours / paper": f"{ours_budget} / {paper_budget}",
+                "verdict": f"{r['verdict']} — {_text(r['why'])}",
+            }
+        )
+    columns = ["experiment", "ours", "the paper", "budget: ours / paper", "verdict"]
+    return to_markdown(pd.DataFrame(rows, columns=columns))
