@@ -8,8 +8,8 @@ import torch
 
 from foolbench.data.mnist import load_mnist
 from foolbench.models.card import ModelCard
+from foolbench.zoo.common import Built
 from foolbench.zoo.lenet import MLP, LeNet, accuracy, as_images, seeded, train_classifier
-from foolbench.zoo.registry import Built
 
 # name -> (architecture, epochs, batch size, what it is).
 # LeNet: 40 epochs of batch 64 (2,520 steps; ~50 s on 2 cores, 98.7% held-out). Caffe's LeNet, the

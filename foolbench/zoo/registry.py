@@ -13,26 +13,14 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from foolbench.errors import FoolbenchError
 from foolbench.io import write_text
+from foolbench.zoo.common import TORCHVISION_URLS, Built
 
-if TYPE_CHECKING:  # kept out of the import path: foolbench.models imports torch
-    import numpy as np
-    import torch
-
-    from foolbench.models.card import ModelCard
-
-TORCHVISION_URLS = {
-    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
-}
 DEFAULT_MODEL = "lenet-mnist"  # the model of every command that needs one and is given none
-OFFLINE_ENV = "FOOLBENCH_OFFLINE"
 ZOO_ENV = "FOOLBENCH_ZOO"
 
 
@@ -72,20 +60,6 @@ _NEEDS = {
     "efficientnet": "nothing (weights in a pip package)",
     "torchvision": "internet or --weights FILE",
 }
-
-
-@dataclass
-class Built:
-    """What a builder hands back: the module to export, its card and what the model card page says."""
-
-    module: torch.nn.Module  # in eval mode
-    card: ModelCard
-    example: torch.Tensor  # preprocessed input the ONNX file is checked on
-    summary: str
-    how: list[str] = field(default_factory=list)
-    check: Callable[[np.ndarray], None] | None = (
-        None  # gets the ONNX probabilities on `example`; raises to fail
-    )
 
 
 REPO_ZOO = Path(__file__).resolve().parents[2] / "zoo"
@@ -175,11 +149,6 @@ def ensure(name: str, out_dir: str | Path | None = None) -> Path:
     _, _, stem = resolve(name)
     path = (Path(out_dir) if out_dir else zoo_dir()) / f"{stem}.onnx"
     return path if path.is_file() else build(name, out_dir=out_dir)
-
-
-def downloads_allowed() -> bool:
-    """False when $FOOLBENCH_OFFLINE is set (to anything but 0): nothing is fetched, errors come at once."""
-    return os.environ.get(OFFLINE_ENV, "0") in ("", "0")
 
 
 def _run_builder(entry: Entry, seed: int, data, weights, progress: bool) -> Built:
