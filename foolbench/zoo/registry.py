@@ -44,18 +44,6 @@ ENTRIES = {
         Entry("lenet-mnist", "mnist", "Caffe's LeNet, the paper's MNIST network, trained here", "mnist"),
         Entry("mlp-mnist", "mnist", "MLP 784-512-512-10, a second MNIST architecture for transfer", "mnist"),
         Entry(
-            "lenet-mnist-pgd",
-            "mnist",
-            "LeNet, PGD adversarial training (L-inf 0.3): a robust reference",
-            "robust",
-        ),
-        Entry(
-            "lenet-mnist-oe",
-            "mnist",
-            "LeNet, outlier exposure on noise and random CPPNs: a reference",
-            "robust",
-        ),
-        Entry(
             "efficientnet-lite0", "imagenet", "EfficientNet-Lite0, ImageNet weights from PyPI", "efficientnet"
         ),
         Entry(
@@ -66,6 +54,18 @@ ENTRIES = {
         ),
         Entry("alexnet", "imagenet", "torchvision AlexNet, as fooled in the paper", "torchvision"),
         Entry("googlenet", "imagenet", "torchvision GoogLeNet, as fooled in the paper", "torchvision"),
+        Entry(
+            "lenet-mnist-pgd",
+            "mnist",
+            "LeNet adversarially trained (PGD, L-inf 0.3): robust reference",
+            "robust",
+        ),
+        Entry(
+            "lenet-mnist-oe",
+            "mnist",
+            "LeNet with outlier exposure (noise, random CPPNs): reference",
+            "robust",
+        ),
     )
 }
 ZOO_NAMES = tuple(ENTRIES)

@@ -9,8 +9,7 @@ construction, in two different senses:
   4,000 digits does not get stuck predicting one class, as it can at eps 0.3 from the start.
 - `lenet-mnist-oe`, outlier exposure (Hendrycks et al. 2019): next to each batch of digits a
   batch of non-digit images (`foolbench.zoo.outliers`: uniform noise, smoothed noise, random
-  CPPNs) is trained towards the flat softmax. With `outlier_steps` > 0 those images are first
-  moved by PGD within `eps` towards the most confident class, as ACET does (Hein et al. 2019).
+  CPPNs) is trained towards the flat softmax.
 
 Training is resumable: after every epoch the model, optimiser and schedule are checkpointed into
 the build's work folder, and each epoch's shuffling, shifts, attack starts and outliers are drawn
@@ -47,7 +46,6 @@ from foolbench.zoo.robustness import (
     noise_figures,
     pgd,
     robust_accuracy,
-    top_log_confidence,
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,11 +60,10 @@ class Recipe:
     batch_size: int = 64
     lr: float = 3e-3
     max_shift: int = 2
-    eps: float = 0.3  # L-inf radius in pixels of [0, 1]: of the training attack, or of ACET's
+    eps: float = 0.3  # PGD: the L-inf radius in pixels of [0, 1]
     steps: int = 10  # PGD steps at the full radius
     ramp: float = 0.0  # share of the training steps over which eps grows linearly from 0
     outlier_weight: float = 0.5  # OE: the flat-softmax loss's weight
-    outlier_steps: int = 0  # OE: PGD steps on the outliers before the update (0: plain OE)
     attack_digits: int = 1000  # held-out digits the card's robust accuracy is measured on
 
     def at(self, step: int, total: int) -> tuple[float, int, float]:
@@ -135,15 +132,9 @@ def describe(recipe: Recipe, seed: int) -> str:
             f"{base}; every batch replaced by its PGD adversarial examples (L-inf eps {recipe.eps}, "
             f"{recipe.steps} steps of 2.5 eps / steps, random start){ramp}."
         )
-    acet = (
-        f", each first moved by {recipe.outlier_steps} PGD steps within L-inf {recipe.eps} towards its most "
-        "confident class (ACET)"
-        if recipe.outlier_steps
-        else ""
-    )
     return (
         f"{base}; beside each batch of digits as many non-digit images (uniform noise, smoothed noise, random "
-        f"CPPNs; `foolbench.zoo.outliers`){acet}, trained towards the flat softmax with weight "
+        f"CPPNs; `foolbench.zoo.outliers`), trained towards the flat softmax with weight "
         f"{recipe.outlier_weight} (outlier exposure)."
     )
 
@@ -241,7 +232,7 @@ def _epoch(module, optimizer, schedule, images, labels, recipe: Recipe, seed: in
         if recipe.method == "pgd":
             loss = _pgd_loss(module, inputs, labels[batch], recipe, step0 + i, total, generator)
         else:
-            loss = _oe_loss(module, inputs, labels[batch], outliers[batch], recipe, generator)
+            loss = _oe_loss(module, inputs, labels[batch], outliers[batch], recipe)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -256,10 +247,7 @@ def _pgd_loss(module, inputs, labels, recipe: Recipe, step: int, total: int, gen
     return F.cross_entropy(module(adversarial), labels)
 
 
-def _oe_loss(module, inputs, labels, outliers, recipe: Recipe, generator) -> torch.Tensor:
-    if recipe.outlier_steps:
-        eps, steps = recipe.eps, recipe.outlier_steps
-        outliers = pgd(module, outliers, top_log_confidence, eps, 2.5 * eps / steps, steps, generator)
+def _oe_loss(module, inputs, labels, outliers, recipe: Recipe) -> torch.Tensor:
     flat = -torch.log_softmax(module(outliers), 1).mean(1).mean()  # cross-entropy to the flat softmax
     return F.cross_entropy(module(inputs), labels) + recipe.outlier_weight * flat
 

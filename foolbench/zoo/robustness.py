@@ -89,11 +89,6 @@ def cross_entropy_of(labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Ten
     return lambda logits: F.cross_entropy(logits, labels, reduction="none")
 
 
-def top_log_confidence(logits: torch.Tensor) -> torch.Tensor:
-    """The objective of ACET's inner attack: the log of the largest softmax probability."""
-    return torch.log_softmax(logits, 1).amax(1)
-
-
 @torch.no_grad()
 def predict(module: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat([module(chunk).argmax(1) for chunk in images.split(batch_size)])
