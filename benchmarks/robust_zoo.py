@@ -105,7 +105,10 @@ def runs(run_dirs: list[Path], pairs: Path | None) -> None:
         print(rows[-1], flush=True)
         if pairs is not None:
             save_pairs(
-                images, found.nearest, found.table["lookalike"].to_numpy(), pairs / f"{run_dir.name}.png"
+                images,
+                found.nearest,
+                found.table["lookalike"].to_numpy(),
+                pairs / f"{summary['model']}-{run_dir.name}.png",
             )
     timing = {
         "reference_seconds": round(reference_seconds, 3),

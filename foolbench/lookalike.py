@@ -12,15 +12,18 @@ judgement (not a replacement for it):
   correlation distance here (its structure term is a local correlation) but let 20 % of other
   classes' digits in, and is 40x slower per pair in scikit-image.
 - **Typical distance** of a class: over its real images, each one's distance to its nearest other
-  image of the class (leave one out). The median is reported as `typical`; the 95th percentile is
-  the `threshold`, so that 95 % of real images of the class lie within it by construction (the
-  median would call half of all real digits unrecognisable).
+  image of the class (leave one out). The median is reported as `typical`; the 99th percentile is
+  the `threshold`, so that 99 % of real images of the class lie within it by construction (the
+  median would call half of all real digits unrecognisable). The 95th percentile was tried: it
+  accepted fewer held-out digits (92.4 % against 94.7 %), no fewer of other classes (0.3 %), and
+  missed a ring that a robust model calls "0" (0.81 against a threshold of 0.73); the largest
+  distance (the 100th) let a horizontal bar of plain LeNet's pass as a "7".
 - **Look-alike**: the champion's nearest real image of its target class is within the class's
   threshold, *and* its nearest real image of any class is of the target class (a 1-nearest-
   neighbour reader agrees with the label). Measured with MNIST's 4,000 training digits as the
-  reference (`tests/test_lookalike.py`): 92 % of held-out real digits are look-alikes of their own
-  class, 0.4 % of another class, and 0 % of uniform noise, smoothed noise and flat images, 0.2 %
-  of random CPPN images.
+  reference (`tests/test_lookalike.py`): 94.7 % of the 1,000 held-out real digits are look-alikes
+  of their own class, 0.3 % of another class; 0 % of uniform noise, smoothed noise and flat
+  images, 0.4 % of random CPPN images.
 
 It says nothing where the real images do not cover how a class can look (a "7" with a crossbar
 absent from the reference), and a champion can be a look-alike and still be a striking failure
@@ -40,7 +43,7 @@ import torch
 
 from foolbench.errors import FoolbenchError
 
-THRESHOLD_QUANTILE = 0.95
+THRESHOLD_QUANTILE = 0.99
 CHUNK = 1024  # query rows per distance matrix, for memory on large references
 
 
