@@ -6,7 +6,8 @@
 `cards` measures, for lenet-mnist, lenet-mnist-pgd and lenet-mnist-oe, what the robust cards
 record: held-out accuracy (and the median top-1 confidence on those digits, what a
 fooling confidence is read against), robust accuracy under torchattacks' PGD (L-inf 0.3, 50 steps, 3
-restarts, 1,000 held-out digits) and the share of non-digit images given > 95 % confidence.
+restarts, 1,000 held-out digits), the share of non-digit images given > 95 % confidence, and how
+many hidden units uniform noise activates.
 `runs` reads finished run directories (`foolbench run ...`) and gives per run the median best
 confidence, the classes at >= 99.99 % and the look-alike share of the champions
 (`foolbench.lookalike`, MNIST's training digits as the reference), with the time that takes;
@@ -23,6 +24,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from common import write
 from onnx import numpy_helper
 
@@ -58,12 +60,22 @@ def cards(folder: Path) -> None:
             "median_top1_confidence_on_digits": round(float(np.median(probs(images.numpy()).max(1))), 4),
             "robust_accuracy": round(robust_accuracy(module, images, labels), 4),
             "confident_on_noise": noise_figures(probs),
+            "active_hidden_units_on_uniform_noise": active_units(module),
             "seconds": round(time.perf_counter() - start, 1),
         }
         print(name, rows[name], flush=True)
     write(
         "robust_zoo", {"attack": {**ATTACK, "library": "torchattacks", "digits": len(labels)}, "models": rows}
     )
+
+
+@torch.no_grad()
+def active_units(module: LeNet) -> float:
+    """Mean number of LeNet's 500 hidden ReLU units active on 1,000 uniform-noise images: 0 means the
+    output is the last layer's bias for every such image, and the input gradient is exactly 0."""
+    noise = torch.from_numpy(np.random.default_rng(0).random((1000, 1, 28, 28), dtype=np.float32))
+    features = F.max_pool2d(module.conv2(F.max_pool2d(module.conv1(noise), 2)), 2).flatten(1)
+    return round(float((module.fc1(features) > 0).sum(1).float().mean()), 2)
 
 
 def champions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -36,7 +36,7 @@ from foolbench.data.mnist import load_mnist
 from foolbench.io import atomic_path
 from foolbench.zoo.common import Built
 from foolbench.zoo.lenet import LeNet, accuracy, as_images, random_shift, seeded
-from foolbench.zoo.mnist_models import CHECK_IMAGES, mnist_card
+from foolbench.zoo.mnist_models import CHECK_IMAGES, digit_card
 from foolbench.zoo.outliers import outlier_mix
 from foolbench.zoo.robustness import (
     ATTACK,
@@ -95,20 +95,9 @@ def build_robust(
     digits = load_mnist(data)
     module, facts = train(seed, digits, recipe, work, progress)
     figures = measure(module, digits, recipe, progress)
-    card = mnist_card(
-        labels=[str(d) for d in range(10)],
-        accuracy=figures.pop("accuracy"),
-        notes=f"{SUMMARIES[name]} Grey pixels in [0, 1], white digit on black.",
-        extra={
-            "seed": seed,
-            "training_data": digits.source,
-            "test_size": len(digits.test_y),
-            "torch": torch.__version__,
-            "recipe": dataclasses.asdict(recipe),
-            "final_loss": facts["final_loss"],
-            **figures,
-        },
-    )
+    accuracy_ = figures.pop("accuracy")
+    extra = {"recipe": dataclasses.asdict(recipe), "final_loss": facts["final_loss"], **figures}
+    card = digit_card(SUMMARIES[name], accuracy_, seed, digits, extra)
     how = [
         f"Architecture: `foolbench.zoo.lenet:LeNet`, initialised with `torch.manual_seed({seed})`.",
         f"Data: {digits.source}.",
