@@ -5,9 +5,11 @@ module imports its own layer or lower ones, never a higher one, and no imports g
 circle (tests/test_layers.py reads every import and holds the package to this list).
 
 Layers, lowest first:
-  1. errors, fileio, text, options, images    one-line errors, atomic files, how things are written
-                                              for people, option rules, the 8-bit image
-  2. data, models, encodings                  datasets, the sealed model adapter, genomes -> images
+  1. errors, fileio, text, options, images, progress
+                                              one-line errors, atomic files, how things are written
+                                              for people, option rules, the 8-bit image, progress
+  2. data, models, encodings, lookalike       datasets, the sealed model adapter, genomes -> images,
+                                              does a champion look like a real image of its class?
   3. search                                   engines (ask/tell), the one evaluator, the class archive
   4. presets, protocol                        attack presets and scoring protocols, checked
   5. zoo                                      builders of the reference models

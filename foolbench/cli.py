@@ -248,11 +248,17 @@ def zoo_list():
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Training seed (MNIST).")
 @click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
-def zoo_build(name, data, seed, weights, out):
-    """Build NAME into zoo/NAME.onnx with its model card."""
+@click.option("--epochs", type=int, help="Robust models: training epochs (default: the zoo recipe's).")
+@click.option(
+    "--attack-digits", type=int, help="lenet-mnist-pgd: held-out digits its robust accuracy is measured on."
+)
+def zoo_build(name, data, seed, weights, out, epochs, attack_digits):
+    """Build NAME into zoo/NAME.onnx with its model card; a killed robust build resumes when run again."""
     from foolbench.zoo import build
 
-    path = build(name, out_dir=out, data=data, seed=seed, weights=weights)
+    path = build(
+        name, out_dir=out, data=data, seed=seed, weights=weights, epochs=epochs, attack_digits=attack_digits
+    )
     click.echo(f"built {path}")
 
 

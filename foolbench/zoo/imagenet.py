@@ -22,7 +22,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path, sha256_file
 from foolbench.models.base import card_input
 from foolbench.models.card import ModelCard
-from foolbench.zoo.registry import TORCHVISION_URLS, Built, downloads_allowed
+from foolbench.zoo.common import TORCHVISION_URLS, Built, downloads_allowed
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -8,8 +8,8 @@ import torch
 
 from foolbench.data.mnist import load_mnist
 from foolbench.models.card import ModelCard
+from foolbench.zoo.common import Built
 from foolbench.zoo.lenet import MLP, LeNet, accuracy, as_images, seeded, train_classifier
-from foolbench.zoo.registry import Built
 
 # name -> (architecture, epochs, batch size, what it is).
 # LeNet: 40 epochs of batch 64 (2,520 steps; ~50 s on 2 cores, 98.7% held-out). Caffe's LeNet, the
@@ -53,6 +53,22 @@ def mnist_card(**fields) -> ModelCard:
     )
 
 
+def digit_card(summary: str, accuracy_: float, seed: int, digits, extra: dict) -> ModelCard:
+    """The card of a 10-digit classifier trained here with `seed` on `digits`; `extra` adds the recipe's facts."""
+    return mnist_card(
+        labels=[str(d) for d in range(10)],
+        accuracy=accuracy_,
+        notes=f"{summary} Grey pixels in [0, 1], white digit on black.",
+        extra={
+            "seed": seed,
+            "training_data": digits.source,
+            "test_size": len(digits.test_y),
+            "torch": torch.__version__,
+            **extra,
+        },
+    )
+
+
 def build_mnist(name: str, seed: int, data, progress: bool) -> Built:
     """Train architecture `name` with `seed` on MNIST (`data`: a torchvision MNIST folder, or None)."""
     factory, epochs, batch_size, summary = ARCHITECTURES[name]
@@ -73,18 +89,7 @@ def build_mnist(name: str, seed: int, data, progress: bool) -> Built:
     if progress:
         print(f"  held-out accuracy {held_out:.2%}", file=sys.stderr, flush=True)
     train_seconds = facts.pop("train_seconds")  # kept out of the ONNX card: same seed, same bytes
-    card = mnist_card(
-        labels=[str(d) for d in range(10)],
-        accuracy=round(held_out, 4),
-        notes=f"{summary} Grey pixels in [0, 1], white digit on black.",
-        extra={
-            "seed": seed,
-            "training_data": digits.source,
-            "test_size": len(digits.test_y),
-            "torch": torch.__version__,
-            **facts,
-        },
-    )
+    card = digit_card(summary, round(held_out, 4), seed, digits, facts)
     how = [
         f"Architecture: `foolbench.zoo.lenet:{factory.__name__}`, initialised with `torch.manual_seed({seed})`.",
         f"Data: {digits.source}.",

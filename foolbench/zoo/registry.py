@@ -13,26 +13,14 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import write_text
+from foolbench.zoo.common import TORCHVISION_URLS, Built
 
-if TYPE_CHECKING:  # kept out of the import path: foolbench.models imports torch
-    import numpy as np
-    import torch
-
-    from foolbench.models.card import ModelCard
-
-TORCHVISION_URLS = {
-    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
-}
 DEFAULT_MODEL = "lenet-mnist"  # the model of every command that needs one and is given none
-OFFLINE_ENV = "FOOLBENCH_OFFLINE"
 ZOO_ENV = "FOOLBENCH_ZOO"
 
 
@@ -41,7 +29,9 @@ class Entry:
     name: str
     dataset: str
     description: str
-    kind: str  # "mnist" (trained here), "efficientnet" (weights in a pip package), "torchvision"
+    kind: (
+        str  # "mnist", "robust" (both trained here), "efficientnet" (weights in a pip package), "torchvision"
+    )
 
     @property
     def weights_url(self) -> str | None:
@@ -64,28 +54,28 @@ ENTRIES = {
         ),
         Entry("alexnet", "imagenet", "torchvision AlexNet, as fooled in the paper", "torchvision"),
         Entry("googlenet", "imagenet", "torchvision GoogLeNet, as fooled in the paper", "torchvision"),
+        Entry(
+            "lenet-mnist-pgd",
+            "mnist",
+            "LeNet adversarially trained (PGD, L-inf 0.3): robust reference",
+            "robust",
+        ),
+        Entry(
+            "lenet-mnist-oe",
+            "mnist",
+            "LeNet with outlier exposure (noise, random CPPNs): reference",
+            "robust",
+        ),
     )
 }
 ZOO_NAMES = tuple(ENTRIES)
+TRAINED = ("mnist", "robust")  # kinds trained here, on MNIST: they take --seed and --data
 _NEEDS = {
     "mnist": "nothing (trains on the CPU: LeNet ~50 s, the MLP ~15 s)",
+    "robust": "nothing (trains on the CPU: PGD ~20 min, OE ~3 min)",
     "efficientnet": "nothing (weights in a pip package)",
     "torchvision": "internet or --weights FILE",
 }
-
-
-@dataclass
-class Built:
-    """What a builder hands back: the module to export, its card and what the model card page says."""
-
-    module: torch.nn.Module  # in eval mode
-    card: ModelCard
-    example: torch.Tensor  # preprocessed input the ONNX file is checked on
-    summary: str
-    how: list[str] = field(default_factory=list)
-    check: Callable[[np.ndarray], None] | None = (
-        None  # gets the ONNX probabilities on `example`; raises to fail
-    )
 
 
 REPO_ZOO = Path(__file__).resolve().parents[2] / "zoo"
@@ -120,7 +110,7 @@ def list_zoo(out_dir: str | Path | None = None) -> list[dict]:
 def resolve(name: str, seed: int = 0) -> tuple[Entry, int, str]:
     """(entry, seed, file stem) for a zoo name, seed twins (`lenet-mnist-s3`) included."""
     twin = re.fullmatch(r"(.+)-s(\d+)", name)
-    if twin and twin[1] in ENTRIES and ENTRIES[twin[1]].kind == "mnist":
+    if twin and twin[1] in ENTRIES and ENTRIES[twin[1]].kind in TRAINED:
         name, name_seed = twin[1], int(twin[2])
         if seed not in (0, name_seed):
             raise FoolbenchError(
@@ -132,7 +122,7 @@ def resolve(name: str, seed: int = 0) -> tuple[Entry, int, str]:
             f"unknown zoo model '{name}'; known: {', '.join(ZOO_NAMES)} (and seed twins such as lenet-mnist-s1)"
         )
     entry = ENTRIES[name]
-    if seed < 0 or (seed and entry.kind != "mnist"):
+    if seed < 0 or (seed and entry.kind not in TRAINED):
         raise FoolbenchError(
             f"--seed {seed}: only the trained MNIST models take a seed (a whole number >= 0)"
         )
@@ -146,22 +136,34 @@ def build(
     seed: int = 0,
     weights: str | Path | None = None,
     progress: bool = True,
+    epochs: int | None = None,
+    attack_digits: int | None = None,
 ) -> Path:
-    """Build zoo model `name` into OUT/STEM.onnx plus the human-readable OUT/STEM.md; returns the .onnx path."""
+    """Build zoo model `name` into OUT/STEM.onnx plus the human-readable OUT/STEM.md; returns the .onnx path.
+
+    `epochs` and `attack_digits` size a robust model's recipe (training epochs; held-out digits its
+    robust accuracy is measured on); the defaults are the zoo's. A robust build checkpoints every
+    epoch into OUT/.STEM.build/, so a killed build resumes there when run again.
+    """
     entry, seed, stem = resolve(name, seed)
-    if data is not None and entry.kind != "mnist":
-        raise FoolbenchError(f"--data is for the MNIST models; {entry.name} does not train")
-    if weights is not None and entry.kind != "torchvision":
-        raise FoolbenchError(f"--weights is for alexnet and googlenet; {entry.name} brings its own")
-    path = (Path(out_dir) if out_dir else zoo_dir()) / f"{stem}.onnx"
+    recipe = {k: v for k, v in (("epochs", epochs), ("attack_digits", attack_digits)) if v is not None}
+    _check_options(entry, data, weights, recipe)
+    folder = Path(out_dir) if out_dir else zoo_dir()
+    path = folder / f"{stem}.onnx"
+    _clear_temporaries(folder, stem)
     _say(progress, f"building {stem} ...")
     start = time.perf_counter()
-    built = _run_builder(entry, seed, data, weights, progress)
+    work = folder / f".{stem}.build"
+    built = _run_builder(entry, seed, data, weights, progress, work, recipe)
     built.card.name = stem
-    built.card.extra["rebuild"] = _rebuild_command(stem, data, weights)
+    built.card.extra["rebuild"] = _rebuild_command(stem, data, weights, recipe)
     from foolbench.zoo.export import export_onnx
 
     export_onnx(built.module, path, built.card, built.example, built.check)
+    if work.is_dir():
+        from foolbench.zoo.robust import clear_work
+
+        clear_work(work)
     seconds = time.perf_counter() - start
     from foolbench.zoo.cardmd import render_card_md
 
@@ -177,16 +179,39 @@ def ensure(name: str, out_dir: str | Path | None = None) -> Path:
     return path if path.is_file() else build(name, out_dir=out_dir)
 
 
-def downloads_allowed() -> bool:
-    """False when $FOOLBENCH_OFFLINE is set (to anything but 0): nothing is fetched, errors come at once."""
-    return os.environ.get(OFFLINE_ENV, "0") in ("", "0")
+def _check_options(entry: Entry, data, weights, recipe: dict) -> None:
+    if data is not None and entry.kind not in TRAINED:
+        raise FoolbenchError(f"--data is for the MNIST models; {entry.name} does not train")
+    if weights is not None and entry.kind != "torchvision":
+        raise FoolbenchError(f"--weights is for alexnet and googlenet; {entry.name} brings its own")
+    if recipe and entry.kind != "robust":
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in recipe)
+        raise FoolbenchError(f"{flags}: only the robust models ({', '.join(_robust_names())}) take it")
+    for key, value in recipe.items():
+        if value < 1:
+            raise FoolbenchError(f"--{key.replace('_', '-')} {value}: give a whole number >= 1")
 
 
-def _run_builder(entry: Entry, seed: int, data, weights, progress: bool) -> Built:
+def _robust_names() -> list[str]:
+    return [e.name for e in ENTRIES.values() if e.kind == "robust"]
+
+
+def _clear_temporaries(folder: Path, stem: str) -> None:
+    """Delete what a killed build of `stem` left half-written (atomic writes' hidden temporaries)."""
+    for pattern in (f".{stem}.onnx.*.tmp", f".{stem}.md.*.tmp", f".{stem}.build/.*.tmp"):
+        for stale in folder.glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
+def _run_builder(entry: Entry, seed: int, data, weights, progress: bool, work: Path, recipe: dict) -> Built:
     if entry.kind == "mnist":
         from foolbench.zoo.mnist_models import build_mnist
 
         return build_mnist(entry.name, seed, data, progress)
+    if entry.kind == "robust":
+        from foolbench.zoo.robust import build_robust
+
+        return build_robust(entry.name, seed, data, progress, work, recipe)
     from foolbench.zoo import imagenet
 
     if entry.kind == "efficientnet":
@@ -194,10 +219,15 @@ def _run_builder(entry: Entry, seed: int, data, weights, progress: bool) -> Buil
     return imagenet.build_torchvision(entry.name, weights, progress)
 
 
-def _rebuild_command(stem: str, data, weights) -> str:
+def _rebuild_command(stem: str, data, weights, recipe: dict) -> str:
     """The command that rebuilds the same model; where it is written (--out) is not part of the model."""
     parts = ["foolbench", "zoo", "build", stem]
-    for flag, value in (("--data", data), ("--weights", weights)):
+    flags = {
+        "--data": data,
+        "--weights": weights,
+        **{f"--{k.replace('_', '-')}": v for k, v in recipe.items()},
+    }
+    for flag, value in flags.items():
         if value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
