@@ -152,6 +152,7 @@ def leaderboard() -> str:
     from foolbench.report.leaderboard import ranked, read_leaderboard
 
     rows = ranked(read_leaderboard(LEADERBOARD))
+    rows = rows[rows["protocol"] == "v1"]
     body = [
         [
             r.suite,
@@ -182,6 +183,42 @@ def leaderboard() -> str:
         "fooling-vs-real AUROC",
     ]
     caption = f"{source(LEADERBOARD, 'foolbench score --model NAME')} Scored: {dates}."
+    return f"{caption}\n\n{table(header, body)}"
+
+
+def leaderboard_v2() -> str:
+    """Protocol v2's rows: the worst-case score with its spread over seeds and the ties it makes, and
+    each attack's score (look-alike classes per seed in brackets where measured)."""
+    from foolbench.report.leaderboard import ranked, read_leaderboard
+
+    rows = ranked(read_leaderboard(LEADERBOARD))
+    rows = rows[rows["protocol"] == "v2"].dropna(axis=1, how="all")
+    attacks = [
+        c.removesuffix("_score") for c in rows.columns if c.endswith("_score") and c != "fooling_score"
+    ]
+
+    def cell(r, attack: str) -> str:
+        score = getattr(r, f"{attack}_score")
+        if pd.isna(score):
+            return "–"
+        alike = getattr(r, f"{attack}_lookalikes", float("nan"))
+        return f"{score:.3f}" + (f" ({alike:.2g})" if not pd.isna(alike) and alike > 0 else "")
+
+    body = [
+        [
+            r.suite,
+            r.rank,
+            r.name,
+            f"{r.fooling_score:.3f} ({r.fooling_score_low:.3f}–{r.fooling_score_high:.3f})",
+            r.ties or "–",
+            *[cell(r, a) for a in attacks],
+            r.attacks_scored,
+        ]
+        for r in rows.itertuples()
+    ]
+    dates = ", ".join(sorted(rows["date"].unique()))
+    header = ["suite", "rank", "model", "fooling score (seeds' range)", "ties with", *attacks, "attacks"]
+    caption = f"{source(LEADERBOARD, 'foolbench score --model NAME --protocol v2')} Scored: {dates}."
     return f"{caption}\n\n{table(header, body)}"
 
 
@@ -449,6 +486,7 @@ def cppn_size() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "presets": presets,
     "leaderboard": leaderboard,
+    "leaderboard-v2": leaderboard_v2,
     "paper": paper,
     "reach": reach,
     "imagenet-classes": imagenet_classes,

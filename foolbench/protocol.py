@@ -8,18 +8,31 @@ budget the protocol gives it; `preset_tables` turns that into a complete preset 
 `experiments/score.py` writes beside the runs so every run can be repeated with `foolbench run`.
 
 Like presets, every key is checked: unknown keys and bad values are one-line errors naming them.
+
+How a row is ranked is the protocol's too (`[protocol] score` and `headline`):
+- v1 (`score = "median"`, `headline = "mean"`): the mean over the ranked attacks of the median best
+  confidence. It saturates: most MNIST models tie at 99.99 %.
+- v2 (`score = "nines-auc"`, `headline = "worst"`): each run's curve of the targets' median
+  confidence over log-evaluations, on a "nines" scale (`curve_score`), so a model the attack needs
+  10x longer to fool scores lower even when both end at 99.99 %; a run's target classes whose
+  champion looks like a real image of the class count as not fooled (`lookalikes = true`); and the
+  headline is the worst case over the attacks, as in AutoAttack: a model is as robust as the
+  strongest attack leaves it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from foolbench.errors import FoolbenchError
-from foolbench.options import Choice, Int, Seeds, Table, Text, Texts, check_table
+from foolbench.options import Bool, Choice, Int, Seeds, Table, Text, Texts, check_table
 from foolbench.presets import ATTACKS_DIR, load_preset
 
 PROTOCOLS_DIR = ATTACKS_DIR / "protocols"
@@ -34,7 +47,13 @@ _PROTOCOL_KEYS = {
     "all_classes_up_to": Int(1, 1_000_000),
     "sample_classes": Int(1, 1_000_000),
     "ranked": Texts(),
+    "score": Choice(("median", "nines-auc")),
+    "headline": Choice(("mean", "worst")),
+    "lookalikes": Bool(),
+    "never_target": Texts(),
 }
+NINES_CAP = 4.0  # 99.99 %, the paper's threshold: beyond it a model is as fooled as it gets
+GRID = 256  # log-spaced evaluation counts the curve is read at
 _SUITE_KEYS = {"channels": Choice((1, 3)), "crop": Choice(("center", "ten")), "attacks": Table()}
 _ATTACK_KEYS = {
     "preset": Text(),
@@ -73,6 +92,10 @@ class Protocol:
     sample_classes: int
     ranked: tuple[str, ...]
     suites: dict[str, Suite]
+    score: str = "median"  # how one run is measured: "median" (v1) or "nines-auc" (v2)
+    headline: str = "mean"  # fooling_score over the ranked attacks: their "mean" or the "worst" case
+    lookalikes: bool = False  # classes whose champion looks like a real image count as not fooled
+    never_target: tuple[str, ...] = ()  # labels never attacked (the retraining defence's "fooling")
 
     def suite_for(self, channels: int) -> Suite:
         """The suite for a model with this many input channels."""
@@ -85,12 +108,15 @@ class Protocol:
             "pass --channels to say how the model wants its input"
         )
 
-    def classes_for(self, k: int) -> list[int]:
-        """Every class for K <= all_classes_up_to; else `sample_classes` spread evenly: floor(i*K/n)."""
+    def classes_for(self, k: int, labels: list[str] | None = None) -> list[int]:
+        """Every class for K <= all_classes_up_to; else `sample_classes` spread evenly: floor(i*K/n).
+        Classes labelled as in `never_target` are left out: a defended model's "fooling" class is
+        where a fooling image should go, not a class to fool it into."""
+        skip = {i for i, label in enumerate(labels or []) if label in self.never_target}
         if k <= self.all_classes_up_to:
-            return list(range(k))
+            return [c for c in range(k) if c not in skip]
         n = min(self.sample_classes, k)
-        return [i * k // n for i in range(n)]
+        return [c for c in (i * k // n for i in range(n)) if c not in skip]
 
     @property
     def attack_names(self) -> list[str]:
@@ -122,7 +148,8 @@ class Protocol:
                 "channels": suite.channels,
             }
         else:
-            tables["encoding"] = base.encoding | {"resolution": resolution, "channels": suite.channels}
+            if base.encoding:  # engines that render through an encoding draw at the model's size
+                tables["encoding"] = base.encoding | {"resolution": resolution, "channels": suite.channels}
             tables["search"]["evaluations"] = attack.evaluations
             if attack.batch is not None:
                 tables["search"] |= {"batch": attack.batch, "init": attack.batch}
@@ -191,6 +218,10 @@ def protocol_from_dict(data: dict, source: str) -> Protocol:
         sample_classes=head.get("sample_classes", 10),
         ranked=ranked,
         suites=suites,
+        score=head.get("score", "median"),
+        headline=head.get("headline", "mean"),
+        lookalikes=head.get("lookalikes", False),
+        never_target=tuple(head.get("never_target", [])),
     )
 
 
@@ -263,3 +294,38 @@ def toml_text(tables: dict, comment: str = "") -> str:
         lines += ["", f"[{section}]"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# -- the v2 measure ----------------------------------------------------------------------------------
+def nines(confidence) -> np.ndarray:
+    """-log10(1 - p), capped at NINES_CAP: 90 % -> 1, 99 % -> 2, 99.99 % -> 4."""
+    p = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0 - 10.0**-NINES_CAP)
+    return np.minimum(-np.log10(1.0 - p), NINES_CAP)
+
+
+def curve_score(evaluations, median_confidence) -> float:
+    """How fast and how far a run fooled the model, in [0, 1]: the mean over log-spaced evaluation
+    counts, from the run's first scored generation to its last, of the targets' median confidence
+    then (the last value reached by that count) in nines / NINES_CAP.
+
+    1 means the median was at 99.99 % from the first generation; a model that takes ten times as many
+    evaluations to reach the same confidence scores lower, so models keep separating after the
+    median saturates. The evaluation axis is logarithmic because budgets differ by orders of
+    magnitude, and the first generations are where robust and fragile models part."""
+    e = np.asarray(evaluations, dtype=np.float64)
+    m = np.asarray(median_confidence, dtype=np.float64)
+    if len(e) == 0 or len(e) != len(m):
+        raise FoolbenchError("a run's curve needs its evaluations and median confidences, one per generation")
+    if len(e) == 1 or e[-1] <= e[0]:
+        return float(nines(m[-1]) / NINES_CAP)
+    grid = np.geomspace(max(e[0], 1.0), e[-1], GRID)
+    at = np.searchsorted(e, grid, side="right") - 1  # the last generation scored by then
+    return float(np.mean(nines(m[np.maximum(at, 0)])) / NINES_CAP)
+
+
+def run_score(curve: float, classes: int, lookalikes: int) -> float:
+    """A run's v2 score: its curve score, scaled by the share of target classes whose champion is not
+    a look-alike of a real image of the class (those count as not fooled at all)."""
+    if classes <= 0 or not math.isfinite(curve):
+        return math.nan
+    return curve * (classes - lookalikes) / classes

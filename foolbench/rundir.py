@@ -39,6 +39,7 @@ LATEST = "latest.json"
 METRICS = "metrics.csv"
 CHAMPIONS = "champions"
 GALLERY = "gallery.png"
+LOOKALIKES = "lookalikes.png"  # champions above their nearest real image of the class (MNIST models)
 RESULTS = "results.csv"
 SUMMARY = "summary.json"
 BUDGET_KEYS = ("generations", "evaluations", "seconds")

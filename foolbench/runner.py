@@ -314,14 +314,54 @@ def finish_run(run_dir: Path, search: Search, manifest: dict, metrics: list) -> 
     results = score_images(model, reloaded, classes)
     results.insert(0, "file", files)
     results["generation"] = found_at
+    found = _lookalikes(model, reloaded, classes)
+    if found is not None:
+        results["lookalike"] = found.table["lookalike"].to_numpy()
+        results["lookalike_distance"] = found.table["distance"].round(6).to_numpy()
+        _lookalike_gallery(run_dir, reloaded, found, [labels[c] for c in classes])
     rundir.write_results(run_dir, results)
     captions = [
         f"{labels[c]}\n{percent(conf)}" for c, conf in zip(classes, results["confidence"], strict=True)
     ]
     gallery(list(reloaded), captions, run_dir / rundir.GALLERY)
     summary = summarise(results["confidence"].to_numpy(), metrics, search, manifest)
+    if found is not None:
+        fooled = results["confidence"].to_numpy() >= 0.99
+        summary["lookalike_share"] = found.share
+        summary["lookalike_classes"] = [int(c) for c in found.table["class"][found.table["lookalike"]]]
+        summary["fooled_99_not_lookalike"] = int((fooled & ~found.table["lookalike"].to_numpy()).sum())
     rundir.write_summary(run_dir, summary)
     return summary
+
+
+def _lookalikes(model, champions: np.ndarray, classes):
+    """Each champion against the real images of its class (foolbench.lookalike), where the model
+    says its classes are MNIST's digits (its card's dataset) and the champions are digit-sized;
+    None elsewhere: without real images of the classes, nothing can say what a class looks like."""
+    card = getattr(model, "card", None)
+    if card is None or (card.dataset or "").lower() != "mnist" or champions.shape[1:] != (1, 28, 28):
+        return None
+    if int(np.max(classes)) > 9:  # a defended model's "fooling" class has no real images
+        return None
+    from foolbench.lookalike import compare, mnist_reference
+
+    return compare(champions, classes, mnist_reference())
+
+
+def _lookalike_gallery(run_dir: Path, champions: np.ndarray, found, labels: list[str]) -> None:
+    """Each row of champions above a row of their nearest real images of the target class, captioned
+    with the distance and the class's threshold, so a reader can judge the verdict by eye."""
+    images, captions = [], []
+    for start in range(0, len(champions), 10):
+        rows = found.table.iloc[start : start + 10]
+        images += list(champions[start : start + 10])
+        captions += [
+            f"{label}\n{'look-alike' if r.lookalike else 'not alike'}"
+            for label, r in zip(labels[start : start + 10], rows.itertuples(), strict=True)
+        ]
+        images += list(found.nearest[start : start + 10])
+        captions += [f"nearest real\nd {r.distance:.2f} / {r.threshold:.2f}" for r in rows.itertuples()]
+    gallery(images, captions, run_dir / rundir.LOOKALIKES)
 
 
 def score_images(model, images: np.ndarray, classes) -> pd.DataFrame:

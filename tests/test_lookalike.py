@@ -132,3 +132,29 @@ def test_reference_needs_two_images_per_class_and_one_label_each():
         reference(images, [0, 0])
     with pytest.raises(FoolbenchError, match="no real images known"):
         run_lookalikes(images, [0, 0, 1], "cifar")
+
+
+def test_a_run_on_a_digit_model_records_its_lookalikes(lenet, tmp_path):
+    """summary.json gives the share and classes, results.csv each champion's verdict and distance (as
+    compare() gives them for the saved PNGs), and lookalikes.png pairs each champion with its nearest
+    real digit."""
+    import json
+
+    import pandas as pd
+    from PIL import Image
+
+    from foolbench.images import load_png
+    from foolbench.runner import RunRequest, start_run
+
+    out = start_run(RunRequest(models=[str(lenet)], attack="mnist-cppn", evaluations=400, out=tmp_path / "r"))
+    summary = json.loads((out / "summary.json").read_text())
+    results = pd.read_csv(out / "results.csv")
+    pngs = np.stack([load_png(out / f, 1) for f in results["file"]])
+    found = compare(pngs, results["class"], mnist_reference())
+    assert results["lookalike"].tolist() == found.table["lookalike"].tolist()
+    np.testing.assert_allclose(results["lookalike_distance"], found.table["distance"], atol=1e-5)
+    assert summary["lookalike_share"] == pytest.approx(found.share)
+    assert summary["lookalike_classes"] == [int(c) for c in results["class"][results["lookalike"]]]
+    fooled = (results["confidence"] >= 0.99) & ~results["lookalike"]
+    assert summary["fooled_99_not_lookalike"] == int(fooled.sum())
+    assert Image.open(out / "lookalikes.png").size == (1600, 2 * (160 + 34))  # champions over nearest reals

@@ -24,7 +24,16 @@ from foolbench.errors import FoolbenchError
 from foolbench.fileio import sha256_file, write_json, write_text
 from foolbench.models.load import ModelOptions
 from foolbench.presets import preset_from_dict
-from foolbench.protocol import DEFAULT_PROTOCOL, Protocol, ProtocolAttack, Suite, load_protocol, toml_text
+from foolbench.protocol import (
+    DEFAULT_PROTOCOL,
+    Protocol,
+    ProtocolAttack,
+    Suite,
+    curve_score,
+    load_protocol,
+    run_score,
+    toml_text,
+)
 from foolbench.runner import RunRequest, ensure_run, run_state
 from foolbench.text import safe_name
 
@@ -128,7 +137,7 @@ def resolution_of(model) -> int:
 
 def _plan(proto: Protocol, suite: Suite, model) -> dict[ProtocolAttack, dict]:
     """Each attack's complete preset for this model, validated as a preset before anything runs."""
-    classes = proto.classes_for(model.num_classes)
+    classes = proto.classes_for(model.num_classes, model.labels)
     plan = {}
     for attack in suite.attacks:
         tables = proto.preset_tables(attack, suite, resolution_of(model), classes)
@@ -211,14 +220,58 @@ def make_row(
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
         "fooling_score": None,
     }
-    for attack in proto.attack_names:
-        dirs = runs.get(attack, [])
-        cells = attack_cells([rundir.read_summary(d) for d in dirs]) if dirs else {}
-        for key in ("median", "classes_at_99", "evals_to_99"):
-            row[f"{attack}_{key}"] = cells.get(key)
-    ranked = [row[f"{a}_median"] for a in proto.ranked]
-    row["fooling_score"] = float(np.mean(ranked)) if ranked and None not in ranked else None
+    if proto.score == "nines-auc":
+        row |= v2_cells(proto, runs)
+    else:
+        for attack in proto.attack_names:
+            dirs = runs.get(attack, [])
+            cells = attack_cells([rundir.read_summary(d) for d in dirs]) if dirs else {}
+            for key in ("median", "classes_at_99", "evals_to_99"):
+                row[f"{attack}_{key}"] = cells.get(key)
+        ranked = [row[f"{a}_median"] for a in proto.ranked]
+        row["fooling_score"] = float(np.mean(ranked)) if ranked and None not in ranked else None
     fvr = (base or {}).get("fooling_vs_real") or {}
     row["baseline_median"] = base["median_confidence"] if base else None
     row["fooling_auroc"] = fvr.get("auroc")
     return row
+
+
+def run_v2(run_dir: Path, lookalikes: bool) -> dict:
+    """One run's v2 figures from its files: the curve score (metrics.csv), scaled for look-alikes
+    (summary.json), and the v1 figures beside it."""
+    summary = rundir.read_summary(run_dir)
+    metrics = rundir.read_metrics(run_dir)
+    alike = len(summary.get("lookalike_classes", [])) if lookalikes else 0
+    curve = curve_score(metrics["evaluations"], metrics["median_confidence"])
+    return {"score": run_score(curve, summary["classes"], alike), "lookalikes": alike, "summary": summary}
+
+
+def v2_cells(proto: Protocol, runs: dict[str, list[Path]]) -> dict:
+    """The row's v2 cells. Per attack: the mean over seeds of the run score, with its min and max, the
+    look-alike classes per seed, and v1's median and classes at 99 % for reading. The headline,
+    `fooling_score`, is per seed the worst case (the highest score) over the attacks that ran, then
+    the mean over seeds; `fooling_score_low`/`_high` are its min and max over seeds, the spread a
+    difference between two models must exceed before it means anything."""
+    cells, per_seed = {}, []
+    for attack in proto.attack_names:
+        found = [run_v2(d, proto.lookalikes) for d in runs.get(attack, [])]
+        scores = [f["score"] for f in found]
+        cells |= {
+            f"{attack}_score": float(np.mean(scores)) if found else None,
+            f"{attack}_score_min": float(np.min(scores)) if found else None,
+            f"{attack}_score_max": float(np.max(scores)) if found else None,
+            f"{attack}_lookalikes": float(np.mean([f["lookalikes"] for f in found])) if found else None,
+        }
+        summaries = [f["summary"] for f in found]
+        v1 = attack_cells(summaries) if found else {}
+        cells |= {f"{attack}_{k}": v1.get(k) for k in ("median", "classes_at_99", "evals_to_99")}
+        if found and (attack in proto.ranked or not proto.ranked):
+            per_seed.append(scores)
+    worst = np.max(np.array(per_seed), axis=0) if per_seed else None
+    skipped = [a for a in proto.attack_names if a not in runs]
+    return cells | {
+        "fooling_score": float(np.mean(worst)) if worst is not None else None,
+        "fooling_score_low": float(np.min(worst)) if worst is not None else None,
+        "fooling_score_high": float(np.max(worst)) if worst is not None else None,
+        "attacks_scored": "all" if not skipped else "without " + ", ".join(skipped),
+    }

@@ -6,9 +6,11 @@ writes the whole file to a temporary file renamed over the old one, all under a 
 so none loses another's row, and a reader never sees a half-written file.
 
 Robustness, as the rendered tables sort it (within each protocol and suite, since only models
-facing the same attacks compare): `fooling_score` ascending, the mean over the protocol's ranked
-attacks of the median best confidence (lower = the attacks fool it less); ties go to the model
-whose quickest attack needed more evaluations to bring a first class to 99% (never = best).
+facing the same attacks compare): `fooling_score` ascending (lower = the attacks fool it less);
+equal scores go to the model whose quickest attack needed more evaluations to bring a first class
+to 99% (never = best). What the score is depends on the protocol (foolbench.protocol): v1 the mean
+median best confidence of the ranked attacks, v2 the worst case over the attacks of a curve score
+with its spread over seeds, where rows whose spreads overlap are marked as ties (`ties`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,20 @@ BASE_COLUMNS = [
     "date",
     "fooling_score",
 ]
+SPREAD_COLUMNS = ["fooling_score_low", "fooling_score_high", "attacks_scored"]  # v2 rows only
 TAIL_COLUMNS = ["baseline_median", "fooling_auroc"]
 KEY = ("model_sha256", "protocol")
-TEXT_COLUMNS = ("name", "model_sha256", "input_size", "suite", "protocol", "foolbench", "date")
+TEXT_COLUMNS = (
+    "name",
+    "model_sha256",
+    "input_size",
+    "suite",
+    "protocol",
+    "foolbench",
+    "date",
+    "attacks_scored",
+    "ties",
+)
 FORMATS = ("md", "html", "csv")
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process's update (each takes milliseconds)
 ROBUSTNESS = (
@@ -45,7 +58,11 @@ ROBUSTNESS = (
     "ATTACK_median: median best confidence, mean over seeds; _classes_at_99: target classes at "
     ">= 99%, mean over seeds; _evals_to_99: evaluations until the first class reached 99%, median "
     "over seeds. baseline_median: median top-1 confidence on real images; fooling_auroc: how well "
-    "max-softmax tells real images from the fooling ones (0.5 = not at all)."
+    "max-softmax tells real images from the fooling ones (0.5 = not at all). Protocol v2: "
+    "fooling_score is, per seed, the worst case over the attacks of the run's score (the area under its "
+    "median confidence over log-evaluations in nines, 1 = 99.99% from the first generation, look-alike "
+    "classes counted as not fooled), then the mean over seeds; low/high: its min and max over seeds; "
+    "ties: the ranks whose low-high ranges overlap this row's, i.e. differences within seed noise."
 )
 
 
@@ -108,9 +125,10 @@ def add_row(path: str | Path, row: dict) -> pd.DataFrame:
 def ordered_columns(columns) -> list[str]:
     """Identity and score first, the attacks' columns in the order they appeared, the baseline last."""
     columns = list(columns)
-    fixed = set(BASE_COLUMNS) | set(TAIL_COLUMNS)
+    fixed = set(BASE_COLUMNS) | set(SPREAD_COLUMNS) | set(TAIL_COLUMNS)
     middle = [c for c in columns if c not in fixed]
-    return [c for c in BASE_COLUMNS if c in columns] + middle + [c for c in TAIL_COLUMNS if c in columns]
+    head = [c for c in BASE_COLUMNS + SPREAD_COLUMNS if c in columns]
+    return head + middle + [c for c in TAIL_COLUMNS if c in columns]
 
 
 # -- ranking and rendering ---------------------------------------------------------------------------
@@ -122,7 +140,23 @@ def ranked(df: pd.DataFrame) -> pd.DataFrame:
     out = keyed.sort_values(["protocol", "suite", "_score", "_quick", "name"], kind="mergesort")
     out = out.drop(columns=["_score", "_quick"]).reset_index(drop=True)
     out.insert(0, "rank", out.groupby(["protocol", "suite"]).cumcount() + 1)
+    if "fooling_score_low" in out.columns:
+        out["ties"] = [_ties(out, i) for i in range(len(out))]
     return out
+
+
+def _ties(table: pd.DataFrame, i: int) -> str:
+    """The ranks in row i's protocol and suite whose seed ranges (low-high) overlap row i's."""
+    row = table.iloc[i]
+    if pd.isna(row["fooling_score_low"]):
+        return ""
+    same = table[(table["protocol"] == row["protocol"]) & (table["suite"] == row["suite"])]
+    overlap = same[
+        (same.index != table.index[i])
+        & (same["fooling_score_low"] <= row["fooling_score_high"])
+        & (same["fooling_score_high"] >= row["fooling_score_low"])
+    ]
+    return ", ".join(str(r) for r in overlap["rank"])
 
 
 def title(df: pd.DataFrame) -> str:
@@ -138,9 +172,13 @@ def render(df: pd.DataFrame, fmt: str = "md") -> str:
     head = title(df)
     if fmt == "csv":
         return f"# {head}\n# {ROBUSTNESS}\n" + table.to_csv(index=False)
-    shown = display(table)
     if fmt == "md":
-        return f"# {head}\n\n{ROBUSTNESS}\n\n{markdown(shown)}\n"
+        parts = [f"# {head}", ROBUSTNESS]
+        for (protocol, suite), rows in table.groupby(["protocol", "suite"], sort=False):
+            rows = rows.dropna(axis=1, how="all")
+            rows = rows[[c for c in rows.columns if c != "ties"] + (["ties"] if "ties" in rows else [])]
+            parts += [f"## Protocol {protocol}, {suite} models", markdown(display(rows))]
+        return "\n\n".join(parts) + "\n"
     return html_page(head, table)
 
 
@@ -176,7 +214,16 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=table.index)
     for column in table.columns:
         values = table[column]
-        if column.endswith("_median") or column == "fooling_score":
+        if column == "fooling_score" and "fooling_score_low" in table.columns:
+            out[column] = [
+                _score_text(v, low) for v, low in zip(values, table["fooling_score_low"], strict=True)
+            ]
+            continue
+        if column.endswith(("_score", "_score_min", "_score_max", "_score_low", "_score_high")):
+            fmt = "{:.3f}".format
+        elif column.endswith("_lookalikes"):
+            fmt = "{:.2g}".format
+        elif column.endswith("_median") or column == "fooling_score":
             fmt = percent
         elif column.endswith("_evals_to_99"):
             fmt = "{:,.0f}".format
@@ -190,6 +237,13 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             fmt = str
         out[column] = [("" if pd.isna(v) else fmt(v)) for v in values]
     return out
+
+
+def _score_text(score, low) -> str:
+    """fooling_score as its protocol means it: v1 a confidence (%), v2 (a row with a spread) a score."""
+    if pd.isna(score):
+        return ""
+    return percent(score) if pd.isna(low) else f"{score:.3f}"
 
 
 def _header(column: str) -> str:

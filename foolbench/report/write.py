@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from foolbench import __version__
+from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path, read_json, write_json, write_text
 from foolbench.images import load_png
@@ -137,7 +137,23 @@ def _runs_section(section: Section, writer: _Writer, shown: set) -> str:
         run = group.first
         seed = f", seed {run.seed}" if run.seed is not None else ""
         body.append(_gallery(run, writer, SECTION_GALLERY, f"{group.title}{seed}", shown))
+        body.append(_lookalikes(run))
     return html.section(section.key, section.title, "\n".join(body))
+
+
+def _lookalikes(run: Run) -> str:
+    """The run's champions above their nearest real images of the class, where the run measured it."""
+    png = Path(run.path) / rundir.LOOKALIKES
+    share = run.summary.get("lookalike_share")
+    if not png.is_file() or share is None:
+        return ""
+    return html.figure(
+        png,
+        f"champions beside their nearest real images: {run.title}",
+        f"Each champion above its nearest real image of the target class (correlation distance d against "
+        f"the class's threshold). {share:.0%} of the champions look like a real image of their class: "
+        "a proxy for a reader's judgement, not a replacement for it.",
+    )
 
 
 def _gallery(run: Run, writer: _Writer, limit: int, name: str, shown: set | None = None) -> str:
