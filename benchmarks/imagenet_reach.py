@@ -37,12 +37,16 @@ THRESHOLDS = (0.5, 0.9, 0.99)
 
 def run(model: str, attack: str, seed: int, evaluations: int, runs: Path) -> Path:
     out = runs / f"{model}-{attack}-s{seed}"
-    req = RunRequest([model], attack, scale="cpu", evaluations=evaluations, seed=seed, out=out, progress=False)
+    req = RunRequest(
+        [model], attack, scale="cpu", evaluations=evaluations, seed=seed, out=out, progress=False
+    )
     return ensure_run(req)[0]
 
 
 def curve(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "metrics.csv")[["evaluations", "median_confidence", "classes_at_9999", "seconds"]]
+    return pd.read_csv(run_dir / "metrics.csv")[
+        ["evaluations", "median_confidence", "classes_at_9999", "seconds"]
+    ]
 
 
 def imagenet_entry(run_dir: Path) -> dict:
@@ -52,7 +56,9 @@ def imagenet_entry(run_dir: Path) -> dict:
 
     def at(n):
         rows = m[m["evaluations"] <= n]
-        return None if rows.empty or m["evaluations"].iloc[-1] < n else float(rows["median_confidence"].iloc[-1])
+        return (
+            None if rows.empty or m["evaluations"].iloc[-1] < n else float(rows["median_confidence"].iloc[-1])
+        )
 
     def first(threshold):
         hit = m[m["median_confidence"] >= threshold]
@@ -143,7 +149,9 @@ def main() -> None:
                 print(search, "imagenet", seed, imagenet[f"{search}/s{seed}"]["median_at"], flush=True)
                 write_results(imagenet, mnist)
         write_results(imagenet, mnist)
-    runs = {s: [Path(e["run"]) for k, e in sorted(imagenet.items()) if k.startswith(f"{s}/")] for s in SEARCHES}
+    runs = {
+        s: [Path(e["run"]) for k, e in sorted(imagenet.items()) if k.startswith(f"{s}/")] for s in SEARCHES
+    }
     plot(imagenet, {s: d for s, d in runs.items() if d}, RESULTS / f"{NAME}.png")
 
 
@@ -152,7 +160,10 @@ def write_results(imagenet: dict, mnist: dict) -> None:
         NAME,
         {
             "imagenet_setting": IMAGENET
-            | {"classes": "the cpu scale's 10 (84, 87, 145, 207, 327, 429, 546, 565, 644, 761)", "crop": "center"},
+            | {
+                "classes": "the cpu scale's 10 (84, 87, 145, 207, 327, 429, 546, 565, 644, 761)",
+                "crop": "center",
+            },
             "mnist_setting": MNIST | {"classes": "all 10 digits"},
             "searches": {s: {"imagenet": p[0], "mnist": p[1], "scale": "cpu"} for s, p in SEARCHES.items()},
             "measured": sorted(imagenet),

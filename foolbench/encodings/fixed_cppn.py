@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 INPUT_SCALE = 3.0  # x and y span [-3, 3]: a few periods of the sine units across the image
-GAIN = 2.0  # weight scale (measured: gain 1 starts from smoother images and reaches 25 % where 2 reaches 87 %)
+GAIN = (
+    2.0  # weight scale (measured: gain 1 starts from smoother images and reaches 25 % where 2 reaches 87 %)
+)
 RENDER_CHUNK = 25  # genomes per batched render, for memory (P x H x pixels floats per layer)
 
 
@@ -84,6 +86,8 @@ def render(genome: dict[str, np.ndarray], res: int, draw_res: int) -> np.ndarray
     out = np.empty((n, 3, res, res), np.float32)
     with torch.no_grad():
         for s in range(0, n, RENDER_CHUNK):
-            part = {k: torch.from_numpy(np.ascontiguousarray(v[s : s + RENDER_CHUNK])) for k, v in genome.items()}
+            part = {
+                k: torch.from_numpy(np.ascontiguousarray(v[s : s + RENDER_CHUNK])) for k, v in genome.items()
+            }
             out[s : s + RENDER_CHUNK] = upsample(draw(part, draw_res), res).numpy()
     return out

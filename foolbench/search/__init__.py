@@ -54,7 +54,9 @@ ENGINES: dict[str, EngineType] = {
         budget_key="steps",
         default_budget=gradient.GradientAscent.DEFAULTS["steps"],
     ),
-    "patch": EngineType(patch.build, encoding=False, section="patch", rules=patch.RULES, check=patch.check_options),
+    "patch": EngineType(
+        patch.build, encoding=False, section="patch", rules=patch.RULES, check=patch.check_options
+    ),
 }
 
 

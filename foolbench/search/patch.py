@@ -40,7 +40,17 @@ from foolbench.search.archive import Archive
 CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
 
 # Square Attack's p_selection: (last iteration out of 10,000, divisor of p_init) for each stage.
-SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
+SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+)
 
 
 def p_selection(p_init: float, step: int, steps: int) -> float:
