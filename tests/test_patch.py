@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -203,3 +204,18 @@ def test_cli_refuses_bad_settings_before_any_run_directory(grey, tmp_path, foolb
     assert proc.returncode == 2 and len(err) == 2 and err[1].startswith("foolbench: error: ")  # 1: "running"
     assert said in err[1]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("crop, window", [("center", [16, 240]), ("ten", [0, 256])])
+def test_a_protocol_runs_the_patch_preset_over_its_budget_in_the_window_the_model_sees(crop, window):
+    from foolbench.models.preprocess import InputSpec
+    from foolbench.protocol import ProtocolAttack, Suite, load_protocol
+
+    attack = ProtocolAttack(name="patch", preset="imagenet-patch", method="patch", evaluations=4000)
+    suite = Suite(name="colour", channels=3, crop=crop, attacks=(attack,))
+    tables = load_protocol("v1").preset_tables(attack, suite, 256, [0, 5])
+    preset = preset_from_dict(tables, "score.toml")
+    assert preset.tables["patch"]["schedule"] == preset.search["evaluations"] == 4000
+    imagenet = SimpleNamespace(spec=InputSpec(channels=3, size=(224, 224), resize=256, crop=crop))
+    engine = PatchSearch(imagenet, [0, 5], 0, **preset.tables["patch"])
+    assert engine.options["window"] == window and engine.options["resolution"] == 256

@@ -89,7 +89,7 @@ class PatchSearch:
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "resolution": None,  # None: the model's input size
         "channels": None,  # None: the model's channels
-        "window": None,  # [start, end) rows and columns the model sees; None: the whole canvas
+        "window": None,  # [start, end) rows and columns painted; None: those the model sees
         "pool": 200,  # random CPPNs scored first (every class starts from its best one)
         "children": 1,  # squares tried per class per step
         "p_init": 0.02,  # first squares cover this share of the window (~32 px of 224)
@@ -195,6 +195,19 @@ RULES = {
 }
 
 
+def visible_window(spec, resolution: int) -> list[int]:
+    """[start, end) of the canvas rows and columns the model sees: its centre crop where it resizes
+    and crops one view (256 -> 224: [16, 240]), else the whole canvas (ten crops see all of it).
+    Squares painted outside it would be evaluations spent on pixels the model never sees."""
+    if spec is None or spec.resize is None or spec.views > 1:
+        return [0, resolution]
+    scale = resolution / spec.resize  # canvas pixels per pixel of the resized image
+    starts = [(spec.resize - side) // 2 for side in spec.size]
+    lo = min(int(np.floor(start * scale)) for start in starts)
+    hi = max(int(np.ceil((start + side) * scale)) for start, side in zip(starts, spec.size, strict=True))
+    return [max(lo, 0), min(hi, resolution)]
+
+
 def check_options(given: dict, model=None) -> dict:
     """The [patch] options over the defaults (resolution and channels: the model's, when it is
     given); unknown names, bad values and a window outside the canvas are errors naming them."""
@@ -216,7 +229,7 @@ def check_options(given: dict, model=None) -> dict:
             "pool's evaluations too; set it to the run's evaluation budget"
         )
     if o["resolution"] is not None:
-        o["window"] = o["window"] or [0, o["resolution"]]
+        o["window"] = o["window"] or visible_window(spec, o["resolution"])
         lo, hi = o["window"]
         if not 0 <= lo < hi - 1 < o["resolution"]:
             raise FoolbenchError(
