@@ -108,6 +108,14 @@ def describe(preset) -> str:
         return ", ".join(parts + _crop(preset.evaluation.get("crop")))
     if preset.method == "patch":
         return describe_patch(preset)
+    if preset.method == "gradient-cppn":
+        g = preset.tables["gradient-cppn"]
+        parts = [
+            preset.attack["model"],
+            f"{g['steps']} Adam steps on CPPN weights (lr {g['lr']:g})",
+            _classes(s["classes"]),
+        ]
+        return ", ".join(parts + _crop(preset.evaluation.get("crop"))) + " (beyond the paper)"
     options = dict(preset.encoding)
     kind = options.pop("type")
     from foolbench.encodings import make_encoding
@@ -154,11 +162,13 @@ def changes(full, cpu) -> str:
         ("search", "batch", lambda v: f"batch {v}"),
         ("search", "generations", lambda v: f"{v} generations"),
         ("gradient", "steps", lambda v: f"{v} steps"),
+        ("gradient-cppn", "steps", lambda v: f"{v} steps"),
         ("search", "evaluations", lambda v: f"{v:,} evaluations"),
     ):
-        new = getattr(cpu, section).get(key)
-        if new != getattr(full, section).get(key) and not (
-            section == "search" and key == "generations" and cpu.gradient
+        new = cpu.tables[section].get(key)
+        steps_are_generations = cpu.gradient or cpu.tables["gradient-cppn"]
+        if new != full.tables[section].get(key) and not (
+            section == "search" and key == "generations" and steps_are_generations
         ):
             parts.append(fmt(new))
     if cpu.evaluation.get("crop") != full.evaluation.get("crop"):

@@ -87,7 +87,7 @@ class PatchSearch:
 
     nonfinite = 0  # black-box: the evaluator counts non-finite scores
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "resolution": None,  # None: the model's input size
+        "resolution": None,  # None: the side the model resizes to, else its input size
         "channels": None,  # None: the model's channels
         "window": None,  # [start, end) rows and columns painted; None: those the model sees
         "pool": 200,  # random CPPNs scored first (every class starts from its best one)
@@ -215,7 +215,7 @@ def check_options(given: dict, model=None) -> dict:
     o = {**PatchSearch.DEFAULTS, **given}
     spec = getattr(model, "spec", None)
     if o["resolution"] is None and spec is not None:
-        o["resolution"] = max(spec.size)
+        o["resolution"] = int(spec.resize or max(spec.size))  # resized to the model untouched
     if o["channels"] is None and spec is not None:
         o["channels"] = spec.channels if spec.channels in (1, 3) else 3
     o = {k: (v if v is None else RULES[k].check(f"patch.{k}", v)) for k, v in o.items()}
