@@ -106,6 +106,16 @@ def describe(preset) -> str:
         if g.get("l1_percentile"):
             parts.append(f"pseudo-L1 at the {g['l1_percentile']:g}th percentile")
         return ", ".join(parts + _crop(preset.evaluation.get("crop")))
+    if preset.method == "patch":
+        return describe_patch(preset)
+    if preset.method == "gradient-cppn":
+        g = preset.tables["gradient-cppn"]
+        parts = [
+            preset.attack["model"],
+            f"{g['steps']} Adam steps on CPPN weights (lr {g['lr']:g})",
+            _classes(s["classes"]),
+        ]
+        return ", ".join(parts + _crop(preset.evaluation.get("crop"))) + " (beyond the paper)"
     options = dict(preset.encoding)
     kind = options.pop("type")
     from foolbench.encodings import make_encoding
@@ -129,6 +139,21 @@ def describe(preset) -> str:
     return ", ".join(parts)
 
 
+def describe_patch(preset) -> str:
+    """A patch preset in a line: canvas, start pool, squares, budget, classes, evaluation."""
+    o, s = preset.tables["patch"], preset.search
+    colour = "grey" if o["channels"] == 1 else "RGB"
+    parts = [
+        f"{o['resolution']}x{o['resolution']} {colour}",
+        f"best of {o['pool']} random CPPNs, then {o['children']} square per class per step (first "
+        f"{share(o['p_init'])} of the image)",
+        f"{s['evaluations']:,} evaluations",
+        _classes(s["classes"]),
+        *_crop(preset.evaluation.get("crop")),
+    ]
+    return ", ".join(parts) + " (beyond the paper)"
+
+
 def changes(full, cpu) -> str:
     """What the cpu scale sets differently, or 'same'."""
     parts = []
@@ -137,10 +162,13 @@ def changes(full, cpu) -> str:
         ("search", "batch", lambda v: f"batch {v}"),
         ("search", "generations", lambda v: f"{v} generations"),
         ("gradient", "steps", lambda v: f"{v} steps"),
+        ("gradient-cppn", "steps", lambda v: f"{v} steps"),
+        ("search", "evaluations", lambda v: f"{v:,} evaluations"),
     ):
-        new = getattr(cpu, section).get(key)
-        if new != getattr(full, section).get(key) and not (
-            section == "search" and key == "generations" and cpu.gradient
+        new = cpu.tables[section].get(key)
+        steps_are_generations = cpu.gradient or cpu.tables["gradient-cppn"]
+        if new != full.tables[section].get(key) and not (
+            section == "search" and key == "generations" and steps_are_generations
         ):
             parts.append(fmt(new))
     if cpu.evaluation.get("crop") != full.evaluation.get("crop"):
@@ -262,6 +290,49 @@ def reach() -> str:
         rows.append([f"`{attack}`", model, budget, result, paper_says])
     header = ["preset", "model", "budget", "result", "the paper"]
     return f"{source(path, 'python benchmarks/reach.py')}\n\n{table(header, rows)}"
+
+
+def imagenet_reach() -> str:
+    """The patch search against the paper's MAP-Elites: ImageNet medians by budget, MNIST all-digit reach."""
+    path = RESULTS / "imagenet_reach.json"
+    data = read_json(path)
+    rows = []
+    for key, r in data["imagenet"].items():
+        search, seed = key.split("/")
+        marks = [pct(v) if v is not None else "–" for v in r["median_at"].values()]
+        to = " / ".join(f"{v:,}" if v is not None else "–" for v in r["evaluations_to"].values())
+        preset = data["searches"][search]["imagenet"]
+        rows.append(
+            [
+                f"{search} (`{preset}`)",
+                seed[1:],
+                *marks,
+                to,
+                f"{r['classes_at_99']} of 10",
+                f"{r['wall_seconds']:,.0f} s",
+            ]
+        )
+    header = [
+        "search",
+        "seed",
+        "median at 4k",
+        "10k",
+        "20k",
+        "40k",
+        "evaluations to 50 / 90 / 99 %",
+        "≥ 99 % (PNGs)",
+        "wall",
+    ]
+    mnist = []
+    for search in data["searches"]:
+        got = [(k.split("/")[1][1:], r) for k, r in data["mnist"].items() if k.startswith(f"{search}/")]
+        if got:
+            firsts = ", ".join(f"{r['evaluations_to_all_9999'] or '–'}" for _, r in got)
+            seeds = ", ".join(s for s, _ in got)
+            mnist.append([f"{search} (`{data['searches'][search]['mnist']}`)", seeds, firsts])
+    mnist_table = table(["search", "seeds", "evaluations until all 10 digits ≥ 99.99 % (each seed)"], mnist)
+    command = "nice -n 10 python benchmarks/imagenet_reach.py"
+    return f"{source(path, command)}\n\n{table(header, rows)}\n\nlenet-mnist:\n\n{mnist_table}"
 
 
 def imagenet_classes() -> str:
@@ -489,6 +560,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "leaderboard-v2": leaderboard_v2,
     "paper": paper,
     "reach": reach,
+    "imagenet_reach": imagenet_reach,
     "imagenet-classes": imagenet_classes,
     "transfer": transfer,
     "baselines": baselines,

@@ -69,7 +69,7 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 class ProtocolAttack:
     name: str  # the leaderboard's column prefix: cppn_median, ...
     preset: str
-    method: str  # map-elites (budget: evaluations, batch) or gradient (budget: steps)
+    method: str  # map-elites (budget: evaluations, batch), patch (evaluations) or gradient (steps)
     evaluations: int | None = None
     steps: int | None = None
     batch: int | None = None
@@ -147,6 +147,13 @@ class Protocol:
                 "resolution": resolution,
                 "channels": suite.channels,
             }
+        elif attack.method == "patch":  # the squares shrink over the protocol's budget
+            tables["patch"] = base.tables["patch"] | {
+                "resolution": resolution,
+                "channels": suite.channels,
+                "schedule": attack.evaluations,
+            }
+            tables["search"]["evaluations"] = attack.evaluations
         else:
             if base.encoding:  # engines that render through an encoding draw at the model's size
                 tables["encoding"] = base.encoding | {"resolution": resolution, "channels": suite.channels}

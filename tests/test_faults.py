@@ -70,7 +70,7 @@ def run_and_kill(command: list[str], run_dir, rng: random.Random, kills: int) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn"])
+@pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn", "mnist-patch"])
 def test_repeated_kill_9_never_loses_the_run(tiny_model, tmp_path, attack):
     args = [
         "--model",

@@ -14,7 +14,7 @@ LABELS = [f"label {i}" for i in range(20)]
 @pytest.mark.parametrize("scale", ["full", "cpu"])
 def test_every_shipped_preset_loads(path, scale):
     preset = load_preset(path.stem, scale)
-    assert preset.name == path.stem and preset.method in ("map-elites", "gradient")
+    assert preset.name == path.stem and preset.method in ("map-elites", "gradient", "gradient-cppn", "patch")
 
 
 def test_cpu_scale_overrides_only_what_it_names():

@@ -5,6 +5,8 @@ engine's populations, and `Search`, which binds the two for the runner. The engi
 
   map-elites   `map_elites.MapElites`: the paper's MAP-Elites over classes (any encoding)
   gradient     `gradient.GradientAscent`: gradient ascent on the pixels (white-box)
+  patch        `patch.PatchSearch`: a CPPN start, then painted squares (black-box, beyond the paper)
+  gradient-cppn  `gradient_cppn.CPPNGradient`: gradient ascent on CPPN weights (white-box, beyond it)
 
 Adding a method: write a class that satisfies `Engine` (its state as plain arrays), a
 `build(model, classes, seed, tables) -> Engine` that reads the preset's tables (plain dicts:
@@ -23,7 +25,7 @@ import numpy as np
 
 from foolbench.errors import FoolbenchError
 from foolbench.options import Rule
-from foolbench.search import gradient, map_elites
+from foolbench.search import gradient, gradient_cppn, map_elites, patch
 from foolbench.search.engine import Budget, Engine, Evaluator, Search
 
 __all__ = ["ENGINES", "Budget", "Engine", "EngineType", "Evaluator", "Search", "engine_type", "make_search"]
@@ -52,6 +54,18 @@ ENGINES: dict[str, EngineType] = {
         check=gradient.check_options,
         budget_key="steps",
         default_budget=gradient.GradientAscent.DEFAULTS["steps"],
+    ),
+    "gradient-cppn": EngineType(
+        gradient_cppn.build,
+        encoding=False,
+        section=gradient_cppn.SECTION,
+        rules=gradient_cppn.RULES,
+        check=gradient_cppn.check_options,
+        budget_key="steps",
+        default_budget=gradient_cppn.CPPNGradient.DEFAULTS["steps"],
+    ),
+    "patch": EngineType(
+        patch.build, encoding=False, section="patch", rules=patch.RULES, check=patch.check_options
     ),
 }
 

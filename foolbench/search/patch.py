@@ -1,0 +1,239 @@
+"""The patch search: a query-efficient black-box attack, beyond the paper (a random CPPN start, then
+Square-Attack-style painted squares), as an ask/tell engine.
+
+The paper's MAP-Elites needs about 2 million evaluations to fool ImageNet models; on two CPU cores
+it reaches a median of 41 % after 40,000 on efficientnet-lite0. This search reaches 99 % there in
+25,000-30,000 (issue 12), with images that stay unrecognisable: CPPN colour fields with squares.
+
+1. Pool (generation 0): `pool` random fixed-topology CPPNs (`encodings/fixed_cppn.py`), rendered
+   and scored at once. Every target class's cell takes the image it likes best (multi-cell, as the
+   paper's archive), so each class starts from a texture the model already leans towards.
+2. Patch steps (every later generation): each cell proposes `children` copies of its champion,
+   each with one square of a random saturated colour (an RGB-cube corner; black or white on grey
+   images) painted somewhere in the window the model sees. All cells' children are one batch.
+   The square's area is `p` times the window's, `p` following Square Attack's schedule
+   (`p_selection`, Andriushchenko et al. 2020) over `schedule` evaluations: big squares first,
+   finer ones as the images get good.
+3. Tell: the class archive's multi-cell insertion, so a child replaces its own cell's champion when
+   it is strictly better, and any child may also take another cell it is better for (stepping
+   stones between the classes).
+
+The genome of this engine is the 8-bit image itself (`Canvases`): what is scored, kept and saved
+are the same bytes. The state is the archive (champion images and confidences) and the generator;
+the step counter is the generation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+
+from foolbench.encodings import Population, fixed_cppn
+from foolbench.errors import FoolbenchError
+from foolbench.images import as_uint8
+from foolbench.options import Choice, Float, Int, check_table
+from foolbench.search.archive import Archive
+
+# The 8 corners of the RGB cube: saturated colours move a classifier furthest per square.
+CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
+
+# Square Attack's p_selection: (last iteration out of 10,000, divisor of p_init) for each stage.
+SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+)
+
+
+def p_selection(p_init: float, step: int, steps: int) -> float:
+    """The share of the window a square covers at `step` of `steps` (Square Attack's schedule, whose
+    stages are set for 10,000 iterations, rescaled to `steps`)."""
+    it = int(step / max(steps, 1) * 10000)
+    for last, divisor in SCHEDULE:
+        if it <= last:
+            return p_init / divisor
+    return p_init / 512
+
+
+def square_side(p: float, width: int) -> int:
+    """The side of a square covering a share `p` of a `width` x `width` window, in [1, width - 1]."""
+    return min(max(int(round(np.sqrt(p * width * width))), 1), width - 1)
+
+
+class Canvases:
+    """The engine's "encoding": a genome is the 8-bit image, {"canvas": uint8 [B, C, H, W]}, and
+    rendering it only scales it to [0, 1], so what is scored is exactly what is saved."""
+
+    name = "canvas"
+
+    def __init__(self, resolution: int, channels: int):
+        self.resolution, self.channels = resolution, channels
+        self.options = {"resolution": resolution, "channels": channels}
+
+    def render(self, pop: Population) -> np.ndarray:
+        return pop["canvas"].astype(np.float32) / np.float32(255.0)
+
+
+class PatchSearch:
+    """A CPPN pool, then per cell `children` painted squares per step; state: archive and generator."""
+
+    nonfinite = 0  # black-box: the evaluator counts non-finite scores
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "resolution": None,  # None: the side the model resizes to, else its input size
+        "channels": None,  # None: the model's channels
+        "window": None,  # [start, end) rows and columns painted; None: those the model sees
+        "pool": 200,  # random CPPNs scored first (every class starts from its best one)
+        "children": 1,  # squares tried per class per step
+        "p_init": 0.02,  # first squares cover this share of the window (~32 px of 224)
+        "schedule": 40_000,  # evaluations the square sizes shrink over (the run's budget)
+        "cppn_hidden": 16,  # hidden units per CPPN layer (a multiple of 4)
+        "cppn_resolution": 128,  # CPPNs are drawn at this size, then resized to the canvas (MNIST too)
+    }
+
+    def __init__(self, model, classes, seed: int, **options: Any):
+        self.classes = np.asarray(classes, dtype=np.int64)
+        self.options = check_options(options, model)
+        o = self.options
+        self.encoding = Canvases(o["resolution"], o["channels"])
+        self.rng = np.random.default_rng(seed)
+        self.archive = Archive(len(self.classes))
+        self.generation = -1  # -1: not started; 0: the pool has been scored; then one per step
+        self.steps = max(1, (o["schedule"] - o["pool"]) // (len(self.classes) * o["children"]))
+
+    @property
+    def fitness(self) -> np.ndarray:
+        return self.archive.fitness
+
+    def ask(self) -> Population:
+        """The CPPN pool (first call), else every cell's children, cell by cell, in one batch."""
+        if self.generation < 0:
+            return {"canvas": self.pool(self.options["pool"])}
+        return {"canvas": self.paint(self.generation)}
+
+    def tell(self, pop: Population, fitness: np.ndarray) -> int:
+        self.generation += 1
+        return self.archive.insert(pop, fitness, self.generation)
+
+    def champions(self) -> tuple[Population, np.ndarray]:
+        return self.archive.champions(), self.archive.generation
+
+    def pool(self, n: int) -> np.ndarray:
+        """`n` random CPPN images as uint8 canvases (grey: the red channel)."""
+        o = self.options
+        genome = fixed_cppn.init(n, self.rng, hidden=o["cppn_hidden"])
+        images = as_uint8(fixed_cppn.render(genome, o["resolution"], o["cppn_resolution"]))
+        return np.ascontiguousarray(images[:, : o["channels"]])
+
+    def paint(self, step: int) -> np.ndarray:
+        """Each cell's champion, `children` times, each with one square painted on it. Random numbers
+        are drawn child by child: the corner (y, x), then the colour."""
+        o = self.options
+        cells = np.repeat(np.arange(len(self.classes)), o["children"])
+        kids = self.archive.pool["canvas"][self.archive.elite[cells]]  # fancy indexing: a copy
+        lo, hi = o["window"]
+        side = square_side(p_selection(o["p_init"], step, self.steps), hi - lo)
+        for kid in kids:
+            y, x = self.rng.integers(lo, hi - side + 1, 2)
+            kid[:, y : y + side, x : x + side] = self.colour()[:, None, None]
+        return kids
+
+    def colour(self) -> np.ndarray:
+        if self.options["channels"] == 1:
+            return np.array([255 * self.rng.integers(0, 2)], np.uint8)
+        return CORNERS[self.rng.integers(0, 8)]
+
+    # -- checkpointing: plain arrays, so np.savez/np.load need no pickle -----------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        return {**self.archive.state(), "rng": np.array(json.dumps(self.rng.bit_generator.state))}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        archive = Archive.from_state(state)
+        if archive.cells != len(self.classes) or archive.pool is None or "canvas" not in archive.pool:
+            raise FoolbenchError(
+                "the checkpoint holds no patch-search images for these target classes; start the run again"
+            )
+        self.archive = archive
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
+
+
+def build(model, classes, seed: int, tables: dict[str, dict]) -> PatchSearch:
+    """The engine a patch preset describes: its [patch] options."""
+    return PatchSearch(model, classes, seed, **tables.get("patch", {}))
+
+
+# -- options ---------------------------------------------------------------------------------------
+class Window:
+    """[start, end): the rows and columns of the canvas the model sees, two whole numbers."""
+
+    def check(self, name: str, value: Any) -> list[int] | None:
+        if value is None:
+            return None
+        ok = isinstance(value, list | tuple) and len(value) == 2
+        if not ok or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value):
+            raise FoolbenchError(f"'{name}' must be [start, end], two whole numbers, got {value!r}")
+        return [int(v) for v in value]
+
+
+RULES = {
+    "resolution": Int(2, 4096),
+    "channels": Choice((1, 3)),
+    "window": Window(),
+    "pool": Int(1, 1_000_000),
+    "children": Int(1, 10_000),
+    "p_init": Float(0.0, 1.0, positive=True),
+    "schedule": Int(1, 10**12),
+    "cppn_hidden": Int(4, 1024),
+    "cppn_resolution": Int(2, 4096),
+}
+
+
+def visible_window(spec, resolution: int) -> list[int]:
+    """[start, end) of the canvas rows and columns the model sees: its centre crop where it resizes
+    and crops one view (256 -> 224: [16, 240]), else the whole canvas (ten crops see all of it).
+    Squares painted outside it would be evaluations spent on pixels the model never sees."""
+    if spec is None or spec.resize is None or spec.views > 1:
+        return [0, resolution]
+    scale = resolution / spec.resize  # canvas pixels per pixel of the resized image
+    starts = [(spec.resize - side) // 2 for side in spec.size]
+    lo = min(int(np.floor(start * scale)) for start in starts)
+    hi = max(int(np.ceil((start + side) * scale)) for start, side in zip(starts, spec.size, strict=True))
+    return [max(lo, 0), min(hi, resolution)]
+
+
+def check_options(given: dict, model=None) -> dict:
+    """The [patch] options over the defaults (resolution and channels: the model's, when it is
+    given); unknown names, bad values and a window outside the canvas are errors naming them."""
+    check_table(given, RULES, "patch")
+    o = {**PatchSearch.DEFAULTS, **given}
+    spec = getattr(model, "spec", None)
+    if o["resolution"] is None and spec is not None:
+        o["resolution"] = int(spec.resize or max(spec.size))  # resized to the model untouched
+    if o["channels"] is None and spec is not None:
+        o["channels"] = spec.channels if spec.channels in (1, 3) else 3
+    o = {k: (v if v is None else RULES[k].check(f"patch.{k}", v)) for k, v in o.items()}
+    if o["cppn_hidden"] % 4:
+        raise FoolbenchError(
+            f"'patch.cppn_hidden' must be a multiple of 4 (sin, tanh, Gaussian, abs units), got {o['cppn_hidden']}"
+        )
+    if o["schedule"] <= o["pool"]:
+        raise FoolbenchError(
+            f"'patch.schedule' ({o['schedule']}) must exceed 'patch.pool' ({o['pool']}): it counts the "
+            "pool's evaluations too; set it to the run's evaluation budget"
+        )
+    if o["resolution"] is not None:
+        o["window"] = o["window"] or visible_window(spec, o["resolution"])
+        lo, hi = o["window"]
+        if not 0 <= lo < hi - 1 < o["resolution"]:
+            raise FoolbenchError(
+                f"'patch.window' {o['window']} is not inside the {o['resolution']}-pixel canvas; give "
+                f"[start, end] with 0 <= start, start + 2 <= end <= {o['resolution']}"
+            )
+    return o

@@ -1,0 +1,221 @@
+"""The patch search (CPPN start + painted squares) on tiny ONNX models: it climbs, it resumes to the
+same bytes after an interruption, its schedule is Square Attack's, and bad [patch] settings are
+refused in one line before any run directory exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import export, tiny
+
+from foolbench.errors import FoolbenchError
+from foolbench.images import load_png
+from foolbench.models import load_model
+from foolbench.presets import load_preset, preset_from_dict
+from foolbench.rundir import load_checkpoint
+from foolbench.runner import RunRequest, resume_run, start_run
+from foolbench.search import Evaluator, Search
+from foolbench.search.patch import PatchSearch, p_selection, square_side
+
+
+@pytest.fixture(scope="module")
+def grey(tmp_path_factory) -> Path:
+    net = tiny()
+    with torch.no_grad():  # as sure of itself as a trained model, so confidences can go high
+        net.body[4].weight *= 10
+        net.body[4].bias *= 10
+    return export(net, tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def grey_model(grey):
+    return load_model(str(grey))
+
+
+def search(model, evaluations: int, seed: int = 0, **options) -> PatchSearch:
+    options = {"pool": 20, "p_init": 0.1, "schedule": 420} | options
+    engine = PatchSearch(model, np.arange(model.num_classes), seed, **options)
+    s = Search(engine, Evaluator(model, engine.encoding, engine.classes))
+    while s.evaluations < evaluations:
+        s.step()
+    return engine
+
+
+def request(model: Path, out: Path, evaluations: int, **kw) -> RunRequest:
+    return RunRequest(
+        models=[str(model)], attack="mnist-patch", out=out, evaluations=evaluations, progress=False, **kw
+    )
+
+
+# -- the search --------------------------------------------------------------------------------------------
+def test_squares_raise_every_class_above_its_start(grey_model):
+    start = search(grey_model, 20).fitness.copy()  # the pool alone
+    end = search(grey_model, 420).fitness
+    assert (end >= start).all() and (end > start).sum() >= 8
+    assert np.median(end) > 1.5 * np.median(start)
+
+
+def test_children_are_the_champion_with_one_square(grey_model):
+    engine = search(grey_model, 20, pool=20)
+    kids = engine.ask()["canvas"]
+    parents = engine.archive.pool["canvas"][engine.archive.elite]
+    side = square_side(p_selection(0.1, 0, engine.steps), 28)
+    for kid, parent in zip(kids, parents, strict=True):
+        rows, cols = np.nonzero((kid != parent)[0])
+        assert kid.dtype == np.uint8 and set(np.unique(kid[kid != parent])) <= {0, 255}
+        if len(rows):  # a square may repaint pixels with the colour they had
+            assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
+
+
+def test_run_directory_holds_the_scored_images(grey, tmp_path):
+    run = start_run(request(grey, tmp_path / "run", 300, seed=3))
+    results = pd.read_csv(run / "results.csv")
+    state = load_checkpoint(run)
+    np.testing.assert_allclose(results["confidence"], state["archive/fitness"], rtol=1e-6)
+    png = load_png(run / results["file"][0], 1)
+    canvas = state["pool/canvas"][state["archive/elite"][0]]
+    np.testing.assert_array_equal(np.rint(png * 255).astype(np.uint8), canvas)
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch):
+    whole = start_run(request(grey, tmp_path / "whole", 400, checkpoint_every=7))
+    ask = PatchSearch.ask
+
+    def dies_at_17(self):
+        if self.generation == 17:
+            raise KeyboardInterrupt  # killed between checkpoints: the last one is at generation 14
+        return ask(self)
+
+    monkeypatch.setattr(PatchSearch, "ask", dies_at_17)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(request(grey, tmp_path / "cut", 400, checkpoint_every=7))
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "cut/checkpoint/latest.json").read_text())["generation"] == 14
+    cut = resume_run(tmp_path / "cut")
+    a, b = load_checkpoint(whole), load_checkpoint(cut)
+    assert a.keys() == b.keys() and "pool/canvas" in a and "rng" in a
+    for key in a:
+        if key != "metrics":
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    cols = ["generation", "evaluations", "median_confidence"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(whole / "metrics.csv")[cols], pd.read_csv(cut / "metrics.csv")[cols]
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "results.csv"), pd.read_csv(cut / "results.csv"))
+
+
+# -- the schedule ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "step, steps, share",
+    [
+        (0, 10_000, 1),  # Square Attack's stages, at its own 10,000 iterations
+        (10, 10_000, 1),
+        (11, 10_000, 1 / 2),
+        (50, 10_000, 1 / 2),
+        (51, 10_000, 1 / 4),
+        (500, 10_000, 1 / 8),
+        (2001, 10_000, 1 / 64),
+        (8000, 10_000, 1 / 256),
+        (8001, 10_000, 1 / 512),
+        (20_000, 10_000, 1 / 512),  # past the planned end: the finest squares
+        (1, 100, 1 / 4),  # rescaled: step 1 of 100 is iteration 100 of 10,000
+        (3, 3980, 1),  # the imagenet cpu scale: (40,000 - 200) / 10 steps; 3 -> iteration 7
+        (5, 3980, 1 / 2),  # 5 -> iteration 12
+    ],
+)
+def test_p_selection_is_square_attacks_schedule_rescaled(step, steps, share):
+    assert p_selection(0.02, step, steps) == pytest.approx(0.02 * share)
+
+
+def test_square_side_covers_the_share_of_the_window():
+    assert square_side(0.02, 224) == 32  # sqrt(0.02) * 224 = 31.7
+    assert square_side(0.02 / 512, 224) == 1  # 1.4 px
+    assert square_side(1e-9, 224) == 1 and square_side(1.0, 224) == 223  # at least 1, never all of it
+
+
+# -- presets and bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["imagenet-patch", "mnist-patch"])
+@pytest.mark.parametrize("scale", ["full", "cpu"])
+def test_patch_presets_load(name, scale):
+    preset = load_preset(name, scale)
+    assert preset.method == "patch" and not preset.encoding
+    assert preset.tables["patch"]["schedule"] == preset.search["evaluations"]  # squares shrink over the run
+
+
+def test_imagenet_cpu_scale_sees_the_centre_crop_of_the_cppn_classes():
+    patch, cppn = load_preset("imagenet-patch", "cpu"), load_preset("imagenet-cppn", "cpu")
+    assert patch.search["classes"] == cppn.search["classes"] and patch.search["evaluations"] == 40_000
+    assert patch.tables["patch"]["window"] == [16, 240] and patch.evaluation["crop"] == "center"
+
+
+def patch_preset(patch: dict) -> dict:
+    return {"attack": {"method": "patch"}, "patch": patch, "search": {"evaluations": 1000}}
+
+
+@pytest.mark.parametrize(
+    "patch, named",
+    [
+        ({"pool_size": 10}, "unknown key 'patch.pool_size'"),
+        ({"p_init": 0}, "'patch.p_init' must be > 0"),
+        ({"p_init": -0.1}, "'patch.p_init' must be > 0"),
+        ({"p_init": 1.5}, "'patch.p_init' must be > 0.0 and <= 1.0"),
+        ({"pool": 0}, "'patch.pool' must be"),
+        ({"children": 0}, "'patch.children' must be"),
+        ({"pool": 2000, "schedule": 1000}, "'patch.schedule' .* must exceed 'patch.pool'"),
+        ({"resolution": 256, "window": [16, 300]}, "'patch.window' .* not inside the 256-pixel canvas"),
+        ({"resolution": 256, "window": [-1, 200]}, "'patch.window' .* not inside"),
+        ({"resolution": 256, "window": [100, 101]}, "'patch.window' .* not inside"),
+        ({"window": [0.5, 20]}, "'patch.window' must be \\[start, end\\]"),
+        ({"window": [16]}, "'patch.window' must be \\[start, end\\]"),
+        ({"cppn_hidden": 18}, "'patch.cppn_hidden' must be a multiple of 4"),
+    ],
+)
+def test_bad_patch_settings_are_named(patch, named):
+    with pytest.raises(FoolbenchError, match=named):
+        preset_from_dict(patch_preset(patch), "p.toml")
+
+
+def test_patch_section_is_only_for_the_patch_method():
+    data = {"attack": {"method": "map-elites"}, "encoding": {"type": "direct"}, "patch": {"pool": 5}}
+    with pytest.raises(FoolbenchError, match=r"\[patch\] is only for attack.method = 'patch'"):
+        preset_from_dict(data, "p.toml")
+
+
+@pytest.mark.parametrize(
+    "patch, said",
+    [
+        ("window = [0, 40]", "'patch.window' [0, 40] is not inside the 28-pixel canvas"),  # the model's size
+        ("p_init = 2.0", "'patch.p_init' must be > 0.0 and <= 1.0"),
+        ("pool = 0", "'patch.pool' must be"),
+    ],
+)
+def test_cli_refuses_bad_settings_before_any_run_directory(grey, tmp_path, foolbench, patch, said):
+    preset = tmp_path / "bad.toml"
+    preset.write_text(f'[attack]\nmethod = "patch"\n[patch]\n{patch}\n[search]\nevaluations = 500\n')
+    out = tmp_path / "run"
+    proc = foolbench("run", "--model", grey, "--attack", preset, "--out", out, "--no-progress")
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 2 and err[1].startswith("foolbench: error: ")  # 1: "running"
+    assert said in err[1]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("crop, window", [("center", [16, 240]), ("ten", [0, 256])])
+def test_a_protocol_runs_the_patch_preset_over_its_budget_in_the_window_the_model_sees(crop, window):
+    from foolbench.models.preprocess import InputSpec
+    from foolbench.protocol import ProtocolAttack, Suite, load_protocol
+
+    attack = ProtocolAttack(name="patch", preset="imagenet-patch", method="patch", evaluations=4000)
+    suite = Suite(name="colour", channels=3, crop=crop, attacks=(attack,))
+    tables = load_protocol("v1").preset_tables(attack, suite, 256, [0, 5])
+    preset = preset_from_dict(tables, "score.toml")
+    assert preset.tables["patch"]["schedule"] == preset.search["evaluations"] == 4000
+    imagenet = SimpleNamespace(spec=InputSpec(channels=3, size=(224, 224), resize=256, crop=crop))
+    engine = PatchSearch(imagenet, [0, 5], 0, **preset.tables["patch"])
+    assert engine.options["window"] == window and engine.options["resolution"] == 256
