@@ -34,6 +34,7 @@ import numpy as np
 from foolbench.errors import FoolbenchError
 from foolbench.options import Bool, Choice, Int, Seeds, Table, Text, Texts, check_table
 from foolbench.presets import ATTACKS_DIR, load_preset
+from foolbench.search import engine_type
 
 PROTOCOLS_DIR = ATTACKS_DIR / "protocols"
 DEFAULT_PROTOCOL = "v1"
@@ -69,7 +70,7 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 class ProtocolAttack:
     name: str  # the leaderboard's column prefix: cppn_median, ...
     preset: str
-    method: str  # map-elites (budget: evaluations, batch), patch (evaluations) or gradient (steps)
+    method: str  # map-elites (budget: evaluations, batch), patch (evaluations), gradient(-cppn) (steps)
     evaluations: int | None = None
     steps: int | None = None
     batch: int | None = None
@@ -141,8 +142,9 @@ class Protocol:
         }
         if suite.crop:
             tables["evaluation"]["crop"] = suite.crop
-        if attack.method == "gradient":
-            tables["gradient"] = base.gradient | {
+        if stepped(attack.method):  # gradient ascent (on pixels or a CPPN): a budget in steps
+            section = engine_type(attack.method).section
+            tables[section] = base.tables[section] | {
                 "steps": attack.steps,
                 "resolution": resolution,
                 "channels": suite.channels,
@@ -264,11 +266,11 @@ def _attack(name: str, value, where: str, source: str) -> ProtocolAttack:
         method = load_preset(table["preset"]).method
     except FoolbenchError as e:
         raise FoolbenchError(f"{source}: [{where}] {e}") from None
-    budget = "steps" if method == "gradient" else "evaluations"
-    allowed = ("steps",) if method == "gradient" else ("evaluations", "batch")
+    budget = "steps" if stepped(method) else "evaluations"
+    allowed = ("steps",) if stepped(method) else ("evaluations", "batch")
     wrong = [k for k in table if k in ("evaluations", "steps", "batch") and k not in allowed]
     if wrong or budget not in table:
-        allowed = "'steps'" if method == "gradient" else "'evaluations' (and optionally 'batch')"
+        allowed = "'steps'" if stepped(method) else "'evaluations' (and optionally 'batch')"
         raise FoolbenchError(f"{source}: [{where}] is a {method} attack; its budget is {allowed}")
     return ProtocolAttack(
         name=name,
@@ -276,6 +278,11 @@ def _attack(name: str, value, where: str, source: str) -> ProtocolAttack:
         method=method,
         **{k: table.get(k) for k in _ATTACK_KEYS if k != "preset"},
     )
+
+
+def stepped(method: str) -> bool:
+    """Whether the method's budget is in steps (gradient ascent) rather than evaluations."""
+    return engine_type(method).budget_key == "steps"
 
 
 def _table(value, where: str, source: str) -> dict:

@@ -175,7 +175,9 @@ def test_cheap_pgd_build_is_more_robust_than_plain_lenet(tmp_path, lenet):
     chosen = attacked_digits(len(digits.test_y), 200)
     assert len(set(digits.test_y[chosen])) == 10  # a spread of digits, not the first 200 (all zeros)
     images, labels = as_images(digits.test_x[chosen]), torch.as_tensor(digits.test_y[chosen])
-    assert robust_accuracy(lenet_of(path), images, labels) == card.extra["robust_accuracy"]
+    assert (
+        round(robust_accuracy(lenet_of(path), images, labels), 4) == card.extra["robust_accuracy"]
+    )  # as the card rounds
     assert robust_accuracy(lenet_of(lenet), images, labels) < 0.05
     page = path.with_suffix(".md").read_text()
     assert "torchattacks" in page and f"{card.extra['robust_accuracy']:.1%}" in page

@@ -32,6 +32,7 @@ from foolbench.protocol import (
     curve_score,
     load_protocol,
     run_score,
+    stepped,
     toml_text,
 )
 from foolbench.runner import RunRequest, ensure_run, run_state
@@ -148,7 +149,7 @@ def _plan(proto: Protocol, suite: Suite, model) -> dict[ProtocolAttack, dict]:
 
 def _gradient_check(model, suite: Suite) -> dict[str, str]:
     """Gradient attacks this model cannot take (no PyTorch form): attack name -> the reason."""
-    gradient = [a.name for a in suite.attacks if a.method == "gradient"]
+    gradient = [a.name for a in suite.attacks if stepped(a.method)]
     if not gradient:
         return {}
     try:
