@@ -225,27 +225,27 @@ def leaderboard_v2() -> str:
         c.removesuffix("_score") for c in rows.columns if c.endswith("_score") and c != "fooling_score"
     ]
 
-    def cell(r, attack: str) -> str:
-        score = getattr(r, f"{attack}_score")
+    def cell(r: dict, attack: str) -> str:
+        score, alike = r[f"{attack}_score"], r.get(f"{attack}_lookalikes", math.nan)
         if pd.isna(score):
             return "–"
-        alike = getattr(r, f"{attack}_lookalikes", float("nan"))
         return f"{score:.3f}" + (f" ({alike:.2g})" if not pd.isna(alike) and alike > 0 else "")
 
     body = [
         [
-            r.suite,
-            r.rank,
-            r.name,
-            f"{r.fooling_score:.3f} ({r.fooling_score_low:.3f}–{r.fooling_score_high:.3f})",
-            r.ties or "–",
+            r["suite"],
+            r["rank"],
+            r["name"],
+            f"{r['fooling_score']:.3f} ({r['fooling_score_low']:.3f}–{r['fooling_score_high']:.3f})",
+            r["ties"] or "–",
             *[cell(r, a) for a in attacks],
-            r.attacks_scored,
+            r["attacks_scored"],
         ]
-        for r in rows.itertuples()
+        for r in rows.to_dict("records")
     ]
     dates = ", ".join(sorted(rows["date"].unique()))
-    header = ["suite", "rank", "model", "fooling score (seeds' range)", "ties with", *attacks, "attacks"]
+    header = ["suite", "rank", "model", "fooling score (seeds' range)", "ties with"]
+    header += [f"{a} (look-alikes)" for a in attacks] + ["attacks"]
     caption = f"{source(LEADERBOARD, 'foolbench score --model NAME --protocol v2')} Scored: {dates}."
     return f"{caption}\n\n{table(header, body)}"
 

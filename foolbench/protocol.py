@@ -142,6 +142,8 @@ class Protocol:
         }
         if suite.crop:
             tables["evaluation"]["crop"] = suite.crop
+        else:  # a preset made for ImageNet (ten crops of 224 from 256) must not crop a digit model
+            tables["evaluation"].pop("crop", None)
         if stepped(attack.method):  # gradient ascent (on pixels or a CPPN): a budget in steps
             section = engine_type(attack.method).section
             tables[section] = base.tables[section] | {

@@ -230,3 +230,32 @@ def test_pct_rounds_down_as_the_reports_do():
     assert pct(0.99995) == "99.99 %" and pct(1.0) == "100.00 %" and pct(0.0210742) == "2.10 %"
     assert math.isclose(float(pct(0.5).split()[0]), 50.0)
     assert share(0.65) == "65 %" and FIGURES.span([0.6, 0.9], share) == "60–90 %"
+
+
+def test_protocol_v2_reading():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    v2 = board[(board["protocol"] == "v2") & (board["suite"] == "grey")].set_index("name")
+    pgd, oe, defended = (v2.loc[n] for n in ("lenet-mnist-pgd", "lenet-mnist-oe", "lenet-mnist-defended"))
+    others = v2.drop(index="lenet-mnist-pgd")
+    assert (pgd["fooling_score_high"] < others["fooling_score_low"]).all()  # beyond seed noise
+    says(f"at {pgd.fooling_score:.2f} ({pgd.fooling_score_low:.2f}–{pgd.fooling_score_high:.2f})")
+    attacks = ["cppn", "direct", "patch", "gradient", "gradient-cppn"]
+    assert max(pgd[f"{a}_median"] for a in attacks) < 0.99
+    says(f"pixel gradient ascent ends at {pct(pgd['gradient_median'])}")
+    says(f"MAP-Elites' CPPNs at {pct(pgd['cppn_median'])}, the patch search at {pct(pgd['patch_median'])}")
+    says(f"(`lenet-mnist-oe`, {oe.fooling_score:.2f})")
+    says(f"(`lenet-mnist-defended`, the model of its second iteration, {defended.fooling_score:.2f})")
+    assert (
+        oe.fooling_score_low <= defended.fooling_score_high
+        and defended.fooling_score_low <= oe.fooling_score_high
+    )
+    says(f"(direct and gradient medians {pct(oe['direct_median'])})")
+    assert (
+        oe["cppn_median"] >= 0.9999 and oe["patch_median"] >= 0.9999 and defended["gradient_median"] >= 0.9999
+    )
+    plain = v2.loc[["lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2"]]
+    assert plain["fooling_score_low"].max() <= plain["fooling_score_high"].min()  # the three LeNets tie
+    says(
+        f"{v2.loc['mlp-mnist', 'fooling_score']:.2f} (`mlp-mnist`) and {plain['fooling_score'].round(2).min():.2f}"
+    )
+    assert plain["fooling_score_low"].min() > max(oe.fooling_score_high, defended.fooling_score_high)
