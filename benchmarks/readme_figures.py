@@ -221,9 +221,9 @@ def leaderboard_v2() -> str:
 
     rows = ranked(read_leaderboard(LEADERBOARD))
     rows = rows[rows["protocol"] == "v2"].dropna(axis=1, how="all")
-    attacks = [
-        c.removesuffix("_score") for c in rows.columns if c.endswith("_score") and c != "fooling_score"
-    ]
+    from foolbench.protocol import load_protocol
+
+    attacks = [a for a in load_protocol("v2").attack_names if f"{a}_score" in rows.columns]
 
     def cell(r: dict, attack: str) -> str:
         score, alike = r[f"{attack}_score"], r.get(f"{attack}_lookalikes", math.nan)
