@@ -293,8 +293,9 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's photos) or DIR (one sub-folder per class, "
-    "named by label or class index). Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
+    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
+    "Default: mnist for digit models, else skimage.",
 )
 @click.option(
     "--runs",
