@@ -5,6 +5,7 @@ input in one FoolbenchError line without writing anything."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,24 @@ def test_bad_files_and_arguments_fail_in_one_line(here, tmp_path):
     with pytest.raises(FoolbenchError, match="class 12 is out of range"):
         foolbench.run(path, "cifar-direct", classes=[12], generations=1)
     assert [p for p in files(here) if p.suffix != ".onnx"] == []
+
+
+# -- the README's "From Python" section runs as written -------------------------------------------------
+def readme_python_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### From Python") :]
+    section = section[: section.index("\n#", 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readmes_python_examples_run_as_written(here, lenet, capsys):
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 3, "the README's From Python section lost its examples"
+    namespace: dict = {}
+    for block in blocks:  # in order, in one namespace, as a notebook would run them
+        exec(compile(block, "README.md (From Python)", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "RunResult(mnist-cppn on lenet-mnist" in printed and "cifar-cppn" in printed
+    assert rundir.read_summary(here / "runs" / "py-lenet")["generations"] == 20
+    assert pd.read_csv(here / "my-leaderboard.csv")["name"].tolist() == ["tiny cifar net"]
+    assert namespace["scored"].row["gradient_median"] is not None  # the example's net converts for gradients
