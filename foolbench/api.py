@@ -278,6 +278,7 @@ def run(
             out=Path(target) if target is not None else None,
             model_options=options,
             progress=progress,
+            command=f"foolbench.run({spec!r}, {name!r}) from Python",
         )
         done.append(RunResult.read(ensure_run(req)[0]))
     return done[0] if single else done

@@ -53,6 +53,7 @@ class RunRequest:
     model_options: ModelOptions = field(default_factory=ModelOptions)
     progress: bool = True
     preset: Preset | None = None  # the preset itself (fitted to the model: `default_presets`), not `attack`
+    command: str | None = None  # what the manifest says was run (default: this process's command line)
 
 
 class ModelCache:
@@ -122,7 +123,7 @@ def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
     manifest = {
         "foolbench": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["foolbench", *sys.argv[1:]]),
+        "command": req.command or " ".join(["foolbench", *sys.argv[1:]]),
         "attack": preset.name,
         "preset": preset.as_dict(),
         "seed": seed,

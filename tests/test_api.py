@@ -56,6 +56,7 @@ def test_a_module_runs_into_the_same_run_directory_as_the_cli(here, net):
     assert list(result.results["label"]) == LABELS
     pd.testing.assert_frame_equal(result.results, rundir.read_results("run"))
     manifest = rundir.read_manifest("run")
+    assert manifest["command"].startswith("foolbench.run(") and manifest["command"].endswith("from Python")
     (exported,) = files(here / "runs" / "models")
     assert manifest["models"][0]["path"] == str(exported.relative_to(here))
     card = foolbench.load_model(exported).card  # the card travels inside the file
