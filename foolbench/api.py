@@ -125,19 +125,27 @@ def card_fields(labels=None, mean=None, std=None, input_size=None, card=None) ->
     fields = dict(card or {})
     if labels is not None:
         fields["labels"] = read_labels_file(labels) if isinstance(labels, (str, Path)) else list(labels)
-    if mean is not None:
-        fields["mean"] = [float(v) for v in mean]
-    if std is not None:
-        fields["std"] = [float(v) for v in std]
+    for key, values in (("mean", mean), ("std", std)):
+        if values is not None:
+            fields[key] = _numbers(values, float, f"{key} must be one number per channel")
     if input_size is not None:
-        size = [int(v) for v in input_size]
-        if len(size) not in (2, 3):
-            raise FoolbenchError(f"input_size must be (C, H, W) or (H, W), got {tuple(input_size)}")
+        size = _numbers(input_size, int, "input_size must be (C, H, W) or (H, W)")
+        if len(size) not in (2, 3) or size != [float(v) for v in input_size]:
+            raise FoolbenchError(
+                f"input_size must be (C, H, W) or (H, W) in whole numbers, got {input_size!r}"
+            )
         if len(size) == 3:
             fields["channels"] = size[0]
         fields["input_size"] = size[-2:]
     card_from_dict(fields, "the model's card")
     return fields
+
+
+def _numbers(values, kind, what: str) -> list:
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError):
+        raise FoolbenchError(f"{what}, got {values!r}") from None
 
 
 def export_module(module, fields: dict) -> Path:

@@ -186,6 +186,10 @@ def test_bad_files_and_arguments_fail_in_one_line(here, tmp_path):
         foolbench.run(foolbench.load_model(path), labels=LABELS)
     with pytest.raises(FoolbenchError, match="not list"):
         foolbench.run([path])
+    with pytest.raises(FoolbenchError, match="mean must be one number per channel"):
+        foolbench.load_model(path, mean="grey")
+    with pytest.raises(FoolbenchError, match="input_size must be"):
+        foolbench.load_model(path, input_size=(3, 31.5, 32))
     with pytest.raises(FoolbenchError, match="attack preset 'nope' not found"):
         foolbench.run(path, "nope")
     with pytest.raises(FoolbenchError, match="class 12 is out of range"):
