@@ -80,8 +80,11 @@ def presets() -> str:
     for path in sorted(ATTACKS_DIR.glob("*.toml")):
         full, cpu = load_preset(path.stem, "full"), load_preset(path.stem, "cpu")
         rows.append([f"`{path.stem}`", describe(full), changes(full, cpu)])
-    caption = "*From `attacks/*.toml`; `tests/test_paper_settings.py` pins them to the paper.*"
-    header = ["preset", "the paper's settings", "`cpu` scale (2 cores)"]
+    caption = (
+        "*From `attacks/*.toml`; `tests/test_paper_settings.py` pins them to the paper. The `cifar-*` "
+        "presets are not the paper's: they are the default for small colour models.*"
+    )
+    header = ["preset", "full scale (the paper's settings)", "`cpu` scale (2 cores)"]
     return f"{caption}\n\n{table(header, rows)}"
 
 

@@ -17,8 +17,12 @@ Layers, lowest first:
   7. rundir                                   the run directory: files, readers, checkpoints, same run?
   8. transfer_stats, report                   tables, plots, galleries, the HTML report, leaderboard
   9. runner                                   one run: start, resume or reuse (ensure_run), the loop
-  10. experiments, sweep, probe               what the paper composes from runs; many runs; inspect
+  10. experiments, sweep, probe, api          what the paper composes from runs; many runs; inspect;
+                                              the Python API (foolbench.run, .score, .load_model)
   11. cli                                     the command line (imported by nothing)
+
+The Python API is re-exported here lazily (`foolbench.run` imports foolbench.api on first use), so
+`import foolbench` stays cheap and sets GOMP_SPINCOUNT before torch is imported.
 
 Owners: the 8-bit image `images`; the run directory `rundir`; search engines `search` (the
 `Engine` interface and registry in `search/__init__.py`, the `Evaluator` in `search/engine.py`);
@@ -37,3 +41,15 @@ __version__ = "0.1.0"
 # when it is loaded, i.e. at `import torch`, so it works only where foolbench is imported first
 # (the CLI, the benchmarks); a value the user set is kept.
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+
+API = ("load_model", "run", "resume", "score", "RunResult", "ScoreResult")  # from foolbench.api
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    """`foolbench.run` and the rest of the API, imported on first use (torch is not cheap)."""
+    if name in API:
+        from foolbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'foolbench' has no attribute {name!r}")

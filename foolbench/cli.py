@@ -15,13 +15,12 @@ from foolbench import __version__
 from foolbench.errors import FoolbenchError
 from foolbench.zoo import DEFAULT_MODEL
 
-DEFAULT_ATTACKS = {"mnist": ("mnist-cppn", "mnist-direct"), "imagenet": ("imagenet-cppn", "imagenet-direct")}
 SCALES = ("auto", "cpu", "full")
 
 
 def scale_option(default: str):
     """--scale, the same for every command: the paper's budgets (full), sized for 2 CPU cores (cpu),
-    or auto (full where a GPU is present). Resolve it with `_resolve_scale`."""
+    or auto (full where a GPU is present). Resolve it with `runner.resolve_scale`."""
     help_text = {
         "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
         "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full on a GPU).",
@@ -139,7 +138,8 @@ def cli():
     "attacks",
     multiple=True,
     help="Preset name in attacks/ or a .toml file; repeatable. "
-    "Default: the CPPN and direct presets of the model's dataset.",
+    "Default: the CPPN and direct presets that fit the model (MNIST, CIFAR or ImageNet size), "
+    "drawn at its input size, on its own classes.",
 )
 @budget_options
 @click.option(
@@ -156,7 +156,7 @@ def cli():
 def run(models, attacks, scale, resume, out, progress, **kw):
     """Evolve fooling images against a model and write a run directory per attack."""
     from foolbench import rundir
-    from foolbench.runner import RunRequest, resume_run, start_run, summary_table
+    from foolbench.runner import RunRequest, default_presets, resume_run, start_run, summary_table
 
     model_opts = collect_model_options(kw)
     budget = {k: kw.pop(k) for k in ("generations", "evaluations", "seconds")}
@@ -164,16 +164,19 @@ def run(models, attacks, scale, resume, out, progress, **kw):
         req = RunRequest(models=list(models), attack="", progress=progress, **budget)
         done = [resume_run(resume, req)]
     else:
-        if not attacks:
-            models = list(models) or [DEFAULT_MODEL]
-            attacks = _default_attacks(models, model_opts)
         scale = _resolve_scale(scale)
+        if not attacks:  # the presets that fit the model, already loaded
+            models = list(models) or [DEFAULT_MODEL]
+            attacks = default_presets(models, model_opts, scale)
         done = []
         for attack in attacks:
+            preset = None if isinstance(attack, str) else attack
+            attack = attack if preset is None else preset.name
             target = out / Path(attack).stem if out is not None and len(attacks) > 1 else out
             req = RunRequest(
                 models=list(models),
                 attack=attack,
+                preset=preset,
                 scale=scale,
                 out=target,
                 progress=progress,
@@ -190,22 +193,17 @@ def run(models, attacks, scale, resume, out, progress, **kw):
 
 
 def _resolve_scale(scale: str) -> str:
-    if scale != "auto":
-        return scale
-    from foolbench.models.onnx_model import gpu_present
+    from foolbench.runner import resolve_scale
 
-    return "full" if gpu_present() else "cpu"
+    return resolve_scale(scale)
 
 
 def _default_attacks(models: list[str], model_opts) -> tuple[str, ...]:
-    """The MNIST presets for grey models, the ImageNet presets for colour ones."""
+    """The names of the presets that fit the model (`presets.default_attacks`)."""
+    from foolbench.presets import default_attacks
     from foolbench.resolve import load_model
 
-    m = load_model(models[0], model_opts)
-    dataset = (m.card.dataset or "").lower()
-    if dataset not in DEFAULT_ATTACKS:
-        dataset = "mnist" if m.spec.channels == 1 else "imagenet"
-    return DEFAULT_ATTACKS[dataset]
+    return default_attacks(load_model(models[0], model_opts))
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -295,8 +293,9 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's photos) or DIR (one sub-folder per class, "
-    "named by label or class index). Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
+    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
+    "Default: mnist for digit models, else skimage.",
 )
 @click.option(
     "--runs",

@@ -19,6 +19,19 @@ from foolbench.search import ENGINES, engine_type
 ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
 SCALES = ("full", "cpu")
 
+# The presets a model gets when no attack is named: by the dataset its card names, else by its input
+# (grey: MNIST; colour drawn at most SMALL_COLOUR_SIDE pixels wide: CIFAR-size; larger: ImageNet).
+DEFAULT_ATTACKS = {
+    "mnist": ("mnist-cppn", "mnist-direct"),
+    "cifar": ("cifar-cppn", "cifar-direct"),
+    "imagenet": ("imagenet-cppn", "imagenet-direct"),
+}
+SMALL_COLOUR_SIDE = 64
+# Where a preset names classes a model does not have (ImageNet's on a 10-class model), the run
+# targets every class up to ALL_CLASSES_UP_TO of them, else SAMPLE_CLASSES spread evenly.
+ALL_CLASSES_UP_TO = 100
+SAMPLE_CLASSES = 10
+
 # section -> key -> rule. [encoding] is checked by the encoding it names; an engine's own section
 # (e.g. [gradient]) by the engine's rules, registered with it (foolbench.search.ENGINES).
 BASE_SCHEMA: dict[str, dict | None] = {
@@ -256,3 +269,45 @@ def _to_int(text: str, item: str) -> int:
         return int(text)
     except ValueError:
         raise FoolbenchError(f"'{item}' is not a class index or range") from None
+
+
+# -- defaults that follow the model ---------------------------------------------------------------
+def drawing_side(model) -> int:
+    """The side images are drawn at for a model: what its card resizes to, else its larger input side."""
+    return int(model.spec.resize or max(model.spec.size))
+
+
+def default_attacks(model) -> tuple[str, ...]:
+    """The presets for a model when the user names none: its card's dataset, else its input decides."""
+    dataset = (model.card.dataset or "").lower()
+    if dataset in DEFAULT_ATTACKS:
+        return DEFAULT_ATTACKS[dataset]
+    if model.spec.channels == 1:
+        return DEFAULT_ATTACKS["mnist"]
+    return DEFAULT_ATTACKS["cifar" if drawing_side(model) <= SMALL_COLOUR_SIDE else "imagenet"]
+
+
+def fit_to_model(preset: Preset, model) -> Preset:
+    """A default preset with its images drawn at the model's own side (a 64x64 colour model gets the
+    CIFAR-size presets at 64, a 32x32 grey one the MNIST presets at 32), so nothing is resampled."""
+    tables = copy.deepcopy(preset.tables)
+    for section in ("encoding", "gradient"):
+        if "resolution" in tables[section]:
+            tables[section]["resolution"] = drawing_side(model)
+    return Preset(preset.name, preset.source, preset.scale, tables)
+
+
+def target_classes(given, preset: Preset, labels: list[str]) -> list[int]:
+    """The classes a run targets: the user's (`--classes`, checked), else the preset's; where those
+    are not this model's (an ImageNet list on a 10-class model), every class up to
+    ALL_CLASSES_UP_TO, else SAMPLE_CLASSES spread evenly (class floor(i K / n)), so a model's
+    own classes are never out of range."""
+    if given is not None:
+        return parse_classes(given, labels)
+    try:
+        return parse_classes(preset.search.get("classes"), labels)
+    except FoolbenchError:
+        k = len(labels)
+        if k <= ALL_CLASSES_UP_TO:
+            return list(range(k))
+        return [i * k // SAMPLE_CLASSES for i in range(SAMPLE_CLASSES)]

@@ -25,9 +25,9 @@ from foolbench.fileio import sha256_file
 from foolbench.images import load_png, save_png
 from foolbench.models import ModelOptions
 from foolbench.models.base import DEFAULT_BATCH
-from foolbench.presets import Preset, load_preset, parse_classes
+from foolbench.presets import Preset, default_attacks, fit_to_model, load_preset, target_classes
 from foolbench.report.gallery import gallery
-from foolbench.resolve import load_models, resolve_path
+from foolbench.resolve import load_model, load_models, resolve_path
 from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
 from foolbench.text import percent
@@ -52,6 +52,8 @@ class RunRequest:
     checkpoint_every: int | None = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     progress: bool = True
+    preset: Preset | None = None  # the preset itself (fitted to the model: `default_presets`), not `attack`
+    command: str | None = None  # what the manifest says was run (default: this process's command line)
 
 
 class ModelCache:
@@ -104,7 +106,7 @@ def wanted_identity(req: RunRequest, manifest: dict | None = None, preset: Prese
         "attack": preset.name,
         "seed": seed,
         **budget.__dict__,
-        "classes": parse_classes(_classes(req, preset), labels) if labels else None,
+        "classes": target_classes(req.classes, preset, labels) if labels else None,
         "model": [_sha256(spec) or spec for spec in specs],
         "options": req.model_options.to_json(),
         "settings": rundir.preset_tables(preset.as_dict()),
@@ -115,13 +117,13 @@ def wanted_identity(req: RunRequest, manifest: dict | None = None, preset: Prese
 def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
     preset, specs, budget, seed = _plan(req)
     model = _load(specs, preset, req.model_options, cache)
-    classes = parse_classes(_classes(req, preset), model.labels)
+    classes = target_classes(req.classes, preset, model.labels)
     search = build_search(model, preset, classes, seed)  # before the run directory: it may refuse the model
     run_dir = rundir.new_run_dir(req.out, model.name, preset.name, seed)
     manifest = {
         "foolbench": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["foolbench", *sys.argv[1:]]),
+        "command": req.command or " ".join(["foolbench", *sys.argv[1:]]),
         "attack": preset.name,
         "preset": preset.as_dict(),
         "seed": seed,
@@ -162,14 +164,26 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
 
 def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[str], Budget, int]:
     """The preset, model specs, budget and seed a request comes to, before any model is loaded."""
-    preset = preset or load_preset(req.attack, req.scale)
+    preset = preset or req.preset or load_preset(req.attack, req.scale)
     specs = list(req.models) or [preset.attack.get("model", DEFAULT_MODEL)]
     seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
     return preset, specs, _budget(preset, req), seed
 
 
-def _classes(req: RunRequest, preset: Preset):
-    return req.classes if req.classes is not None else preset.search.get("classes")
+def resolve_scale(scale: str | None) -> str:
+    """A preset scale as the user gave it: full, cpu, or auto/None (full where a GPU is present)."""
+    if scale not in (None, "auto"):
+        return scale
+    from foolbench.models.onnx_model import gpu_present
+
+    return "full" if gpu_present() else "cpu"
+
+
+def default_presets(specs: list[str], options: ModelOptions, scale: str) -> list[Preset]:
+    """The presets a run gets when the user names none, chosen by the (first) model's card or input
+    (`presets.default_attacks`) and drawing images at its own side (`presets.fit_to_model`)."""
+    model = load_model((list(specs) or [DEFAULT_MODEL])[0], options)
+    return [fit_to_model(load_preset(name, scale), model) for name in default_attacks(model)]
 
 
 def _sha256(spec: str) -> str | None:

@@ -176,3 +176,67 @@ def test_unknown_class_folder_is_named(model, folder, tmp_path):
     with pytest.raises(FoolbenchError, match="'giraffe' is neither a label"):
         baseline(str(model), str(data), out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- a user's labelled colour photos: folders named by label, loosely ------------------------------------
+COLOUR_LABELS = [
+    "airplane",
+    "Golden Retriever",
+    "sports_car",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+FOLDERS = {"AIRPLANE": 0, "golden_retriever": 1, "sports car": 2, "Cat": 3}
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory) -> Path:
+    path = export(tiny(channels=3, size=32), tmp_path_factory.mktemp("c") / "colour.onnx", (1, 3, 32, 32))
+    path.with_suffix(".toml").write_text(f"labels = {json.dumps(COLOUR_LABELS)}\n")
+    return path
+
+
+def photo_folder(root: Path, names) -> Path:
+    rng = np.random.default_rng(2)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_folders_named_by_label_ignoring_case_spaces_and_underscores(colour_model, tmp_path, foolbench):
+    root = photo_folder(tmp_path / "photos", FOLDERS)
+    out = tmp_path / "out"
+    proc = foolbench("baseline", "--model", colour_model, "--data", root, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "baseline.json").read_text())
+    files = sorted(root.rglob("*.png"))
+    x = np.stack([np.asarray(Image.open(f), dtype=np.float64).transpose(2, 0, 1) / 255 for f in files])
+    right = onnx_probs(colour_model, x).argmax(1) == [FOLDERS[f.parent.name] for f in files]
+    assert result["labels_known"] is True and result["images"] == 12
+    assert (result["correct"], result["wrong"]) == (int(right.sum()), int((~right).sum()))
+    assert {r["top1_label"] for r in result["per_image"]} <= set(COLOUR_LABELS)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["giraffe", "zebra"], "none of its 2 class folders names a class of the model: 'giraffe'"),
+        (["cat", "zebra"], "1 of its 2 class folders name no class of the model: 'zebra'"),
+    ],
+)
+def test_folders_that_name_no_class_fail_in_one_line_and_write_nothing(
+    colour_model, tmp_path, foolbench, names, message
+):
+    root = photo_folder(tmp_path / "photos", names)
+    out = tmp_path / "out"
+    proc = foolbench("baseline", "--model", colour_model, "--data", root, "--out", out)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert message in proc.stderr and "'airplane', 'Golden Retriever', 'sports_car', ..." in proc.stderr
+    assert not out.exists()

@@ -67,13 +67,13 @@ def score_model(
             f"{model_spec}: a model without a file cannot be identified on the leaderboard (its sha256); "
             "export it to ONNX or save its state dict and score that file"
         )
-    name = _check_name(name if name is not None else model.name)
+    name = check_name(name if name is not None else model.name)
     if leaderboard is not None:
         read_leaderboard(leaderboard)  # a broken leaderboard fails now, not after the runs
     suite = proto.suite_for(model.spec.channels)
     options = _with_crop(options, suite)
     sha = sha256_file(model.path)
-    work = Path(work) if work is not None else SCORE_DIR / f"{safe_name(name)}-{sha[:12]}" / proto.version
+    work = Path(work) if work is not None else work_dir(name, sha, proto.version)
     plan = _plan(proto, suite, model)
     gradient_skipped = _gradient_check(model, suite)
     requests = {
@@ -113,7 +113,12 @@ def score_model(
     return row
 
 
-def _check_name(name: str) -> str:
+def work_dir(name: str, sha: str, version: str) -> Path:
+    """Where the runs of a model's score go by default: one folder per name, file and protocol."""
+    return SCORE_DIR / f"{safe_name(name)}-{sha[:12]}" / version
+
+
+def check_name(name: str) -> str:
     name = str(name).strip()
     if not name or any(not c.isprintable() for c in name) or len(name) > 200:
         raise FoolbenchError(f"--name must be 1 to 200 printable characters on one line, got {name!r}")

@@ -54,6 +54,7 @@ class Model:
         self.output_kind = card.output
         self.num_classes = 0
         self.labels: list[str] = []
+        self.options = None  # the ModelOptions it was loaded with (models.load), so a run can reload it
 
     # -- set-up shared by subclasses -------------------------------------------------------------
     def _probe(self) -> None:

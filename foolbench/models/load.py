@@ -83,6 +83,12 @@ def load_model(spec: str, options: ModelOptions | None = None) -> Model:
     if options.labels:
         flags["labels"] = read_labels_file(options.labels)
     card = card.merged(flags)
+    model = _adapter(spec, path, card, options)
+    model.options = options
+    return model
+
+
+def _adapter(spec: str, path: Path | None, card: ModelCard, options: ModelOptions) -> Model:
     batch_size = options.batch_size or DEFAULT_BATCH
     if path is None:
         from foolbench.models.torch_model import TorchModel, build_from_factory

@@ -86,7 +86,7 @@ def plan(sweep: Sweep) -> list[Job]:
     Loads each model once to prove it loads and to resolve the target classes; reads any run
     directories already there to decide start/resume/skip (and refuses ones with other settings).
     """
-    from foolbench.presets import load_preset, parse_classes
+    from foolbench.presets import load_preset, target_classes
     from foolbench.resolve import load_model
     from foolbench.runner import RunRequest, run_state
 
@@ -108,8 +108,7 @@ def plan(sweep: Sweep) -> list[Job]:
     for spec, stem in zip(models, stems, strict=True):
         labels = load_model(spec, sweep.model_options).labels
         for attack, preset in presets.items():
-            wanted = sweep.classes if sweep.classes is not None else preset.search.get("classes")
-            classes = parse_classes(wanted, labels)
+            classes = target_classes(sweep.classes, preset, labels)
             if sweep.shards > len(classes):
                 raise FoolbenchError(
                     f"--shards {sweep.shards} is more than the {len(classes)} target classes of {attack}"
