@@ -103,6 +103,17 @@ def test_ten_crop_averages_ten_views(tmp_path):
     assert np.abs(center.probs(x) - torch_probs(net, np.ascontiguousarray(views[4]))).max() < 1e-4
 
 
+def test_ten_crop_without_a_resize_feeds_the_whole_image(tmp_path):
+    """An ImageNet preset's ten crops on a model whose card sets no resize (a digit CNN, a user's CIFAR
+    model) cannot crop anything: each image is one view, resized to the input, and one row comes back."""
+    net = tiny(channels=3, size=24)
+    path = export(net, tmp_path / "m.onnx", (1, 3, 24, 24))
+    ten = load_model(str(path), ModelOptions(card={"crop": "ten"}))
+    x = images(3, c=3, size=24)
+    assert ten.spec.views == 1 and ten.probs(x).shape == (3, 10)
+    np.testing.assert_allclose(ten.probs(x), torch_probs(net, x), atol=1e-4)
+
+
 def test_with_options_is_a_new_adapter_as_if_loaded_with_them(tmp_path):
     path = export(tiny(channels=3, size=24), tmp_path / "m.onnx", (1, 3, 24, 24))
     center = load_model(str(path), ModelOptions(card={"resize": 32}))

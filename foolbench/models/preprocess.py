@@ -33,8 +33,9 @@ class InputSpec:
 
     @property
     def views(self) -> int:
-        """How many model inputs one image becomes (10 with ten-crop)."""
-        return 10 if self.crop == "ten" else 1
+        """How many model inputs one image becomes: 10 with ten-crop, which needs a `resize` to crop
+        from; a model without one is fed the whole image, resized to its input (one view)."""
+        return 10 if self.crop == "ten" and self.resize is not None else 1
 
     def is_identity_for(self, shape: tuple[int, ...]) -> bool:
         """True when images of `shape` go into the model untouched (the fast path)."""
