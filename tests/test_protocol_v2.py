@@ -37,6 +37,13 @@ batch = 50
 [suite.grey.attacks.gradient]
 preset = "gradient"
 steps = 3
+
+[suite.colour]
+channels = 3
+
+[suite.colour.attacks.patch]
+preset = "imagenet-patch"
+evaluations = 100
 """
 
 
@@ -135,4 +142,7 @@ def test_v2_row_is_the_worst_case_of_the_saved_curves(scored_v2):
     worst = np.maximum(per_attack["cppn"], per_attack["gradient"])
     assert row["fooling_score"] == pytest.approx(worst.mean())
     assert (row["fooling_score_low"], row["fooling_score_high"]) == pytest.approx((worst.min(), worst.max()))
-    assert row["attacks_scored"] == "all" and row["protocol"] == "t2"
+    assert (
+        row["attacks_scored"] == "all" and row["protocol"] == "t2"
+    )  # the colour suite's patch is not missed
+    assert pd.isna(row["patch_score"])

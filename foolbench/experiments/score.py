@@ -227,7 +227,7 @@ def make_row(
         "fooling_score": None,
     }
     if proto.score == "nines-auc":
-        row |= v2_cells(proto, runs)
+        row |= v2_cells(proto, suite, runs)
     else:
         for attack in proto.attack_names:
             dirs = runs.get(attack, [])
@@ -252,7 +252,7 @@ def run_v2(run_dir: Path, lookalikes: bool) -> dict:
     return {"score": run_score(curve, summary["classes"], alike), "lookalikes": alike, "summary": summary}
 
 
-def v2_cells(proto: Protocol, runs: dict[str, list[Path]]) -> dict:
+def v2_cells(proto: Protocol, suite: Suite, runs: dict[str, list[Path]]) -> dict:
     """The row's v2 cells. Per attack: the mean over seeds of the run score, with its min and max, the
     look-alike classes per seed, and v1's median and classes at 99 % for reading. The headline,
     `fooling_score`, is per seed the worst case (the highest score) over the attacks that ran, then
@@ -274,7 +274,7 @@ def v2_cells(proto: Protocol, runs: dict[str, list[Path]]) -> dict:
         if found and (attack in proto.ranked or not proto.ranked):
             per_seed.append(scores)
     worst = np.max(np.array(per_seed), axis=0) if per_seed else None
-    skipped = [a for a in proto.attack_names if a not in runs]
+    skipped = [a.name for a in suite.attacks if a.name not in runs]  # gradient attacks it escaped
     return cells | {
         "fooling_score": float(np.mean(worst)) if worst is not None else None,
         "fooling_score_low": float(np.min(worst)) if worst is not None else None,
