@@ -8,7 +8,8 @@ lenet-mnist, all 10 digits: the evaluations until every digit reaches 99.99 %.
 
 Every number comes from a real run directory (`foolbench run` through `ensure_run`; its
 metrics.csv is the curve), so a killed benchmark resumes its runs where they stopped. Results:
-benchmarks/results/imagenet_reach.json (entries not re-run are kept) and imagenet_reach.png.
+benchmarks/results/imagenet_reach.json (entries not re-run are kept), imagenet_reach.png (the
+curves) and imagenet_reach-SEARCH-gallery.png (the images of each search's first seed).
 
     nice -n 10 python benchmarks/imagenet_reach.py [--searches patch map-elites] [--seeds 0 1 2] \\
         [--runs DIR] [--plot-only]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +113,21 @@ def plot(imagenet: dict, runs: dict[str, list[Path]], path: Path) -> None:
         label = f"{search} ({SEARCHES[search][0]}, {len(dirs)} seed{'s' if len(dirs) > 1 else ''})"
         ax.plot(grid, 100 * middle, color=colour, lw=2.2, label=label)
     ax.axhline(88.11, color="grey", ls=":", lw=1)
-    ax.text(12, 89.5, "paper, AlexNet after ~2 million evaluations: 88.11 %", color="grey", fontsize=8)
+    ax.text(
+        120,
+        89.5,
+        "the paper: AlexNet, CPPN MAP-Elites after ~2 million evaluations: 88.11 %",
+        color="grey",
+        fontsize=8,
+    )
     ax.set_xscale("log")
+    ax.set_xlim(100, IMAGENET["evaluations"] * 1.1)
     ax.set_ylim(0, 100)
     ax.set_xlabel("evaluations (images scored)")
     ax.set_ylabel("median confidence of the 10 targets (%)")
     ax.set_title("efficientnet-lite0, 10 ImageNet classes, one centre crop")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="center left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -153,6 +162,9 @@ def main() -> None:
         s: [Path(e["run"]) for k, e in sorted(imagenet.items()) if k.startswith(f"{s}/")] for s in SEARCHES
     }
     plot(imagenet, {s: d for s, d in runs.items() if d}, RESULTS / f"{NAME}.png")
+    for search, dirs in runs.items():  # what the images look like: each search's first seed
+        if dirs:
+            shutil.copyfile(dirs[0] / "gallery.png", RESULTS / f"{NAME}-{search}-gallery.png")
 
 
 def write_results(imagenet: dict, mnist: dict) -> None:
