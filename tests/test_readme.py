@@ -216,8 +216,9 @@ def test_reliability_numbers_are_the_tests():
     kills = test_faults.KILLS_PER_ATTACK
     attacks = test_faults.test_repeated_kill_9_never_loses_the_run.pytestmark
     attacks = next(m.args[1] for m in attacks if m.name == "parametrize")
-    says(f"SIGKILLs a run {kills} times per attack (direct and CPPN)")
-    says(f"{kills * len(attacks)} SIGKILLs across direct and CPPN runs")
+    assert len(attacks) == 3, "README names the attacks killed: direct, CPPN and patch"
+    says(f"SIGKILLs a run {kills} times per attack (direct, CPPN and patch)")
+    says(f"{kills * len(attacks)} SIGKILLs across direct, CPPN and patch runs")
     properties = [f for name, f in vars(test_fuzz).items() if name.startswith("test_")]
     properties = [f for f in properties if hypothesis.is_hypothesis_test(f)]
     cases = test_fuzz.CASES
@@ -230,3 +231,34 @@ def test_pct_rounds_down_as_the_reports_do():
     assert pct(0.99995) == "99.99 %" and pct(1.0) == "100.00 %" and pct(0.0210742) == "2.10 %"
     assert math.isclose(float(pct(0.5).split()[0]), 50.0)
     assert share(0.65) == "65 %" and FIGURES.span([0.6, 0.9], share) == "60–90 %"
+
+
+def test_patch_search_prose():
+    data = json.loads((RESULTS / "imagenet_reach.json").read_text())
+    runs = data["imagenet"]
+    patch = {k.split("/s")[1]: r for k, r in runs.items() if k.startswith("patch/")}
+    count = lambda v: f"{v:,}"  # noqa: E731
+    to = {t: [r["evaluations_to"][t] for r in patch.values()] for t in ("0.9", "0.99")}
+    assert None not in to["0.99"], "README says every seed's median passes 99 %"
+    seeds = sorted(patch)
+    says(
+        f"the targets' median passes 99 % after {FIGURES.span(to['0.99'], count)} evaluations (seeds {', '.join(seeds)})"
+    )
+    says(f"and 90 % after {FIGURES.span(to['0.9'], count)}")
+    says(
+        f"At 40,000 evaluations it is {FIGURES.span([r['median_at']['40000'] for r in patch.values()], pct)}"
+    )
+    me = runs["map-elites/s0"]
+    says(f"the paper's MAP-Elites (`imagenet-cppn`, seed 0) reaches {pct(me['median_at']['40000'])}")
+    at10k = [r["median_at"]["10000"] for r in patch.values()]
+    assert max(at10k) < 0.9, "README says the stretch goal (90 % within 10,000) is not met"
+    says(f"is not met: {FIGURES.span(at10k, pct)} at 10,000")
+    mnist = data["mnist"]
+    first = {
+        s: [r["evaluations_to_all_9999"] for k, r in mnist.items() if k.startswith(f"{s}/")]
+        for s in ("patch", "map-elites")
+    }
+    assert min(first["patch"]) > max(first["map-elites"]), "README says MAP-Elites is faster on MNIST"
+    says(
+        f"every digit ≥ 99.99 % after {FIGURES.span(first['patch'], count)} evaluations against {FIGURES.span(first['map-elites'], count)}"
+    )
