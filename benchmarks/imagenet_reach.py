@@ -12,7 +12,7 @@ benchmarks/results/imagenet_reach.json (entries not re-run are kept), imagenet_r
 curves) and imagenet_reach-SEARCH-gallery.png (the images of each search's first seed).
 
     nice -n 10 python benchmarks/imagenet_reach.py [--searches patch map-elites] [--seeds 0 1 2] \\
-        [--datasets imagenet mnist] [--runs DIR] [--plot-only]
+        [--datasets imagenet mnist] [--runs DIR] [--plot-only | --collect-only]
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def curve(run_dir: Path) -> pd.DataFrame:
 def imagenet_entry(run_dir: Path) -> dict:
     """The targets' median at the marks, evaluations to the thresholds, final confidences, seconds."""
     m = curve(run_dir)
-    results = pd.read_csv(run_dir / "results.csv")
+    done = (run_dir / "summary.json").exists()
+    results = pd.read_csv(run_dir / "results.csv") if done else None
 
     def at(n):
         rows = m[m["evaluations"] <= n]
@@ -66,8 +67,19 @@ def imagenet_entry(run_dir: Path) -> dict:
         hit = m[m["median_confidence"] >= threshold]
         return None if hit.empty else int(hit["evaluations"].iloc[0])
 
+    if results is None:  # stopped before its budget: the curve up to its last checkpoint
+        return {
+            "finished": False,
+            "evaluations": int(m["evaluations"].iloc[-1]),
+            "median_at": {str(n): at(n) for n in MARKS},
+            "evaluations_to": {f"{t:g}": first(t) for t in THRESHOLDS},
+            "last_median": float(m["median_confidence"].iloc[-1]),
+            "wall_seconds": float(m["seconds"].iloc[-1]),
+            "run": str(run_dir),
+        }
     conf = results["confidence"].to_numpy()
     return {
+        "finished": True,
         "evaluations": int(m["evaluations"].iloc[-1]),
         "median_at": {str(n): at(n) for n in MARKS},
         "evaluations_to": {f"{t:g}": first(t) for t in THRESHOLDS},
@@ -141,11 +153,18 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=["imagenet", "mnist"], default=["imagenet", "mnist"])
     parser.add_argument("--runs", type=Path, default=Path("/work/scratch/w6/imagenet_reach"))
     parser.add_argument("--plot-only", action="store_true", help="only redraw the plot from the JSON's runs")
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="run nothing: record the runs found in --runs (unfinished ones up to their last checkpoint)",
+    )
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     imagenet, mnist = old.get("imagenet", {}), old.get("mnist", {})
-    if not args.plot_only:
+    if args.collect_only:
+        collect(args, imagenet, mnist)
+    elif not args.plot_only:
         for search in args.searches if "mnist" in args.datasets else []:
             mnist_preset = SEARCHES[search][1]
             for seed in args.seeds:
@@ -164,8 +183,21 @@ def main() -> None:
     }
     plot(imagenet, {s: d for s, d in runs.items() if d}, RESULTS / f"{NAME}.png")
     for search, dirs in runs.items():  # what the images look like: each search's first seed
-        if dirs:
+        if dirs and (dirs[0] / "gallery.png").exists():
             shutil.copyfile(dirs[0] / "gallery.png", RESULTS / f"{NAME}-{search}-gallery.png")
+
+
+def collect(args, imagenet: dict, mnist: dict) -> None:
+    """The entries of the runs already in --runs (some may still be running elsewhere)."""
+    for search in args.searches:
+        for seed in args.seeds:
+            d = args.runs / f"{IMAGENET['model']}-{SEARCHES[search][0]}-s{seed}"
+            if "imagenet" in args.datasets and (d / "metrics.csv").exists():
+                imagenet[f"{search}/s{seed}"] = imagenet_entry(d) | {"load_average": load_average()}
+            d = args.runs / f"{MNIST['model']}-{SEARCHES[search][1]}-s{seed}"
+            if "mnist" in args.datasets and (d / "summary.json").exists():
+                mnist[f"{search}/s{seed}"] = mnist_entry(d)
+    write_results(imagenet, mnist)
 
 
 def write_results(imagenet: dict, mnist: dict) -> None:
