@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,8 @@ def plot(imagenet: dict, runs: dict[str, list[Path]], path: Path) -> None:
             idx = np.searchsorted(m["evaluations"].to_numpy(), grid, side="right") - 1
             ok = (idx >= 0) & (grid <= m["evaluations"].iloc[-1])
             lines.append(np.where(ok, m["median_confidence"].to_numpy()[np.maximum(idx, 0)], np.nan))
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # before a run's first evaluation its curve is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             middle = np.nanmedian(np.array(lines), axis=0) if lines else None
         label = f"{search} ({SEARCHES[search][0]}, {len(dirs)} seed{'s' if len(dirs) > 1 else ''})"
         ax.plot(grid, 100 * middle, color=colour, lw=2.2, label=label)
@@ -193,7 +195,9 @@ def collect(args, imagenet: dict, mnist: dict) -> None:
         for seed in args.seeds:
             d = args.runs / f"{IMAGENET['model']}-{SEARCHES[search][0]}-s{seed}"
             if "imagenet" in args.datasets and (d / "metrics.csv").exists():
-                imagenet[f"{search}/s{seed}"] = imagenet_entry(d) | {"load_average": load_average()}
+                key = f"{search}/s{seed}"  # the load as the run's own invocation recorded it, if it did
+                load = imagenet.get(key, {}).get("load_average", load_average())
+                imagenet[key] = imagenet_entry(d) | {"load_average": load}
             d = args.runs / f"{MNIST['model']}-{SEARCHES[search][1]}-s{seed}"
             if "mnist" in args.datasets and (d / "summary.json").exists():
                 mnist[f"{search}/s{seed}"] = mnist_entry(d)

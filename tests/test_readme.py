@@ -235,30 +235,28 @@ def test_pct_rounds_down_as_the_reports_do():
 
 def test_patch_search_prose():
     data = json.loads((RESULTS / "imagenet_reach.json").read_text())
-    runs = data["imagenet"]
+    runs, span = data["imagenet"], FIGURES.span
     patch = {k.split("/s")[1]: r for k, r in runs.items() if k.startswith("patch/")}
+    assert all(r["finished"] for r in patch.values()) and runs["map-elites/s0"]["finished"]
     count = lambda v: f"{v:,}"  # noqa: E731
     to = {t: [r["evaluations_to"][t] for r in patch.values()] for t in ("0.9", "0.99")}
     assert None not in to["0.99"], "README says every seed's median passes 99 %"
-    seeds = sorted(patch)
-    says(
-        f"the targets' median passes 99 % after {FIGURES.span(to['0.99'], count)} evaluations (seeds {', '.join(seeds)})"
-    )
-    says(f"and 90 % after {FIGURES.span(to['0.9'], count)}")
-    says(
-        f"At 40,000 evaluations it is {FIGURES.span([r['median_at']['40000'] for r in patch.values()], pct)}"
-    )
-    me = runs["map-elites/s0"]
-    says(f"the paper's MAP-Elites (`imagenet-cppn`, seed 0) reaches {pct(me['median_at']['40000'])}")
+    says(f"passes 99 % after {span(to['0.99'], count)} evaluations (seeds {', '.join(sorted(patch))})")
+    says(f"and 90 % after {span(to['0.9'], count)}")
+    says(f"evaluations it is {span([r['median_at']['40000'] for r in patch.values()], pct)}")
+    says(f"(`imagenet-cppn`, seed 0) reaches {pct(runs['map-elites/s0']['median_at']['40000'])}")
     at10k = [r["median_at"]["10000"] for r in patch.values()]
-    assert max(at10k) < 0.9, "README says the stretch goal (90 % within 10,000) is not met"
-    says(f"is not met: {FIGURES.span(at10k, pct)} at 10,000")
-    mnist = data["mnist"]
+    met = sum(v >= 0.9 for v in at10k)
+    says(f"is met by {['no', 'one', 'two', 'three'][met]} seed{'s' if met != 1 else ''} of three")
+    says(f"{span(at10k, pct)} at 10,000")
+    says(f"the median is still {span([r['median_at']['4000'] for r in patch.values()], pct)} at 4,000")
     first = {
-        s: [r["evaluations_to_all_9999"] for k, r in mnist.items() if k.startswith(f"{s}/")]
+        s: [r["evaluations_to_all_9999"] for k, r in data["mnist"].items() if k.startswith(f"{s}/")]
         for s in ("patch", "map-elites")
     }
-    assert min(first["patch"]) > max(first["map-elites"]), "README says MAP-Elites is faster on MNIST"
+    assert min(first["patch"]) >= max(first["map-elites"]), (
+        "README says the patch search is no faster on MNIST"
+    )
     says(
-        f"every digit ≥ 99.99 % after {FIGURES.span(first['patch'], count)} evaluations against {FIGURES.span(first['map-elites'], count)}"
+        f"≥ 99.99 % after {span(first['patch'], count)} evaluations against {span(first['map-elites'], count)}"
     )
