@@ -8,16 +8,19 @@ lenet-mnist, all 10 digits: the evaluations until every digit reaches 99.99 %.
 
 Every number comes from a real run directory (`foolbench run` through `ensure_run`; its
 metrics.csv is the curve), so a killed benchmark resumes its runs where they stopped. Results:
-benchmarks/results/imagenet_reach.json (entries not re-run are kept) and imagenet_reach.png.
+benchmarks/results/imagenet_reach.json (entries not re-run are kept), imagenet_reach.png (the
+curves) and imagenet_reach-SEARCH-gallery.png (the images of each search's first seed).
 
     nice -n 10 python benchmarks/imagenet_reach.py [--searches patch map-elites] [--seeds 0 1 2] \\
-        [--runs DIR] [--plot-only]
+        [--datasets imagenet mnist] [--runs DIR] [--plot-only | --collect-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,8 @@ def curve(run_dir: Path) -> pd.DataFrame:
 def imagenet_entry(run_dir: Path) -> dict:
     """The targets' median at the marks, evaluations to the thresholds, final confidences, seconds."""
     m = curve(run_dir)
-    results = pd.read_csv(run_dir / "results.csv")
+    done = (run_dir / "summary.json").exists()
+    results = pd.read_csv(run_dir / "results.csv") if done else None
 
     def at(n):
         rows = m[m["evaluations"] <= n]
@@ -64,8 +68,19 @@ def imagenet_entry(run_dir: Path) -> dict:
         hit = m[m["median_confidence"] >= threshold]
         return None if hit.empty else int(hit["evaluations"].iloc[0])
 
+    if results is None:  # stopped before its budget: the curve up to its last checkpoint
+        return {
+            "finished": False,
+            "evaluations": int(m["evaluations"].iloc[-1]),
+            "median_at": {str(n): at(n) for n in MARKS},
+            "evaluations_to": {f"{t:g}": first(t) for t in THRESHOLDS},
+            "last_median": float(m["median_confidence"].iloc[-1]),
+            "wall_seconds": float(m["seconds"].iloc[-1]),
+            "run": str(run_dir),
+        }
     conf = results["confidence"].to_numpy()
     return {
+        "finished": True,
         "evaluations": int(m["evaluations"].iloc[-1]),
         "median_at": {str(n): at(n) for n in MARKS},
         "evaluations_to": {f"{t:g}": first(t) for t in THRESHOLDS},
@@ -106,19 +121,27 @@ def plot(imagenet: dict, runs: dict[str, list[Path]], path: Path) -> None:
             idx = np.searchsorted(m["evaluations"].to_numpy(), grid, side="right") - 1
             ok = (idx >= 0) & (grid <= m["evaluations"].iloc[-1])
             lines.append(np.where(ok, m["median_confidence"].to_numpy()[np.maximum(idx, 0)], np.nan))
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # before a run's first evaluation its curve is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             middle = np.nanmedian(np.array(lines), axis=0) if lines else None
         label = f"{search} ({SEARCHES[search][0]}, {len(dirs)} seed{'s' if len(dirs) > 1 else ''})"
         ax.plot(grid, 100 * middle, color=colour, lw=2.2, label=label)
     ax.axhline(88.11, color="grey", ls=":", lw=1)
-    ax.text(12, 89.5, "paper, AlexNet after ~2 million evaluations: 88.11 %", color="grey", fontsize=8)
+    ax.text(
+        120,
+        89.5,
+        "the paper: AlexNet, CPPN MAP-Elites after ~2 million evaluations: 88.11 %",
+        color="grey",
+        fontsize=8,
+    )
     ax.set_xscale("log")
+    ax.set_xlim(100, IMAGENET["evaluations"] * 1.1)
     ax.set_ylim(0, 100)
     ax.set_xlabel("evaluations (images scored)")
     ax.set_ylabel("median confidence of the 10 targets (%)")
     ax.set_title("efficientnet-lite0, 10 ImageNet classes, one centre crop")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="center left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -129,21 +152,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--searches", nargs="+", choices=list(SEARCHES), default=list(SEARCHES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", choices=["imagenet", "mnist"], default=["imagenet", "mnist"])
     parser.add_argument("--runs", type=Path, default=Path("/work/scratch/w6/imagenet_reach"))
     parser.add_argument("--plot-only", action="store_true", help="only redraw the plot from the JSON's runs")
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="run nothing: record the runs found in --runs (unfinished ones up to their last checkpoint)",
+    )
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     imagenet, mnist = old.get("imagenet", {}), old.get("mnist", {})
-    if not args.plot_only:
-        for search in args.searches:
-            imagenet_preset, mnist_preset = SEARCHES[search]
+    if args.collect_only:
+        collect(args, imagenet, mnist)
+    elif not args.plot_only:
+        for search in args.searches if "mnist" in args.datasets else []:
+            mnist_preset = SEARCHES[search][1]
             for seed in args.seeds:
                 d = run(MNIST["model"], mnist_preset, seed, MNIST["evaluations"][search], args.runs)
                 mnist[f"{search}/s{seed}"] = mnist_entry(d)
                 print(search, "mnist", seed, mnist[f"{search}/s{seed}"], flush=True)
-        for seed in args.seeds:  # seed by seed, so an early stop leaves both searches measured
-            for search in args.searches:
+        for seed in args.seeds if "imagenet" in args.datasets else []:  # seed by seed: an early
+            for search in args.searches:  # stop leaves both searches measured
                 d = run(IMAGENET["model"], SEARCHES[search][0], seed, IMAGENET["evaluations"], args.runs)
                 imagenet[f"{search}/s{seed}"] = imagenet_entry(d) | {"load_average": load_average()}
                 print(search, "imagenet", seed, imagenet[f"{search}/s{seed}"]["median_at"], flush=True)
@@ -153,6 +184,24 @@ def main() -> None:
         s: [Path(e["run"]) for k, e in sorted(imagenet.items()) if k.startswith(f"{s}/")] for s in SEARCHES
     }
     plot(imagenet, {s: d for s, d in runs.items() if d}, RESULTS / f"{NAME}.png")
+    for search, dirs in runs.items():  # what the images look like: each search's first seed
+        if dirs and (dirs[0] / "gallery.png").exists():
+            shutil.copyfile(dirs[0] / "gallery.png", RESULTS / f"{NAME}-{search}-gallery.png")
+
+
+def collect(args, imagenet: dict, mnist: dict) -> None:
+    """The entries of the runs already in --runs (some may still be running elsewhere)."""
+    for search in args.searches:
+        for seed in args.seeds:
+            d = args.runs / f"{IMAGENET['model']}-{SEARCHES[search][0]}-s{seed}"
+            if "imagenet" in args.datasets and (d / "metrics.csv").exists():
+                key = f"{search}/s{seed}"  # the load as the run's own invocation recorded it, if it did
+                load = imagenet.get(key, {}).get("load_average", load_average())
+                imagenet[key] = imagenet_entry(d) | {"load_average": load}
+            d = args.runs / f"{MNIST['model']}-{SEARCHES[search][1]}-s{seed}"
+            if "mnist" in args.datasets and (d / "summary.json").exists():
+                mnist[f"{search}/s{seed}"] = mnist_entry(d)
+    write_results(imagenet, mnist)
 
 
 def write_results(imagenet: dict, mnist: dict) -> None:
@@ -167,6 +216,8 @@ def write_results(imagenet: dict, mnist: dict) -> None:
             "mnist_setting": MNIST | {"classes": "all 10 digits"},
             "searches": {s: {"imagenet": p[0], "mnist": p[1], "scale": "cpu"} for s, p in SEARCHES.items()},
             "measured": sorted(imagenet),
+            "wall_seconds_note": "each run's own clock on 2 cores shared with other work (load_average: at "
+            "its end); some runs overlapped, so wall seconds are upper bounds, not speeds",
             "imagenet": dict(sorted(imagenet.items())),
             "mnist": dict(sorted(mnist.items())),
         },

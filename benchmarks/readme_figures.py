@@ -311,7 +311,9 @@ def imagenet_reach() -> str:
                 seed[1:],
                 *marks,
                 to,
-                f"{r['classes_at_99']} of 10",
+                f"{r['classes_at_99']} of 10"
+                if r.get("finished", True)
+                else f"stopped at {r['evaluations']:,}",
                 f"{r['wall_seconds']:,.0f} s",
             ]
         )
@@ -324,14 +326,14 @@ def imagenet_reach() -> str:
         "40k",
         "evaluations to 50 / 90 / 99 %",
         "≥ 99 % (PNGs)",
-        "wall",
+        "wall (shared)",
     ]
     mnist = []
     for search in data["searches"]:
         got = [(k.split("/")[1][1:], r) for k, r in data["mnist"].items() if k.startswith(f"{search}/")]
         if got:
-            firsts = ", ".join(f"{r['evaluations_to_all_9999'] or '–'}" for _, r in got)
-            seeds = ", ".join(s for s, _ in got)
+            firsts = " / ".join(f"{r['evaluations_to_all_9999'] or '–':,}" for _, r in got)
+            seeds = " / ".join(s for s, _ in got)
             mnist.append([f"{search} (`{data['searches'][search]['mnist']}`)", seeds, firsts])
     mnist_table = table(["search", "seeds", "evaluations until all 10 digits ≥ 99.99 % (each seed)"], mnist)
     command = "nice -n 10 python benchmarks/imagenet_reach.py"

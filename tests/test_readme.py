@@ -216,8 +216,9 @@ def test_reliability_numbers_are_the_tests():
     kills = test_faults.KILLS_PER_ATTACK
     attacks = test_faults.test_repeated_kill_9_never_loses_the_run.pytestmark
     attacks = next(m.args[1] for m in attacks if m.name == "parametrize")
-    says(f"SIGKILLs a run {kills} times per attack (direct and CPPN)")
-    says(f"{kills * len(attacks)} SIGKILLs across direct and CPPN runs")
+    assert len(attacks) == 3, "README names the attacks killed: direct, CPPN and patch"
+    says(f"SIGKILLs a run {kills} times per attack (direct, CPPN and patch)")
+    says(f"{kills * len(attacks)} SIGKILLs across direct, CPPN and patch runs")
     properties = [f for name, f in vars(test_fuzz).items() if name.startswith("test_")]
     properties = [f for f in properties if hypothesis.is_hypothesis_test(f)]
     cases = test_fuzz.CASES
@@ -259,3 +260,32 @@ def test_protocol_v2_reading():
         f"{v2.loc['mlp-mnist', 'fooling_score']:.2f} (`mlp-mnist`) and {plain['fooling_score'].round(2).min():.2f}"
     )
     assert plain["fooling_score_low"].min() > max(oe.fooling_score_high, defended.fooling_score_high)
+
+
+def test_patch_search_prose():
+    data = json.loads((RESULTS / "imagenet_reach.json").read_text())
+    runs, span = data["imagenet"], FIGURES.span
+    patch = {k.split("/s")[1]: r for k, r in runs.items() if k.startswith("patch/")}
+    assert all(r["finished"] for r in patch.values()) and runs["map-elites/s0"]["finished"]
+    count = lambda v: f"{v:,}"  # noqa: E731
+    to = {t: [r["evaluations_to"][t] for r in patch.values()] for t in ("0.9", "0.99")}
+    assert None not in to["0.99"], "README says every seed's median passes 99 %"
+    says(f"passes 99 % after {span(to['0.99'], count)} evaluations (seeds {', '.join(sorted(patch))})")
+    says(f"and 90 % after {span(to['0.9'], count)}")
+    says(f"evaluations it is {span([r['median_at']['40000'] for r in patch.values()], pct)}")
+    says(f"(`imagenet-cppn`, seed 0) reaches {pct(runs['map-elites/s0']['median_at']['40000'])}")
+    at10k = [r["median_at"]["10000"] for r in patch.values()]
+    met = sum(v >= 0.9 for v in at10k)
+    says(f"is met by {['no', 'one', 'two', 'three'][met]} seed{'s' if met != 1 else ''} of three")
+    says(f"{span(at10k, pct)} at 10,000")
+    says(f"the median is still {span([r['median_at']['4000'] for r in patch.values()], pct)} at 4,000")
+    first = {
+        s: [r["evaluations_to_all_9999"] for k, r in data["mnist"].items() if k.startswith(f"{s}/")]
+        for s in ("patch", "map-elites")
+    }
+    assert min(first["patch"]) >= max(first["map-elites"]), (
+        "README says the patch search is no faster on MNIST"
+    )
+    says(
+        f"≥ 99.99 % after {span(first['patch'], count)} evaluations against {span(first['map-elites'], count)}"
+    )

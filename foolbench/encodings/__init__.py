@@ -51,9 +51,10 @@ class Encoding(Protocol):
         ...
 
 
-def make_encoding(name: str, **options: Any) -> Encoding:
-    """Build the encoding `name` ("direct" or "cppn"); bad options raise FoolbenchError naming them."""
-    if name not in ENCODINGS:
+def make_encoding(name: str, /, **options: Any) -> Encoding:
+    """Build the encoding `name` ("direct" or "cppn"); bad options raise FoolbenchError naming them
+    (`name` is positional only, so an option called "name" is refused as unknown, not a TypeError)."""
+    if not isinstance(name, str) or name not in ENCODINGS:
         raise FoolbenchError(f"unknown encoding {name!r}; choose one of {', '.join(map(repr, ENCODINGS))}")
     return ENCODINGS[name](**options)
 

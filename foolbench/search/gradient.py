@@ -66,8 +66,7 @@ class GradientAscent:
         self.best_images: np.ndarray | None = None  # the image that scored it
         self.module = differentiable(model, self.options["objective"])
         self.device = _module_device(self.module)
-        views = getattr(getattr(model, "spec", None), "views", 1)
-        self.batch = max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
+        self.batch = gradient_batch(model)
 
     @property
     def fitness(self) -> np.ndarray:
@@ -229,6 +228,13 @@ def differentiable(model, objective: str = "probability") -> torch.nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module.to(device())
+
+
+def gradient_batch(model) -> int:
+    """Images per backward pass: GRADIENT_BATCH model inputs (or the model's batch size), each image
+    being 10 inputs with ten-crop evaluation."""
+    views = getattr(getattr(model, "spec", None), "views", 1)
+    return max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:

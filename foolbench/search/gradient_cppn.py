@@ -25,7 +25,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.images import as_uint8
 from foolbench.options import Choice, Float, Int, check_table
 from foolbench.search.archive import EMPTY
-from foolbench.search.gradient import GRADIENT_BATCH, differentiable, objective_scores
+from foolbench.search.gradient import differentiable, gradient_batch, objective_scores
 from foolbench.search.patch import Canvases
 
 SECTION = "gradient-cppn"
@@ -58,8 +58,7 @@ class CPPNGradient:
         self.best_generation = np.full(len(self.classes), -1, dtype=np.int64)
         self.best_images: np.ndarray | None = None
         self.module = differentiable(model, "probability")
-        views = getattr(getattr(model, "spec", None), "views", 1)
-        self.batch = max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
+        self.batch = gradient_batch(model)
 
     @property
     def fitness(self) -> np.ndarray:
