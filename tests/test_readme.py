@@ -289,3 +289,27 @@ def test_patch_search_prose():
     says(
         f"≥ 99.99 % after {span(first['patch'], count)} evaluations against {span(first['map-elites'], count)}"
     )
+
+
+def test_protocol_v2_colour_reading():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    colour = board[(board["protocol"] == "v2") & (board["suite"] == "colour")]
+    v1 = board[(board["protocol"] == "v1") & (board["suite"] == "colour")]
+    assert (
+        len(colour) == 3 and colour["fooling_score_low"].max() <= colour["fooling_score_high"].min()
+    )  # tied
+    says(f"score {colour['fooling_score'].min():.2f}–{colour['fooling_score'].max():.2f} under v2, all tied")
+    says(f"at {pct(v1['fooling_score'].min())}–{pct(v1['fooling_score'].max())}".replace(" %–", "–"))
+    assert (colour["fooling_score"] == colour["gradient_score"]).all() and (
+        colour["gradient_median"] >= 0.9999
+    ).all()
+    says(
+        f"reaches {pct(colour['patch_median'].min())}–{pct(colour['patch_median'].max())} at".replace(
+            " %–", "–"
+        )
+    )
+    says(
+        f"pilot settings {pct(colour['gradient-cppn_median'].min())}–{pct(colour['gradient-cppn_median'].max())}".replace(
+            " %–", "–"
+        )
+    )
