@@ -107,9 +107,11 @@ def test_overlapping_seed_ranges_are_marked_as_ties():
     rows = [v2(1, 0.9, 0.85, 0.95), v2(2, 0.8, 0.7, 0.86), v2(3, 0.2, 0.1, 0.3), _row(0, 4, 0.5)]
     table = ranked(pd.DataFrame(rows)).set_index("name")
     assert table.loc["w0-3", "ties"] == "" and table.loc["w0-2", "ties"] == "3"
-    assert table.loc["w0-1", "ties"] == "2" and table.loc["w0-4", "ties"] == ""  # v1: no spread
+    assert table.loc["w0-1", "ties"] == "2" and pd.isna(table.loc["w0-4", "ties"])  # v1: no spread, no ties
     text = render(pd.DataFrame(rows), "md")
     assert "## Protocol v2, grey models" in text and "0.900" in text
+    v1_part = text.split("## Protocol v1, grey models")[1].split("## Protocol v2")[0]
+    assert "50.00%" in v1_part and "ties" not in v1_part  # v1's score stays a confidence, with no ties
 
 
 @pytest.fixture(scope="module")

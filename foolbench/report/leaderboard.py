@@ -149,7 +149,7 @@ def _ties(table: pd.DataFrame, i: int) -> str:
     """The ranks in row i's protocol and suite whose seed ranges (low-high) overlap row i's."""
     row = table.iloc[i]
     if pd.isna(row["fooling_score_low"]):
-        return ""
+        return None  # a protocol without a spread (v1): no ties column for its rows
     same = table[(table["protocol"] == row["protocol"]) & (table["suite"] == row["suite"])]
     overlap = same[
         (same.index != table.index[i])
@@ -219,7 +219,9 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
                 _score_text(v, low) for v, low in zip(values, table["fooling_score_low"], strict=True)
             ]
             continue
-        if column.endswith(("_score", "_score_min", "_score_max", "_score_low", "_score_high")):
+        if column != "fooling_score" and column.endswith(
+            ("_score", "_score_min", "_score_max", "_score_low", "_score_high")
+        ):
             fmt = "{:.3f}".format
         elif column.endswith("_lookalikes"):
             fmt = "{:.2g}".format
