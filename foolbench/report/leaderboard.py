@@ -182,6 +182,9 @@ def render(df: pd.DataFrame, fmt: str = "md") -> str:
     return html_page(head, table)
 
 
+# v2 rows carry more per attack than a page is wide: the ranking table keeps each attack's score, the
+# rest (v1-style figures, per-seed extremes, look-alikes) is folded below it with the provenance.
+_FOLDED_V2 = ("_evals_to_99", "_median", "_classes_at_99", "_score_min", "_score_max", "_lookalikes")
 PROVENANCE = ("model_sha256", "classes", "input_size", "protocol", "foolbench", "date")
 
 
@@ -194,9 +197,10 @@ def html_page(head: str, table: pd.DataFrame) -> str:
     sections = [page.paragraph(ROBUSTNESS, "rule")]
     for (protocol, suite), rows in table.groupby(["protocol", "suite"], sort=False):
         rows = rows.dropna(axis=1, how="all")
-        ranking = [c for c in rows.columns if c not in PROVENANCE and not c.endswith("_evals_to_99")]
+        folded = _FOLDED_V2 if "fooling_score_low" in rows.columns else ("_evals_to_99",)
+        ranking = [c for c in rows.columns if c not in PROVENANCE and not c.endswith(folded)]
         ranking = [c for c in ranking if c not in ("suite",)]
-        ids = ["rank", "name", *[c for c in rows.columns if c in PROVENANCE or c.endswith("_evals_to_99")]]
+        ids = ["rank", "name", *[c for c in rows.columns if c in PROVENANCE or c.endswith(folded)]]
         body = to_html(rows[ranking].rename(columns=_header), display(rows[ranking]).values.tolist())
         body += page.details(
             "Model files, protocol, version, date and evaluations to a first class at 99%",
@@ -230,7 +234,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         elif column.endswith("_evals_to_99"):
             fmt = "{:,.0f}".format
         elif column.endswith("_classes_at_99"):
-            fmt = "{:g}".format
+            fmt = "{:.3g}".format
         elif column == "fooling_auroc":
             fmt = "{:.3f}".format
         elif column == "model_sha256":
