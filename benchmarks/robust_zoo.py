@@ -3,11 +3,13 @@
     python benchmarks/robust_zoo.py cards [--zoo DIR]       -> results/robust_zoo.json
     python benchmarks/robust_zoo.py runs RUN_DIR ... [--pairs DIR]   -> results/robust_runs.json
 
-`cards` measures, for lenet-mnist, lenet-mnist-pgd and lenet-mnist-oe, what the robust cards
+`cards` measures, for lenet-mnist and the references lenet-mnist-pgd, lenet-mnist-oe and
+lenet-mnist-defended (`--only NAME` measures one and keeps the others' rows), what the robust cards
 record: held-out accuracy (and the median top-1 confidence on those digits, what a
 fooling confidence is read against), robust accuracy under torchattacks' PGD (L-inf 0.3, 50 steps, 3
 restarts, 1,000 held-out digits), the share of non-digit images given > 95 % confidence, and how
-many hidden units uniform noise activates.
+many hidden units uniform noise activates. On the defended model, whose 11th class is "fooling",
+confidence is the largest digit probability and a digit it puts in "fooling" counts as wrong.
 `runs` reads finished run directories (`foolbench run ...`) and gives per run the median best
 confidence, the classes at >= 99.99 % and the look-alike share of the champions
 (`foolbench.lookalike`, MNIST's training digits as the reference), with the time that takes;
@@ -17,6 +19,7 @@ confidence, the classes at >= 99.99 % and the look-alike share of the champions
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import onnx
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from common import write
+from common import RESULTS, write
 from onnx import numpy_helper
 
 from foolbench.data.mnist import load_mnist
@@ -36,24 +39,31 @@ from foolbench.zoo.lenet import LeNet, accuracy, as_images
 from foolbench.zoo.registry import zoo_dir
 from foolbench.zoo.robustness import ATTACK, module_probs, noise_figures, robust_accuracy
 
-MODELS = ("lenet-mnist", "lenet-mnist-pgd", "lenet-mnist-oe")
+MODELS = ("lenet-mnist", "lenet-mnist-pgd", "lenet-mnist-oe", "lenet-mnist-defended")
 
 
 def lenet_from_onnx(path: Path) -> LeNet:
     """The zoo's LeNet-architecture files as torch modules (their weights are the ONNX initialisers)."""
-    module = LeNet().eval()
     weights = {i.name: torch.tensor(numpy_helper.to_array(i)) for i in onnx.load(str(path)).graph.initializer}
+    module = LeNet(num_classes=len(weights["fc2.bias"])).eval()
     module.load_state_dict({k: v for k, v in weights.items() if "." in k})
     return module
 
 
-def cards(folder: Path) -> None:
+def digit_probs(module: LeNet):
+    """The digits' probabilities (a defended model's 11th, "fooling", column left out)."""
+    probs = module_probs(module)
+    return lambda x: probs(x)[:, :10]
+
+
+def cards(folder: Path, only: str | None = None) -> None:
     digits = load_mnist()
     images, labels = as_images(digits.test_x), torch.as_tensor(digits.test_y)
-    rows = {}
-    for name in MODELS:
+    saved = RESULTS / "robust_zoo.json"
+    rows = json.loads(saved.read_text())["models"] if only and saved.is_file() else {}
+    for name in [only] if only else MODELS:
         module = lenet_from_onnx(folder / f"{name}.onnx")
-        probs = module_probs(module)
+        probs = digit_probs(module)
         start = time.perf_counter()
         rows[name] = {
             "accuracy": round(accuracy(module, digits.test_x, digits.test_y), 4),
@@ -146,15 +156,15 @@ def save_pairs(images: np.ndarray, nearest: np.ndarray, lookalike: np.ndarray, p
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("cards").add_argument(
-        "--zoo", type=Path, default=None, help="zoo folder (default: zoo_dir())"
-    )
+    c = sub.add_parser("cards")
+    c.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: zoo_dir())")
+    c.add_argument("--only", choices=MODELS, help="measure this model only, keeping the others' saved rows")
     r = sub.add_parser("runs")
     r.add_argument("run_dirs", nargs="+", type=Path)
     r.add_argument("--pairs", type=Path, default=None, help="folder for champion / nearest-digit PNGs")
     args = parser.parse_args()
     if args.command == "cards":
-        cards(args.zoo or zoo_dir())
+        cards(args.zoo or zoo_dir(), args.only)
     else:
         runs(args.run_dirs, args.pairs)
 

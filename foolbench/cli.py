@@ -246,16 +246,31 @@ def zoo_list():
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Training seed (MNIST).")
 @click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
-@click.option("--epochs", type=int, help="Robust models: training epochs (default: the zoo recipe's).")
+@click.option(
+    "--epochs", type=int, help="Robust and defended models: training epochs (default: the zoo recipe's)."
+)
 @click.option(
     "--attack-digits", type=int, help="lenet-mnist-pgd: held-out digits its robust accuracy is measured on."
 )
-def zoo_build(name, data, seed, weights, out, epochs, attack_digits):
-    """Build NAME into zoo/NAME.onnx with its model card; a killed robust build resumes when run again."""
+@click.option(
+    "--generations",
+    type=int,
+    help="lenet-mnist-defended: generations of each run it evolves (default: the preset's).",
+)
+def zoo_build(name, data, seed, weights, out, epochs, attack_digits, generations):
+    """Build NAME into zoo/NAME.onnx with its model card; a killed robust or defended build resumes when
+    run again."""
     from foolbench.zoo import build
 
     path = build(
-        name, out_dir=out, data=data, seed=seed, weights=weights, epochs=epochs, attack_digits=attack_digits
+        name,
+        out_dir=out,
+        data=data,
+        seed=seed,
+        weights=weights,
+        epochs=epochs,
+        attack_digits=attack_digits,
+        generations=generations,
     )
     click.echo(f"built {path}")
 

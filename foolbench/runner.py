@@ -24,7 +24,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.fileio import sha256_file
 from foolbench.images import load_png, save_png
 from foolbench.models import ModelOptions
-from foolbench.models.base import DEFAULT_BATCH
+from foolbench.models.load import as_evaluated
 from foolbench.presets import Preset, default_attacks, fit_to_model, load_preset, target_classes
 from foolbench.report.gallery import gallery
 from foolbench.resolve import load_model, load_models, resolve_path
@@ -193,10 +193,7 @@ def _sha256(spec: str) -> str | None:
 
 def load_run_models(specs: list[str], preset: Preset, options: ModelOptions):
     """The models as the user described them; the preset's evaluation settings fill the gaps."""
-    model = load_models(specs, options)
-    crop = None if "crop" in options.card else preset.evaluation.get("crop")
-    batch_size = options.batch_size or preset.evaluation.get("batch_size", DEFAULT_BATCH)
-    return model.with_options(batch_size, crop=crop)
+    return as_evaluated(load_models(specs, options), preset.evaluation, options)
 
 
 def _load(specs: list[str], preset: Preset, options: ModelOptions, cache: ModelCache | None):

@@ -152,6 +152,28 @@ def test_mnist_held_out_digits(model, tmp_path):
     assert result["accuracy"] == pytest.approx(result["correct"] / 1000)
 
 
+def test_a_defended_model_is_read_on_its_digits(tmp_path):
+    """A model with the retraining defence's `fooling` class: the digits are its real classes, an image
+    it puts in `fooling` is wrong, and confidence is the largest digit probability (never the
+    rejection's); a 12-class model is refused."""
+    from foolbench.data.mnist import load_mnist
+    from foolbench.models.card import FOOLING, ModelCard
+
+    labels = [str(d) for d in range(10)] + [FOOLING]
+    path = export(tiny(classes=11), tmp_path / "defended.onnx", (1, 1, 28, 28), card=ModelCard(labels=labels))
+    result = baseline(str(path), "mnist", out=tmp_path / "out")
+    digits = load_mnist()
+    p = onnx_probs(path, digits.test_x.astype(np.float32)[:, None] / 255)
+    right = p.argmax(1) == digits.test_y
+    assert result["correct"] == int(right.sum()) and result["images"] == 1000
+    assert result["median_confidence"] == pytest.approx(np.median(p[:, :10].max(1)), abs=1e-6)
+    assert "without the 'fooling' class" in result["confidence"]
+    twelve = export(tiny(classes=12), tmp_path / "twelve.onnx", (1, 1, 28, 28))
+    with pytest.raises(FoolbenchError, match="needs a 10-class digit model .* has 12 classes"):
+        baseline(str(twelve), "mnist", out=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize("case", ["no-class-folders", "empty-class-folder"])
 def test_a_folder_without_images_fails_in_one_line(model, tmp_path, case, foolbench):
     data = tmp_path / "data"

@@ -11,9 +11,9 @@ from conftest import export, tiny
 
 from foolbench.experiments.defence import FOOLING, _prepare, defend, fooling_images
 from foolbench.experiments.defence_imagenet import ImagenetDefence, finetune_head
-from foolbench.experiments.defence_mnist import balanced_indices
 from foolbench.fileio import read_json, sha256_file
 from foolbench.models import load_model
+from foolbench.zoo.defended import balanced_indices
 
 # One small defence shared by the tests: 2 runs of 5 generations per iteration, one retraining of
 # 2 epochs (the zoo recipe's 40 take ~50 s and test nothing more).
@@ -204,3 +204,58 @@ def test_the_imagenet_clean_accuracy_is_measured_on_photos_held_out_of_fine_tuni
     task.original = Scorer()
     task.clean_accuracy(Scorer())
     assert set(task.original.shown) == {p.tobytes() for p in held_out}
+
+
+def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(
+    defence, lenet, tmp_path, monkeypatch
+):
+    """`foolbench zoo build lenet-mnist-defended` runs the defence in memory: the same recipe as the
+    shared `defend` fixture (1 iteration, 2 runs of 5 generations, 2 epochs) gives the same weights,
+    also when the build is interrupted after the retraining and run again."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from foolbench.text import percent
+    from foolbench.zoo import build, defended
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(lenet, zoo / lenet.name)  # the base model, as built in the zoo
+    monkeypatch.setattr(defended, "RECIPE", defended.Recipe(iterations=1, runs=2))
+    evolve, calls = defended._evolved, []
+
+    def killed_once(b, model, k, r):
+        calls.append((k, r))
+        if (k, r) == (1, 1) and calls.count((1, 1)) == 1:
+            raise KeyboardInterrupt
+        return evolve(b, model, k, r)
+
+    monkeypatch.setattr(defended, "_evolved", killed_once)
+    with pytest.raises(KeyboardInterrupt):
+        build("lenet-mnist-defended", out_dir=zoo, generations=5, epochs=2, progress=False)
+    assert not (zoo / "lenet-mnist-defended.onnx").exists()
+    path = build("lenet-mnist-defended", out_dir=zoo, generations=5, epochs=2, progress=False)
+    assert not (
+        zoo / ".lenet-mnist-defended.build"
+    ).exists()  # the work folder goes once the model is written
+
+    def weights(p):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer}
+
+    mine, theirs = weights(path), weights(defence / "models" / "lenet-mnist-defended-1.onnx")
+    assert sorted(mine) == sorted(theirs) and all(np.array_equal(mine[n], theirs[n]) for n in mine)
+    card = load_model(str(path)).card
+    table = pd.read_csv(defence / "defence.csv")
+    assert card.labels[-1] == FOOLING and card.extra["recipe"]["generations"] == 5
+    rows = card.extra["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["fooling_images"] == table["fooling_images"][
+        1
+    ]
+    for row, (_, theirs_row) in zip(rows, table.iterrows(), strict=True):
+        assert row["median_confidence"] == pytest.approx(theirs_row["median_confidence"], abs=1e-6)
+        assert row["fooled_share"] == pytest.approx(theirs_row["fooled_share"], abs=1e-4)
+    assert card.accuracy == pytest.approx(table["clean_accuracy"][1], abs=1e-4)
+    page = path.with_suffix(".md").read_text()
+    assert f"median {percent(rows[1]['median_confidence'])}" in page and "Held-out top-1 accuracy" in page

@@ -186,8 +186,18 @@ def test_cheap_pgd_build_is_more_robust_than_plain_lenet(tmp_path, lenet):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "lenet-mnist", "epochs": 3}, "only the robust models"),
-        ({"name": "efficientnet-lite0", "attack_digits": 10}, "only the robust models"),
+        (
+            {"name": "lenet-mnist", "epochs": 3},
+            "--epochs: only lenet-mnist-pgd, .*lenet-mnist-defended take it",
+        ),
+        (
+            {"name": "efficientnet-lite0", "attack_digits": 10},
+            "--attack-digits: only lenet-mnist-pgd, lenet-mnist-oe take it",
+        ),
+        ({"name": "lenet-mnist-pgd", "generations": 5}, "--generations: only lenet-mnist-defended take it"),
+        ({"name": "lenet-mnist-defended", "attack_digits": 10}, "not lenet-mnist-defended"),
+        ({"name": "lenet-mnist-defended", "generations": 0}, "whole number >= 1"),
+        ({"name": "lenet-mnist-defended", "data": "digits"}, "retrains lenet-mnist as built in the zoo"),
         ({"name": "lenet-mnist-oe", "epochs": 0}, "whole number >= 1"),
         ({"name": "lenet-mnist-oe", "weights": "w.pth"}, "--weights is for alexnet"),
     ],

@@ -19,6 +19,7 @@ import numpy as np
 
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import write_json
+from foolbench.models.card import FOOLING
 from foolbench.models.load import ModelOptions
 
 PAPER = {
@@ -82,9 +83,10 @@ def real_images(data: str, model) -> dict:
     if data == "mnist":
         from foolbench.data.mnist import load_mnist
 
-        if model.num_classes != 10:
+        if real_classes(model) != 10:
             raise FoolbenchError(
-                f"--data mnist needs a 10-class digit model; {model.name} has {model.num_classes} classes"
+                f"--data mnist needs a 10-class digit model (or one with an extra '{FOOLING}' class); "
+                f"{model.name} has {model.num_classes} classes"
             )
         digits = load_mnist()
         x = digits.test_x.astype(np.float32)[:, None] / np.float32(255.0)
@@ -157,18 +159,31 @@ def match_classes(folders: Sequence[str], labels: Sequence[str], where: str) -> 
     return np.asarray(out, dtype=np.int64)
 
 
+def real_classes(model) -> int:
+    """How many of the model's classes are real ones: all but a retraining defence's last, `fooling`."""
+    return model.num_classes - (model.labels[-1] == FOOLING)
+
+
 def top1(model, images: Iterable[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(top-1 class, its probability) per image; images of one shape go to the model in batches."""
+    """(top-1 class, confidence) per image; images of one shape go to the model in batches.
+
+    The confidence is the largest probability of a real class: the max-softmax, except on a model
+    with a `fooling` class, whose probability is the model rejecting the image, not believing it."""
+    real = real_classes(model)
+
+    def scored(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = model.probs(batch)
+        return p.argmax(1), p[:, :real].max(1)
+
     if isinstance(images, np.ndarray):
-        p = model.probs(images)
-        return p.argmax(1), p.max(1)
+        return scored(images)
     tops, confs, batch = [], [], []
 
     def flush():
         if batch:
-            p = model.probs(np.stack(batch))
-            tops.append(p.argmax(1))
-            confs.append(p.max(1))
+            top, conf = scored(np.stack(batch))
+            tops.append(top)
+            confs.append(conf)
             batch.clear()
 
     for image in images:
@@ -210,7 +225,10 @@ def baseline(
         "data_source": real["source"],
         "images": len(conf),
         "labels_known": real["labels"] is not None,
-        "confidence": "the model's top-1 softmax probability (max-softmax)",
+        "confidence": "the model's top-1 softmax probability (max-softmax)"
+        if real_classes(model) == model.num_classes
+        else f"the largest probability of a real class (max-softmax without the '{FOOLING}' class; an "
+        "image the model puts there is wrong, and a fooling image put there is caught)",
         "median_confidence": _median(conf),
         "mean_confidence": float(np.mean(conf)),
         "median_confidence_correct": None,

@@ -31,7 +31,6 @@ Keeping the fooling class's share constant, as the paper does:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +39,13 @@ import pandas as pd
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.experiments.defence_imagenet import ImagenetDefence, efficientnet_name
-from foolbench.experiments.defence_mnist import MnistDefence
 from foolbench.fileio import atomic_path, read_json, sha256_file, write_json
 from foolbench.images import as_uint8, load_png
 from foolbench.models.load import ModelOptions
 from foolbench.text import safe_name
+from foolbench.zoo.defended import FOOLING, RUN_SEED_STRIDE, MnistDefence, distinct, images_sha256
 
-FOOLING = "fooling"
 DEFAULT_RUNS = {"mnist": 5, "imagenet": 2}  # runs per iteration (about 50 and 20 fooling images)
-RUN_SEED_STRIDE = 1000  # iteration k, run r evolves with seed + 1000 k + r
 COLUMNS = {
     "iteration": "0: the attack on the model given; k: on the model retrained with the fooling images "
     "of iterations 0..k-1",
@@ -388,20 +385,11 @@ def iteration_figures(run_dirs: list[Path], fooling_index: int | None) -> dict:
 
 def fooling_images(run_dirs: list[Path], channels: int) -> np.ndarray:
     """The distinct champion PNGs of the runs, float32 [N, C, H, W] in [0, 1], in run and class order."""
-    seen, images = set(), []
-    for d in run_dirs:
-        files = rundir.read_results(d)["file"]
-        for f in files:
-            image = load_png(d / f, channels)
-            key = hashlib.sha256(as_uint8(image).tobytes()).digest()
-            if key not in seen:
-                seen.add(key)
-                images.append(image)
-    return np.stack(images)
-
-
-def images_sha256(images: np.ndarray) -> str:
-    return hashlib.sha256(as_uint8(images).tobytes()).hexdigest()
+    runs = [
+        as_uint8(np.stack([load_png(d / f, channels) for f in rundir.read_results(d)["file"]]))
+        for d in run_dirs
+    ]
+    return distinct(runs).astype(np.float32) / np.float32(255.0)
 
 
 def _defended_model(task, setup: Setup, out: Path, k: int, fooling_dirs: list[Path], parent, log):

@@ -22,6 +22,9 @@ CARD_METADATA_KEY = "foolbench.card"
 LAYOUTS = ("NCHW", "NHWC")
 OUTPUTS = ("logits", "probs")
 CROPS = ("center", "ten")
+# The label of the class the retraining defence adds (its last): where a model retrained that way
+# puts the images it rejects. It is never a target, and baselines read confidence without it.
+FOOLING = "fooling"
 
 
 @dataclass

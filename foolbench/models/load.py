@@ -109,6 +109,15 @@ def _adapter(spec: str, path: Path | None, card: ModelCard, options: ModelOption
     )
 
 
+def as_evaluated(model: Model, evaluation: dict, options: ModelOptions | None = None) -> Model:
+    """The model as a run scores it: the preset's [evaluation] crop and batch size, where the user's
+    options set none. The one place this is decided, so that anything evolving outside a run
+    directory (a zoo build) scores exactly as a run does."""
+    options = options or ModelOptions()
+    crop = None if "crop" in options.card else evaluation.get("crop")
+    return model.with_options(options.batch_size or evaluation.get("batch_size", DEFAULT_BATCH), crop=crop)
+
+
 def ensemble_of(models: list[Model]):
     """One model is itself; several are their ensemble (mean of probabilities)."""
     if len(models) == 1:

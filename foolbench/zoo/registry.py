@@ -29,9 +29,7 @@ class Entry:
     name: str
     dataset: str
     description: str
-    kind: (
-        str  # "mnist", "robust" (both trained here), "efficientnet" (weights in a pip package), "torchvision"
-    )
+    kind: str  # trained here: "mnist", "robust", "defended"; "efficientnet" (weights in a pip package), "torchvision"
 
     @property
     def weights_url(self) -> str | None:
@@ -66,13 +64,23 @@ ENTRIES = {
             "LeNet with outlier exposure (noise, random CPPNs): reference",
             "robust",
         ),
+        Entry(
+            "lenet-mnist-defended",
+            "mnist",
+            "LeNet after the paper's retraining defence (11th class 'fooling'): reference",
+            "defended",
+        ),
     )
 }
 ZOO_NAMES = tuple(ENTRIES)
-TRAINED = ("mnist", "robust")  # kinds trained here, on MNIST: they take --seed and --data
+TRAINED = ("mnist", "robust", "defended")  # kinds trained here, on MNIST: they take --seed
+# The recipe flags each kind takes (`build`'s `recipe`), beyond --seed
+RECIPE_FLAGS = {"robust": ("epochs", "attack_digits"), "defended": ("epochs", "generations")}
+DEFENDED_BASE = "lenet-mnist"  # the model the defended entry starts from (its seed twin for --seed)
 _NEEDS = {
     "mnist": "nothing (trains on the CPU: LeNet ~50 s, the MLP ~15 s)",
     "robust": "nothing (trains on the CPU: PGD ~20 min, OE ~3 min)",
+    "defended": "nothing (lenet-mnist, then evolves and retrains on the CPU: ~5 min)",
     "efficientnet": "nothing (weights in a pip package)",
     "torchvision": "internet or --weights FILE",
 }
@@ -138,15 +146,18 @@ def build(
     progress: bool = True,
     epochs: int | None = None,
     attack_digits: int | None = None,
+    generations: int | None = None,
 ) -> Path:
     """Build zoo model `name` into OUT/STEM.onnx plus the human-readable OUT/STEM.md; returns the .onnx path.
 
-    `epochs` and `attack_digits` size a robust model's recipe (training epochs; held-out digits its
-    robust accuracy is measured on); the defaults are the zoo's. A robust build checkpoints every
-    epoch into OUT/.STEM.build/, so a killed build resumes there when run again.
+    `epochs`, `attack_digits` and `generations` size a robust or defended model's recipe (training
+    epochs; held-out digits a robust accuracy is measured on; generations of each run the defence
+    evolves); the defaults are the zoo's. Those builds checkpoint into OUT/.STEM.build/ as they go
+    (every epoch, every evolved run), so a killed build resumes there when run again.
     """
     entry, seed, stem = resolve(name, seed)
-    recipe = {k: v for k, v in (("epochs", epochs), ("attack_digits", attack_digits)) if v is not None}
+    given = (("epochs", epochs), ("attack_digits", attack_digits), ("generations", generations))
+    recipe = {k: v for k, v in given if v is not None}
     _check_options(entry, data, weights, recipe)
     folder = Path(out_dir) if out_dir else zoo_dir()
     path = folder / f"{stem}.onnx"
@@ -154,7 +165,7 @@ def build(
     _say(progress, f"building {stem} ...")
     start = time.perf_counter()
     work = folder / f".{stem}.build"
-    built = _run_builder(entry, seed, data, weights, progress, work, recipe)
+    built = _run_builder(entry, seed, data, weights, progress, work, recipe, folder)
     built.card.name = stem
     built.card.extra["rebuild"] = _rebuild_command(stem, data, weights, recipe)
     from foolbench.zoo.export import export_onnx
@@ -180,20 +191,24 @@ def ensure(name: str, out_dir: str | Path | None = None) -> Path:
 
 
 def _check_options(entry: Entry, data, weights, recipe: dict) -> None:
-    if data is not None and entry.kind not in TRAINED:
-        raise FoolbenchError(f"--data is for the MNIST models; {entry.name} does not train")
+    if data is not None and entry.kind not in ("mnist", "robust"):
+        raise FoolbenchError(
+            f"--data is for the MNIST models trained from the digits alone; {entry.name} "
+            + (
+                "does not train"
+                if entry.kind not in TRAINED
+                else f"retrains {DEFENDED_BASE} as built in the zoo"
+            )
+        )
     if weights is not None and entry.kind != "torchvision":
         raise FoolbenchError(f"--weights is for alexnet and googlenet; {entry.name} brings its own")
-    if recipe and entry.kind != "robust":
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in recipe)
-        raise FoolbenchError(f"{flags}: only the robust models ({', '.join(_robust_names())}) take it")
     for key, value in recipe.items():
+        flag = f"--{key.replace('_', '-')}"
+        if key not in RECIPE_FLAGS.get(entry.kind, ()):
+            takers = [e.name for e in ENTRIES.values() if key in RECIPE_FLAGS.get(e.kind, ())]
+            raise FoolbenchError(f"{flag}: only {', '.join(takers)} take it, not {entry.name}")
         if value < 1:
-            raise FoolbenchError(f"--{key.replace('_', '-')} {value}: give a whole number >= 1")
-
-
-def _robust_names() -> list[str]:
-    return [e.name for e in ENTRIES.values() if e.kind == "robust"]
+            raise FoolbenchError(f"{flag} {value}: give a whole number >= 1")
 
 
 def _clear_temporaries(folder: Path, stem: str) -> None:
@@ -203,7 +218,9 @@ def _clear_temporaries(folder: Path, stem: str) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _run_builder(entry: Entry, seed: int, data, weights, progress: bool, work: Path, recipe: dict) -> Built:
+def _run_builder(
+    entry: Entry, seed: int, data, weights, progress: bool, work: Path, recipe: dict, folder: Path
+) -> Built:
     if entry.kind == "mnist":
         from foolbench.zoo.mnist_models import build_mnist
 
@@ -212,6 +229,11 @@ def _run_builder(entry: Entry, seed: int, data, weights, progress: bool, work: P
         from foolbench.zoo.robust import build_robust
 
         return build_robust(entry.name, seed, data, progress, work, recipe)
+    if entry.kind == "defended":
+        from foolbench.zoo.defended import build_defended
+
+        base = ensure(resolve(DEFENDED_BASE, seed)[2], out_dir=folder)
+        return build_defended(base, seed, progress, work, recipe)
     from foolbench.zoo import imagenet
 
     if entry.kind == "efficientnet":
