@@ -313,3 +313,27 @@ def test_protocol_v2_colour_reading():
             " %–", "–"
         )
     )
+
+
+def test_zoo_references_table_is_what_robust_zoo_json_says():
+    """zoo/README.md's table of the reference models gives the figures of results/robust_zoo.json
+    (`python benchmarks/robust_zoo.py cards`), each as the table rounds it."""
+    zoo_readme = (ROOT / "zoo" / "README.md").read_text(encoding="utf-8")
+    models = json.loads((RESULTS / "robust_zoo.json").read_text())["models"]
+
+    def one(x: float) -> str:
+        return "> 99.99 %" if x >= 0.9999 else f"{x * 100:.1f} %"
+
+    for name, m in models.items():
+        row = next((line for line in zoo_readme.splitlines() if line.startswith(f"| `{name}`")), None)
+        assert row is not None, f"zoo/README.md has no row for {name}"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        noise = " / ".join(
+            f"{m['confident_on_noise'][k] * 100:.1f} %" for k in ("uniform", "smoothed", "cppn")
+        )
+        assert cells[2:] == [
+            f"{m['accuracy'] * 100:.1f} %",
+            one(m["median_top1_confidence_on_digits"]),
+            f"{m['robust_accuracy'] * 100:.1f} %",
+            noise,
+        ], f"zoo/README.md's {name} row differs from results/robust_zoo.json"
