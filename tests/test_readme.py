@@ -245,7 +245,7 @@ def test_protocol_v2_reading():
     says(f"pixel gradient ascent ends at {pct(pgd['gradient_median'])}")
     says(f"MAP-Elites' CPPNs at {pct(pgd['cppn_median'])}, the patch search at {pct(pgd['patch_median'])}")
     says(f"(`lenet-mnist-oe`, {oe.fooling_score:.2f})")
-    says(f"(`lenet-mnist-defended`, the model of its second iteration, {defended.fooling_score:.2f})")
+    says(f"(`lenet-mnist-defended`, the zoo's model of its second iteration, {defended.fooling_score:.2f})")
     assert (
         oe.fooling_score_low <= defended.fooling_score_high
         and defended.fooling_score_low <= oe.fooling_score_high
