@@ -216,6 +216,22 @@ def test_a_single_model_gets_the_same_page(results, tmp_path, foolbench):
     assert (out / "plots" / "headline.png").stat().st_size > 5000
 
 
+def test_searches_beyond_the_encodings_are_named_by_method(results, tmp_path):
+    """A patch search and CPPN gradient ascent get sections of their own, named for what they are
+    (not an "other encoding")."""
+    model = results / "tiny.onnx"
+    for attack in ("mnist-patch", "gradient-cppn"):
+        start_run(
+            RunRequest(
+                models=[str(model)], attack=attack, generations=2, out=tmp_path / attack, progress=False
+            )
+        )
+    out = tmp_path / "report"
+    write_report([tmp_path / "mnist-patch", tmp_path / "gradient-cppn"], out, warn=lambda m: None)
+    experiments = list(pd.read_csv(out / "headline.csv")["experiment"])  # "<dataset>, <search>"
+    assert [e.split(", ", 1)[1] for e in experiments] == ["patch search", "gradient ascent on CPPN weights"]
+
+
 # -- hostile labels --------------------------------------------------------------------------------------
 def test_labels_are_escaped_in_html_and_markdown_and_name_no_file(report):
     for raw in (EVIL, "<b>bold</b>", '"quoted"'):

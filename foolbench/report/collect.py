@@ -64,7 +64,7 @@ class Run:
 
     @property
     def method(self) -> str:
-        """map-elites or gradient (the preset's [attack] method)."""
+        """The preset's [attack] method: map-elites, gradient, patch or gradient-cppn."""
         return str(self._preset("attack").get("method") or "map-elites")
 
     @property

@@ -25,6 +25,8 @@ from foolbench.text import percent
 DATASETS = {"mnist": "MNIST", "imagenet": "ImageNet"}
 REAL_IMAGES = {"mnist": "MNIST digits", "imagenet": "ImageNet images", "skimage": "scikit-image photos"}
 ENCODINGS = {"direct": "direct encoding", "cppn": "CPPN encoding"}
+# Searches that are not MAP-Elites over an encoding: named by method (foolbench.search.ENGINES)
+METHODS = {"patch": "patch search", "gradient-cppn": "gradient ascent on CPPN weights"}
 TRANSFER_TITLES = {
     "transfer-seeds": "Transfer between seed twins",
     "transfer-arch": "Transfer across architectures",
@@ -110,6 +112,12 @@ def _inside(path: Path, folders: list[Path]) -> bool:
 def _run_section(run: Run) -> tuple[str, str, str]:
     if run.method == "gradient":
         return "gradient", "Gradient ascent", "gradient"
+    if run.method in METHODS:
+        return (
+            f"{run.dataset}-{run.method}",
+            f"{dataset_name(run.dataset)}, {METHODS[run.method]}",
+            "evolution",
+        )
     encoding = ENCODINGS.get(run.encoding, f"{run.encoding or 'other'} encoding")
     return f"{run.dataset}-{run.encoding or 'other'}", f"{dataset_name(run.dataset)}, {encoding}", "evolution"
 
