@@ -214,9 +214,8 @@ def test_reliability_numbers_are_the_tests():
     import test_leaderboard
 
     kills = test_faults.KILLS_PER_ATTACK
-    attacks = test_faults.test_repeated_kill_9_never_loses_the_run.pytestmark
-    attacks = next(m.args[1] for m in attacks if m.name == "parametrize")
-    assert len(attacks) == 3, "README names the attacks killed: direct, CPPN and patch"
+    attacks = test_faults.ATTACKS
+    assert attacks == ("mnist-direct", "mnist-cppn", "mnist-patch"), "README names the attacks killed"
     says(f"SIGKILLs a run {kills} times per attack (direct, CPPN and patch)")
     says(f"{kills * len(attacks)} SIGKILLs across direct, CPPN and patch runs")
     properties = [f for name, f in vars(test_fuzz).items() if name.startswith("test_")]

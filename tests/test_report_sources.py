@@ -121,12 +121,6 @@ def test_a_generated_report_cites_only_what_it_keeps(tmp_path, foolbench, monkey
     assert any("champions/" in p for p in problems(tmp_path, tmp_path / "reports/paper"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the committed reports/paper was made before .gitignore kept its run directories; "
-    "regenerate it (foolbench paper --scale cpu --out reports/paper), commit reports/paper/work, "
-    "and remove this mark",
-)
 def test_every_path_the_committed_paper_report_cites_is_committed():
     report = ROOT / "reports" / "paper"
     assert cited_paths(report), "the committed report cites no run directory"
