@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foolbench.errors import FoolbenchError
+from foolbench.models.card import FOOLING
 from foolbench.options import Choice, Classes, Float, Int, Text, check_table
 from foolbench.search import ENGINES, engine_type
 
@@ -301,13 +302,15 @@ def target_classes(given, preset: Preset, labels: list[str]) -> list[int]:
     """The classes a run targets: the user's (`--classes`, checked), else the preset's; where those
     are not this model's (an ImageNet list on a 10-class model), every class up to
     ALL_CLASSES_UP_TO, else SAMPLE_CLASSES spread evenly (class floor(i K / n)), so a model's
-    own classes are never out of range."""
+    own classes are never out of range. A retraining defence's `fooling` class is no default target
+    (an image the model puts there is rejected, not believed); naming it in `--classes` still works."""
     if given is not None:
         return parse_classes(given, labels)
+    real = labels[:-1] if labels and labels[-1] == FOOLING else labels
     try:
-        return parse_classes(preset.search.get("classes"), labels)
+        return parse_classes(preset.search.get("classes"), real)
     except FoolbenchError:
-        k = len(labels)
+        k = len(real)
         if k <= ALL_CLASSES_UP_TO:
             return list(range(k))
         return [i * k // SAMPLE_CLASSES for i in range(SAMPLE_CLASSES)]

@@ -259,3 +259,28 @@ def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(
     assert card.accuracy == pytest.approx(table["clean_accuracy"][1], abs=1e-4)
     page = path.with_suffix(".md").read_text()
     assert f"median {percent(rows[1]['median_confidence'])}" in page and "Held-out top-1 accuracy" in page
+
+
+def test_a_run_on_a_defended_model_never_targets_its_fooling_class_by_default(defence, tmp_path):
+    """An image the defended model puts in `fooling` is rejected, not believed: a run targets the
+    digits (and measures their look-alikes), unless --classes names the fooling class itself."""
+    from foolbench.runner import RunRequest, start_run
+
+    model = str(defence / "models" / "lenet-mnist-defended-1.onnx")
+    run = start_run(
+        RunRequest(models=[model], attack="mnist-cppn", generations=2, out=tmp_path / "a", progress=False)
+    )
+    summary = read_json(run / "summary.json")
+    assert summary["classes"] == 10 and "lookalike_share" in summary
+    assert sorted(pd.read_csv(run / "results.csv")["class"]) == list(range(10))
+    asked = start_run(
+        RunRequest(
+            models=[model],
+            attack="mnist-cppn",
+            generations=2,
+            classes="10",
+            out=tmp_path / "b",
+            progress=False,
+        )
+    )
+    assert list(pd.read_csv(asked / "results.csv")["label"]) == [FOOLING]
