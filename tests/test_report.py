@@ -22,7 +22,7 @@ from PIL import Image
 
 from foolbench.experiments.baseline import baseline
 from foolbench.experiments.transfer import transfer
-from foolbench.models import ModelOptions
+from foolbench.models import ModelCard, ModelOptions
 from foolbench.report import write_report
 from foolbench.report.headline import (
     NO_FIGURE,
@@ -218,8 +218,9 @@ def test_a_single_model_gets_the_same_page(results, tmp_path, foolbench):
 
 def test_searches_beyond_the_encodings_are_named_by_method(results, tmp_path):
     """A patch search and CPPN gradient ascent get sections of their own, named for what they are
-    (not an "other encoding")."""
-    model = results / "tiny.onnx"
+    (not an "other encoding"), under the model card's dataset even where the preset was made for
+    another (gradient-cppn's is ImageNet's)."""
+    model = export(tiny(), tmp_path / "digits.onnx", (1, 1, 28, 28), card=ModelCard(dataset="mnist"))
     for attack in ("mnist-patch", "gradient-cppn"):
         start_run(
             RunRequest(
@@ -228,8 +229,8 @@ def test_searches_beyond_the_encodings_are_named_by_method(results, tmp_path):
         )
     out = tmp_path / "report"
     write_report([tmp_path / "mnist-patch", tmp_path / "gradient-cppn"], out, warn=lambda m: None)
-    experiments = list(pd.read_csv(out / "headline.csv")["experiment"])  # "<dataset>, <search>"
-    assert [e.split(", ", 1)[1] for e in experiments] == ["patch search", "gradient ascent on CPPN weights"]
+    experiments = list(pd.read_csv(out / "headline.csv")["experiment"])
+    assert experiments == ["MNIST, patch search", "MNIST, gradient ascent on CPPN weights"]
 
 
 # -- hostile labels --------------------------------------------------------------------------------------

@@ -74,10 +74,11 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        """The dataset the attack was made for (the preset's), else the model card's, else 'other'."""
+        """The model's dataset (its card's), else the one the attack was made for (the preset's), else
+        'other': an ImageNet preset run on a digit model is a digit experiment."""
         model = self.manifest.get("model")
         card = model.get("dataset") if isinstance(model, dict) else None
-        return str(self._preset("attack").get("dataset") or card or "other").lower()
+        return str(card or self._preset("attack").get("dataset") or "other").lower()
 
     @property
     def ensemble(self) -> bool:
