@@ -88,6 +88,9 @@ def test_same_seed_same_weights_and_seed_twin_differs(tmp_path, monkeypatch):
     assert again.name == "mlp-mnist.onnx" and twin.name == "mlp-mnist-s1.onnx"
     first, second, other = weights_of(built), weights_of(again), weights_of(twin)
     assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert built.read_bytes() == again.read_bytes()  # same bytes, so the same sha256 runs are keyed on
+    # ... wherever it is built: no path of this checkout (the exporter's stack traces) is in the file
+    assert str(Path(zoo.__file__).resolve().parents[2]).encode() not in built.read_bytes()
     assert not np.array_equal(first["fc1.weight"], other["fc1.weight"])
     twin_card = card_of(twin)
     assert (

@@ -65,7 +65,22 @@ def _to_onnx(module: torch.nn.Module, example: torch.Tensor):
             external_data=False,
             verbose=False,
         )
-        return onnx.load(str(raw))
+        return without_stack_traces(onnx.load(str(raw)))
+
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata naming the source files, by absolute path
+
+
+def without_stack_traces(model):
+    """The exported graph without the exporter's per-node stack traces: they hold the absolute paths
+    of the Python files that traced it, so the same weights built in another folder would give a
+    file of other bytes (and another sha256, which runs and leaderboard rows are keyed on)."""
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    return model
 
 
 def onnx_probs(path: str | Path, images: np.ndarray | torch.Tensor) -> np.ndarray:
