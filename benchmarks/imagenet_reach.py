@@ -153,7 +153,9 @@ def main() -> None:
     parser.add_argument("--searches", nargs="+", choices=list(SEARCHES), default=list(SEARCHES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", choices=["imagenet", "mnist"], default=["imagenet", "mnist"])
-    parser.add_argument("--runs", type=Path, default=Path("/work/scratch/w6/imagenet_reach"))
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/bench/imagenet_reach"), help="folder of its run directories"
+    )
     parser.add_argument("--plot-only", action="store_true", help="only redraw the plot from the JSON's runs")
     parser.add_argument(
         "--collect-only",
