@@ -49,7 +49,7 @@ _PROTOCOL_KEYS = {
     "sample_classes": Int(1, 1_000_000),
     "ranked": Texts(),
     "score": Choice(("median", "nines-auc")),
-    "headline": Choice(("mean", "worst")),
+    "headline": Choice(("mean", "worst")),  # experiments.score.HEADLINES
     "lookalikes": Bool(),
     "never_target": Texts(),
 }

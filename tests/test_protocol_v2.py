@@ -4,6 +4,7 @@ with its seed spread, ties, and a v2 row reproduced from its saved run directori
 from __future__ import annotations
 
 import sys
+import tomllib
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from test_leaderboard import _row
 from foolbench import rundir
 from foolbench.cli import main
 from foolbench.errors import FoolbenchError
+from foolbench.experiments.score import v2_cells
 from foolbench.protocol import NINES_CAP, curve_score, load_protocol, nines, protocol_from_dict, run_score
 from foolbench.report.leaderboard import ranked, read_leaderboard, render
 
@@ -148,3 +150,12 @@ def test_v2_row_is_the_worst_case_of_the_saved_curves(scored_v2):
         row["attacks_scored"] == "all" and row["protocol"] == "t2"
     )  # the colour suite's patch is not missed
     assert pd.isna(row["patch_score"])
+    # the protocol's headline decides how the attacks combine: "mean" averages them per seed instead
+    proto = protocol_from_dict(tomllib.loads(TINY_V2.replace('"worst"', '"mean"')), "t.toml")
+    runs = {a: [scored_v2 / "work" / f"{a}-s{s}" for s in (0, 1, 2)] for a in ("cppn", "gradient")}
+    mean = (np.array(per_attack["cppn"]) + np.array(per_attack["gradient"])) / 2
+    cells = v2_cells(proto, proto.suite_for(1), runs)
+    assert cells["fooling_score"] == pytest.approx(mean.mean())
+    assert (cells["fooling_score_low"], cells["fooling_score_high"]) == pytest.approx(
+        (mean.min(), mean.max())
+    )

@@ -235,11 +235,17 @@ def make_row(
             for key in ("median", "classes_at_99", "evals_to_99"):
                 row[f"{attack}_{key}"] = cells.get(key)
         ranked = [row[f"{a}_median"] for a in proto.ranked]
-        row["fooling_score"] = float(np.mean(ranked)) if ranked and None not in ranked else None
+        row["fooling_score"] = (
+            float(HEADLINES[proto.headline](ranked)) if ranked and None not in ranked else None
+        )
     fvr = (base or {}).get("fooling_vs_real") or {}
     row["baseline_median"] = base["median_confidence"] if base else None
     row["fooling_auroc"] = fvr.get("auroc")
     return row
+
+
+# How a row's attacks combine into its fooling_score (the protocol's `headline`)
+HEADLINES = {"mean": np.mean, "worst": np.max}
 
 
 def run_v2(run_dir: Path, lookalikes: bool) -> dict:
@@ -255,8 +261,8 @@ def run_v2(run_dir: Path, lookalikes: bool) -> dict:
 def v2_cells(proto: Protocol, suite: Suite, runs: dict[str, list[Path]]) -> dict:
     """The row's v2 cells. Per attack: the mean over seeds of the run score, with its min and max, the
     look-alike classes per seed, and v1's median and classes at 99 % for reading. The headline,
-    `fooling_score`, is per seed the worst case (the highest score) over the attacks that ran, then
-    the mean over seeds; `fooling_score_low`/`_high` are its min and max over seeds, the spread a
+    `fooling_score`, is per seed the protocol's headline over the attacks that ran (v2: the worst
+    case, the highest score), then the mean over seeds; `fooling_score_low`/`_high` are its min and max over seeds, the spread a
     difference between two models must exceed before it means anything."""
     cells, per_seed = {}, []
     for attack in proto.attack_names:
@@ -273,7 +279,7 @@ def v2_cells(proto: Protocol, suite: Suite, runs: dict[str, list[Path]]) -> dict
         cells |= {f"{attack}_{k}": v1.get(k) for k in ("median", "classes_at_99", "evals_to_99")}
         if found and (attack in proto.ranked or not proto.ranked):
             per_seed.append(scores)
-    worst = np.max(np.array(per_seed), axis=0) if per_seed else None
+    worst = HEADLINES[proto.headline](np.array(per_seed), axis=0) if per_seed else None
     skipped = [a.name for a in suite.attacks if a.name not in runs]  # gradient attacks it escaped
     return cells | {
         "fooling_score": float(np.mean(worst)) if worst is not None else None,
