@@ -15,7 +15,7 @@ from pathlib import Path
 from foolbench.errors import FoolbenchError
 from foolbench.models.card import FOOLING
 from foolbench.options import Choice, Classes, Float, Int, Text, check_table
-from foolbench.search import ENGINES, engine_type
+from foolbench.search import ENGINES, Budget, engine_type
 
 ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
 SCALES = ("full", "cpu")
@@ -105,6 +105,16 @@ class Preset:
     @property
     def method(self) -> str:
         return self.attack.get("method", "map-elites")
+
+    def budget(self, generations=None, evaluations=None, seconds=None) -> Budget:
+        """The run's budget: the limits given (a command's --generations, ...), else the preset's."""
+        if any(v is not None for v in (generations, evaluations, seconds)):
+            return Budget(generations, evaluations, seconds)
+        s = self.search
+        budget = Budget(s.get("generations"), s.get("evaluations"), s.get("seconds"))
+        if budget.generations is None and budget.evaluations is None and budget.seconds is None:
+            raise FoolbenchError(f"{self.source}: the preset sets no budget; add search.generations")
+        return budget
 
     def as_dict(self) -> dict:
         """The preset as a manifest records it (an engine's own section only where it is set)."""

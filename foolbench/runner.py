@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from foolbench import __version__, rundir
-from foolbench.errors import FoolbenchError
 from foolbench.fileio import sha256_file
 from foolbench.images import load_png, save_png
 from foolbench.models import ModelOptions
@@ -219,14 +218,7 @@ def _model_record(spec: str, model, options: ModelOptions) -> dict:
 
 
 def _budget(preset: Preset, req: RunRequest) -> Budget:
-    given = [req.generations, req.evaluations, req.seconds]
-    if any(v is not None for v in given):
-        return Budget(req.generations, req.evaluations, req.seconds)
-    s = preset.search
-    budget = Budget(s.get("generations"), s.get("evaluations"), s.get("seconds"))
-    if budget.generations is None and budget.evaluations is None and budget.seconds is None:
-        raise FoolbenchError(f"{preset.source}: the preset sets no budget; add search.generations")
-    return budget
+    return preset.budget(req.generations, req.evaluations, req.seconds)
 
 
 def build_search(model, preset: Preset, classes, seed: int) -> Search:
@@ -256,9 +248,7 @@ def _loop(
     seconds0 = metrics[-1]["seconds"] if metrics else 0.0
     t0 = time.perf_counter()
     bar = _progress_bar(budget, search, progress)
-    while search.generation < 0 or not budget.done(
-        search.generation, search.evaluations, seconds0 + time.perf_counter() - t0
-    ):
+    while not budget.reached(search, seconds0 + time.perf_counter() - t0):
         improved = search.step()
         row = {
             "generation": search.generation,

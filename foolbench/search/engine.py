@@ -152,3 +152,7 @@ class Budget:
             or (self.evaluations is not None and evaluations >= self.evaluations)
             or (self.seconds is not None and seconds >= self.seconds)
         )
+
+    def reached(self, search: Search, seconds: float) -> bool:
+        """Whether `search` is done after `seconds` of running: never before its first generation."""
+        return search.generation >= 0 and self.done(search.generation, search.evaluations, seconds)

@@ -33,7 +33,7 @@ from foolbench.images import as_uint8
 from foolbench.models.card import FOOLING, ModelCard
 from foolbench.models.load import as_evaluated, load_model
 from foolbench.presets import load_preset, parse_classes
-from foolbench.search import Budget, make_search
+from foolbench.search import make_search
 from foolbench.text import percent
 from foolbench.zoo.common import Built
 from foolbench.zoo.export import export_onnx
@@ -169,12 +169,7 @@ class _Build:
         self.labels = [*self.base_model.labels, FOOLING]
         self.classes = parse_classes(self.preset.search.get("classes"), list(self.base_model.labels))
         self.digits = load_mnist(None)
-        s = self.preset.search
-        self.budget = (
-            Budget(generations=self.recipe.generations)
-            if self.recipe.generations is not None
-            else Budget(s.get("generations"), s.get("evaluations"), s.get("seconds"))
-        )
+        self.budget = self.preset.budget(generations=self.recipe.generations)
 
     def say(self, message: str) -> None:
         if self.progress:
@@ -197,7 +192,7 @@ def build_defended(base: Path, seed: int, progress: bool, work: Path, overrides:
         champions += new
     figures = {
         "accuracy": round(accuracy(module, b.digits.test_x, b.digits.test_y), 4),
-        "confident_on_noise": noise_figures(lambda x: module_probs(module)(x)[:, :-1]),
+        "confident_on_noise": noise_figures(lambda x, probs=module_probs(module): probs(x)[:, :-1]),
     }
     return _built(b, module, trained, rows, figures, time.perf_counter() - start)
 
@@ -231,9 +226,7 @@ def _evolved(b: _Build, model, k: int, r: int) -> np.ndarray:
     b.say(f"iteration {k}, run {r + 1}/{b.recipe.runs}: {b.preset.name} seed {seed} on {model.name}")
     search = make_search(model, b.preset.method, b.classes, seed, b.preset.tables)
     t0 = time.perf_counter()
-    while search.generation < 0 or not b.budget.done(
-        search.generation, search.evaluations, time.perf_counter() - t0
-    ):
+    while not b.budget.reached(search, time.perf_counter() - t0):
         search.step()
     genomes, _ = search.engine.champions()
     images = as_uint8(search.evaluator.images(genomes))
@@ -256,9 +249,9 @@ def _retrained(b: _Build, k: int, fooling: np.ndarray, parent: Path) -> tuple[to
         "original_sha256": sha256_file(b.base),
     }
     weights, path = b.work / f"model-{k}.pt", b.work / f"model-{k}.onnx"
-    module = seeded(lambda: LeNet(num_classes=len(b.labels)), b.seed)
     if weights.is_file() and path.is_file():
         saved = torch.load(weights, map_location="cpu", weights_only=True)
+        module = LeNet(num_classes=len(b.labels))
         module.load_state_dict(saved["model"])
         return module.eval(), path, saved["trained"]
     b.say(f"iteration {k}: retraining with {len(images)} fooling images")
