@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foolbench.errors import FoolbenchError
-from foolbench.models.card import FOOLING
+from foolbench.models.card import real_labels
 from foolbench.options import Choice, Classes, Float, Int, Text, check_table
 from foolbench.search import ENGINES, Budget, engine_type
 
@@ -316,7 +316,7 @@ def target_classes(given, preset: Preset, labels: list[str]) -> list[int]:
     (an image the model puts there is rejected, not believed); naming it in `--classes` still works."""
     if given is not None:
         return parse_classes(given, labels)
-    real = labels[:-1] if labels and labels[-1] == FOOLING else labels
+    real = real_labels(labels)
     try:
         return parse_classes(preset.search.get("classes"), real)
     except FoolbenchError:

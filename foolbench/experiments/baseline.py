@@ -19,7 +19,7 @@ import numpy as np
 
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import write_json
-from foolbench.models.card import FOOLING
+from foolbench.models.card import FOOLING, real_labels
 from foolbench.models.load import ModelOptions
 
 PAPER = {
@@ -161,7 +161,7 @@ def match_classes(folders: Sequence[str], labels: Sequence[str], where: str) -> 
 
 def real_classes(model) -> int:
     """How many of the model's classes are real ones: all but a retraining defence's last, `fooling`."""
-    return model.num_classes - (model.labels[-1] == FOOLING)
+    return len(real_labels(model.labels))
 
 
 def top1(model, images: Iterable[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.experiments.defence_imagenet import ImagenetDefence, efficientnet_name
 from foolbench.fileio import atomic_path, read_json, sha256_file, write_json
 from foolbench.images import as_uint8, load_png
+from foolbench.models.card import real_labels
 from foolbench.models.load import ModelOptions
 from foolbench.text import safe_name
 from foolbench.zoo.defended import FOOLING, RUN_SEED_STRIDE, MnistDefence, distinct, images_sha256
@@ -245,7 +246,7 @@ def model_kind(model, spec: str) -> str:
     dataset = (model.card.dataset or "").lower()
     grey28 = model.spec.channels == 1 and tuple(model.spec.size) == (28, 28)
     if dataset == "mnist" or (not dataset and grey28):
-        digits = len(model.labels) - (model.labels[-1] == FOOLING)
+        digits = len(real_labels(model.labels))
         if not grey28 or digits != 10:
             raise FoolbenchError(
                 f"{spec}: an MNIST model must take 28x28 grey images and have 10 classes (plus '{FOOLING}')"

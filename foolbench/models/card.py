@@ -27,6 +27,13 @@ CROPS = ("center", "ten")
 FOOLING = "fooling"
 
 
+def real_labels(labels) -> list[str]:
+    """A model's labels without a retraining defence's trailing `fooling` class: the classes it is
+    meant to recognise, the ones a run targets and a baseline reads."""
+    labels = list(labels)
+    return labels[:-1] if labels and labels[-1] == FOOLING else labels
+
+
 @dataclass
 class ModelCard:
     """Everything the adapter needs to know about a model; None means 'detect or do nothing'."""
