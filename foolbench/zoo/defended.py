@@ -180,7 +180,6 @@ def build_defended(base: Path, seed: int, progress: bool, work: Path, overrides:
     """The defence's last model, retrained from `base` (the zoo's LeNet of `seed`) in `work`."""
     b = _Build(Path(base), seed, dataclasses.replace(RECIPE, **(overrides or {})), Path(work), progress)
     _open_work(b)
-    start = time.perf_counter()
     champions: list[np.ndarray] = []  # every run's, iterations 0..k-1
     rows, module, path, trained = [], None, b.base, {}
     for k in range(b.recipe.iterations + 1):
@@ -194,7 +193,7 @@ def build_defended(base: Path, seed: int, progress: bool, work: Path, overrides:
         "accuracy": round(accuracy(module, b.digits.test_x, b.digits.test_y), 4),
         "confident_on_noise": noise_figures(lambda x, probs=module_probs(module): probs(x)[:, :-1]),
     }
-    return _built(b, module, trained, rows, figures, time.perf_counter() - start)
+    return _built(b, module, trained, rows, figures)
 
 
 def _open_work(b: _Build) -> None:
@@ -281,7 +280,7 @@ def _row(b: _Build, model, k: int, runs: list[np.ndarray], trained: dict) -> dic
     }
 
 
-def _built(b: _Build, module, trained: dict, rows: list[dict], figures: dict, seconds: float) -> Built:
+def _built(b: _Build, module, trained: dict, rows: list[dict], figures: dict) -> Built:
     """The model with its card: the recipe, every iteration's figures, held-out accuracy, noise."""
     extra = {
         **{key: trained[key] for key in ("iteration", "fooling_images", "original", "original_sha256")},
@@ -303,7 +302,6 @@ def _built(b: _Build, module, trained: dict, rows: list[dict], figures: dict, se
         f"({', '.join(f'{k} {v}' for k, v in budget.items() if v is not None)} per run; seeds {b.seed} + "
         f"{RUN_SEED_STRIDE} k + r) against the current model, then a fresh LeNet with the extra class "
         f"'{FOOLING}' is trained on the digits plus every distinct champion so far ({SHARE}).",
-        f"Built in {seconds:.0f} s on this machine's CPU (the base model's own build not counted).",
         f"Held-out top-1 accuracy: {figures['accuracy']:.2%} on {len(b.digits.test_y)} digits never "
         "trained on (the fooling class counts as wrong).",
         *[
