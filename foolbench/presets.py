@@ -116,6 +116,18 @@ class Preset:
             raise FoolbenchError(f"{self.source}: the preset sets no budget; add search.generations")
         return budget
 
+    def planned(self, evaluations: int | None) -> Preset:
+        """The preset of a run given `evaluations` (a command's --evaluations): an engine that plans
+        over its budget (the patch search's shrinking squares) plans over that one, as a protocol's
+        budget makes it do; otherwise the preset itself."""
+        plan = engine_type(self.method).plan
+        if evaluations is None or plan is None:
+            return self
+        tables = copy.deepcopy(self.tables)
+        section = engine_type(self.method).section
+        tables[section] = plan(tables[section], evaluations)
+        return Preset(self.name, self.source, self.scale, tables)
+
     def as_dict(self) -> dict:
         """The preset as a manifest records it (an engine's own section only where it is set)."""
         sections = {s: self.tables[s] for s in ALWAYS_WRITTEN}

@@ -163,7 +163,7 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
 
 def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[str], Budget, int]:
     """The preset, model specs, budget and seed a request comes to, before any model is loaded."""
-    preset = preset or req.preset or load_preset(req.attack, req.scale)
+    preset = (preset or req.preset or load_preset(req.attack, req.scale)).planned(req.evaluations)
     specs = list(req.models) or [preset.attack.get("model", DEFAULT_MODEL)]
     seed = req.seed if req.seed is not None else preset.search.get("seed", 0)
     return preset, specs, _budget(preset, req), seed

@@ -18,8 +18,8 @@ from foolbench.errors import FoolbenchError
 from foolbench.images import load_png
 from foolbench.models import load_model
 from foolbench.presets import load_preset, preset_from_dict
-from foolbench.rundir import load_checkpoint
-from foolbench.runner import RunRequest, resume_run, start_run
+from foolbench.rundir import load_checkpoint, manifest_preset, read_manifest
+from foolbench.runner import RunRequest, build_search, resume_run, start_run
 from foolbench.search import Evaluator, Search
 from foolbench.search.patch import PatchSearch, p_selection, square_side
 
@@ -108,6 +108,19 @@ def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch):
         pd.read_csv(whole / "metrics.csv")[cols], pd.read_csv(cut / "metrics.csv")[cols]
     )
     pd.testing.assert_frame_equal(pd.read_csv(whole / "results.csv"), pd.read_csv(cut / "results.csv"))
+
+
+def test_a_run_given_evaluations_plans_its_squares_over_them(grey, tmp_path):
+    run = start_run(request(grey, tmp_path / "run", 300))  # mnist-patch plans over 20,000
+    manifest = read_manifest(run)
+    assert manifest["preset"]["patch"]["schedule"] == 300
+    search = build_search(load_model(str(grey)), manifest_preset(manifest), manifest["classes"], 0)
+    engine = search.engine
+    assert engine.steps == (300 - 100) // 10  # so its last steps paint the finest squares
+    assert p_selection(0.1, engine.steps - 1, engine.steps) == pytest.approx(0.1 / 512)
+    resume_run(run, request(grey, run, 400))  # extended: it keeps the squares it was planned with
+    assert read_manifest(run)["preset"]["patch"]["schedule"] == 300
+    assert read_manifest(run)["budget"]["evaluations"] == 400
 
 
 # -- the schedule ------------------------------------------------------------------------------------------
@@ -204,6 +217,16 @@ def test_cli_refuses_bad_settings_before_any_run_directory(grey, tmp_path, foolb
     assert proc.returncode == 2 and len(err) == 2 and err[1].startswith("foolbench: error: ")  # 1: "running"
     assert said in err[1]
     assert not out.exists()
+
+
+def test_evaluations_within_the_pool_are_refused_in_one_line(grey, tmp_path, foolbench):
+    out = tmp_path / "run"
+    proc = foolbench("run", "--model", grey, "--attack", "mnist-patch", "--evaluations", 50, "--out", out)
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "foolbench: error: --evaluations 50 leaves no evaluations after the patch search's pool of 100 "
+        "random CPPNs; give more than 100"
+    )
 
 
 @pytest.mark.parametrize("crop, window", [("center", [16, 240]), ("ten", [0, 256])])

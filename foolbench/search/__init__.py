@@ -42,6 +42,7 @@ class EngineType:
     check: Callable[[dict], dict] | None = None  # the whole table (cross-key rules); raises FoolbenchError
     budget_key: str | None = None  # a key of that table that is the run's budget in generations
     default_budget: int | None = None  # its value when the table does not set it
+    plan: Callable[[dict, int], dict] | None = None  # its table for a run of N evaluations (plans over N)
 
 
 ENGINES: dict[str, EngineType] = {
@@ -65,7 +66,12 @@ ENGINES: dict[str, EngineType] = {
         default_budget=gradient_cppn.CPPNGradient.DEFAULTS["steps"],
     ),
     "patch": EngineType(
-        patch.build, encoding=False, section="patch", rules=patch.RULES, check=patch.check_options
+        patch.build,
+        encoding=False,
+        section="patch",
+        rules=patch.RULES,
+        check=patch.check_options,
+        plan=patch.plan,
     ),
 }
 

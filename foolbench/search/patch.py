@@ -22,7 +22,8 @@ strewn with squares.
 The genome of this engine is the 8-bit image itself (`Canvases`): what is scored, kept and saved
 are the same bytes. The state is the archive (champion images and confidences) and the generator;
 the step counter is the generation. `schedule` is an option, not read from the run's budget, so a
-run extended on resume keeps the squares it was planned with; presets set it to their budget.
+run extended on resume keeps the squares it was planned with; presets set it to their budget, and
+a run given `--evaluations N` (or a protocol's budget) plans over N (`plan`).
 """
 
 from __future__ import annotations
@@ -164,6 +165,18 @@ class PatchSearch:
             )
         self.archive = archive
         self.rng.bit_generator.state = json.loads(str(state["rng"]))
+
+
+def plan(options: dict, evaluations: int) -> dict:
+    """The [patch] options of a run given `evaluations` (`--evaluations N`): the squares shrink over
+    those N, as over a protocol's budget, so a short run reaches the small squares too."""
+    pool = options.get("pool", PatchSearch.DEFAULTS["pool"])
+    if evaluations <= pool:
+        raise FoolbenchError(
+            f"--evaluations {evaluations} leaves no evaluations after the patch search's pool of {pool} "
+            f"random CPPNs; give more than {pool}"
+        )
+    return {**options, "schedule": evaluations}
 
 
 def build(model, classes, seed: int, tables: dict[str, dict]) -> PatchSearch:
