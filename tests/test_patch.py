@@ -65,12 +65,54 @@ def test_children_are_the_champion_with_one_square(grey_model):
     engine = search(grey_model, 20, pool=20)
     kids = engine.ask()["canvas"]
     parents = engine.archive.pool["canvas"][engine.archive.elite]
-    side = square_side(p_selection(0.1, 0, engine.steps), 28)
+    side = square_side(0.1, 28)  # the first step's squares: p_init
     for kid, parent in zip(kids, parents, strict=True):
         rows, cols = np.nonzero((kid != parent)[0])
         assert kid.dtype == np.uint8 and set(np.unique(kid[kid != parent])) <= {0, 255}
         if len(rows):  # a square may repaint pixels with the colour they had
             assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
+
+
+def test_several_squares_of_any_colour(grey_model):
+    engine = search(grey_model, 20, pool=20, squares=3, colours="any")
+    kids = engine.ask()["canvas"]
+    parents = engine.archive.pool["canvas"][engine.archive.elite]
+    changed = (kids != parents).reshape(len(kids), -1).sum(axis=1)
+    side = square_side(0.1, 28)
+    assert changed.max() <= 3 * side * side and changed.max() > side * side  # more than one square
+    assert len(np.unique(kids[kids != parents])) > 2  # not only black and white
+
+
+def test_a_class_past_done_gets_no_children_while_others_are_below(grey_model):
+    engine = search(grey_model, 20, pool=20)
+    done = float(np.median(engine.fitness))
+    engine.options["done"] = done
+    below = np.flatnonzero(engine.fitness < done)
+    assert 0 < len(below) < len(engine.classes)
+    np.testing.assert_array_equal(engine.active(), below)
+    assert len(engine.ask()["canvas"]) == len(below)
+    engine.options["done"] = float(engine.fitness.min())  # all there: all get children again
+    assert len(engine.ask()["canvas"]) == len(engine.classes)
+
+
+def test_a_stalled_class_starts_its_squares_over(grey_model):
+    engine = search(grey_model, 20 + 10 * 30, pool=20, restart=5)
+    assert engine.stall.max() < 5  # counted and reset
+    assert (engine.start > 0).any()  # some class restarted
+    late = engine.start.argmax()
+    assert engine.side(late) > engine.side(engine.start.argmin())  # its squares are larger again
+
+
+def test_success_sizes_follow_each_class_by_the_fifth_rule(grey_model):
+    engine = search(grey_model, 20 + 10 * 30, pool=20, sizes="success")
+    assert len(np.unique(engine.p)) > 1  # each class its own size
+    assert (engine.p <= 0.1).all() and (engine.p >= 1 / 28**2).all()  # between p_init and one pixel
+    before, wins = engine.p.copy(), engine.archive.fitness.copy()
+    s = Search(engine, Evaluator(grey_model, engine.encoding, engine.classes))
+    s.step()
+    won = engine.archive.fitness > wins
+    np.testing.assert_allclose(engine.p[won], np.minimum(before[won] * 1.5, 0.1))
+    np.testing.assert_allclose(engine.p[~won], np.maximum(before[~won] * 1.5**-0.25, 1 / 28**2))
 
 
 def test_run_directory_holds_the_scored_images(grey, tmp_path):
@@ -116,8 +158,10 @@ def test_a_run_given_evaluations_plans_its_squares_over_them(grey, tmp_path):
     assert manifest["preset"]["patch"]["schedule"] == 300
     search = build_search(load_model(str(grey)), manifest_preset(manifest), manifest["classes"], 0)
     engine = search.engine
-    assert engine.steps == (300 - 100) // 10  # so its last steps paint the finest squares
-    assert p_selection(0.1, engine.steps - 1, engine.steps) == pytest.approx(0.1 / 512)
+    engine.spent = 300 - 100 - 10  # its last step, after the pool of 100: the finest squares
+    assert engine.side(0) == square_side(0.1 / 512, 28) == 1
+    engine.options["schedule"] = 20_000  # as planned over the preset's budget: still large
+    assert engine.side(0) == square_side(0.1 / 4, 28) == 4
     resume_run(run, request(grey, run, 400))  # extended: it keeps the squares it was planned with
     assert read_manifest(run)["preset"]["patch"]["schedule"] == 300
     assert read_manifest(run)["budget"]["evaluations"] == 400

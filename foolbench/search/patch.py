@@ -42,6 +42,8 @@ from foolbench.search.archive import Archive
 # The 8 corners of the RGB cube: Square Attack's squares take the extremes of the allowed range too.
 CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
 
+SUCCESS_GROWTH = 1.5  # sizes = "success": a square's area grows by this after a success, shrinks by its 4th root after a failure
+
 # Square Attack's p_selection: (last iteration out of 10,000, divisor of p_init) for each stage.
 SCHEDULE = (
     (10, 1),
@@ -94,9 +96,14 @@ class PatchSearch:
         "channels": None,  # None: the model's channels
         "window": None,  # [start, end) rows and columns painted; None: those the model sees
         "pool": 200,  # random CPPNs scored first (every class starts from its best one)
-        "children": 1,  # squares tried per class per step
+        "children": 1,  # children per class per step
+        "squares": 1,  # squares painted on each child
+        "colours": "corners",  # the RGB cube's 8 (Square Attack's extremes); any: any colour; copy: see fill
         "p_init": 0.02,  # first squares cover this share of the window (~32 px of 224)
         "schedule": 40_000,  # evaluations the square sizes shrink over (the run's budget)
+        "restart": 0,  # a class whose last `restart` children all failed starts its squares over (0: never)
+        "sizes": "schedule",  # schedule: Square Attack's over the budget; success: per class, the 1/5th rule
+        "done": 1.0,  # a class at this confidence gets no children while another is below it
         "cppn_hidden": 16,  # hidden units per CPPN layer (a multiple of 4)
         "cppn_resolution": 128,  # CPPNs are drawn at this size, then resized to the canvas (MNIST too)
     }
@@ -109,7 +116,11 @@ class PatchSearch:
         self.rng = np.random.default_rng(seed)
         self.archive = Archive(len(self.classes))
         self.generation = -1  # -1: not started; 0: the pool has been scored; then one per step
-        self.steps = max(1, (o["schedule"] - o["pool"]) // (len(self.classes) * o["children"]))
+        n = len(self.classes)
+        self.spent = 0  # children scored so far (the evaluations after the pool)
+        self.start = np.zeros(n, np.int64)  # `spent` when each class's squares began (0, or its restart)
+        self.stall = np.zeros(n, np.int64)  # children each class has had since its champion improved
+        self.p = np.full(n, self.options["p_init"])  # each class's square share (sizes = "success")
 
     @property
     def fitness(self) -> np.ndarray:
@@ -119,11 +130,43 @@ class PatchSearch:
         """The CPPN pool (first call), else every cell's children, cell by cell, in one batch."""
         if self.generation < 0:
             return {"canvas": self.pool(self.options["pool"])}
-        return {"canvas": self.paint(self.generation)}
+        return {"canvas": self.paint()}
 
     def tell(self, pop: Population, fitness: np.ndarray) -> int:
+        """Insert the scored batch; after a patch step, count each class's failed children and
+        restart the squares of a class that has failed `restart` times in a row."""
+        parents, before = self.active(), self.archive.fitness.copy()
         self.generation += 1
-        return self.archive.insert(pop, fitness, self.generation)
+        improved = self.archive.insert(pop, fitness, self.generation)
+        if self.generation == 0:  # the pool
+            return improved
+        self.spent += len(fitness)
+        self.stall[parents] += self.options["children"]
+        won = self.archive.fitness > before
+        self.stall[won] = 0
+        if self.options["sizes"] == "success":  # Rechenberg's 1/5th rule: steady at 1 success in 5
+            grow = np.where(won, SUCCESS_GROWTH, SUCCESS_GROWTH ** (-1 / 4))[parents]
+            lo, hi = self.options["window"]  # between one pixel and p_init
+            self.p[parents] = np.clip(self.p[parents] * grow, 1 / (hi - lo) ** 2, self.options["p_init"])
+        if self.options["restart"]:
+            stalled = self.stall >= self.options["restart"]
+            self.start[stalled], self.stall[stalled] = self.spent, 0
+        return improved
+
+    def active(self) -> np.ndarray:
+        """The cells that get children: those below `done`, or all once every one has reached it."""
+        below = np.flatnonzero(self.archive.fitness < self.options["done"])
+        return below if len(below) else np.arange(len(self.classes))
+
+    def side(self, cell: int) -> int:
+        """The side of the squares painted for `cell` now: p_selection over the evaluations after the
+        pool, from where the class's squares began (0, or its last restart) to the end of `schedule`."""
+        o = self.options
+        lo, hi = o["window"]
+        if o["sizes"] == "success":
+            return square_side(self.p[cell], hi - lo)
+        left = o["schedule"] - o["pool"] - self.start[cell]
+        return square_side(p_selection(o["p_init"], self.spent - self.start[cell], left), hi - lo)
 
     def champions(self) -> tuple[Population, np.ndarray]:
         return self.archive.champions(), self.archive.generation
@@ -135,27 +178,47 @@ class PatchSearch:
         images = as_uint8(fixed_cppn.render(genome, o["resolution"], o["cppn_resolution"]))
         return np.ascontiguousarray(images[:, : o["channels"]])
 
-    def paint(self, step: int) -> np.ndarray:
-        """Each cell's champion, `children` times, each with one square painted on it. Random numbers
-        are drawn child by child: the corner (y, x), then the colour."""
+    def paint(self) -> np.ndarray:
+        """Each active cell's champion, `children` times, each with `squares` squares painted on it.
+        Random numbers are drawn child by child, square by square: the corner (y, x), then the colour."""
         o = self.options
-        cells = np.repeat(np.arange(len(self.classes)), o["children"])
+        cells = np.repeat(self.active(), o["children"])
         kids = self.archive.pool["canvas"][self.archive.elite[cells]]  # fancy indexing: a copy
         lo, hi = o["window"]
-        side = square_side(p_selection(o["p_init"], step, self.steps), hi - lo)
-        for kid in kids:
-            y, x = self.rng.integers(lo, hi - side + 1, 2)
-            kid[:, y : y + side, x : x + side] = self.colour()[:, None, None]
+        for cell, kid in zip(cells, kids, strict=True):
+            side = self.side(cell)
+            for _ in range(o["squares"]):
+                y, x = self.rng.integers(lo, hi - side + 1, 2)
+                kid[:, y : y + side, x : x + side] = self.fill(kid, side)
         return kids
 
+    def fill(self, kid: np.ndarray, side: int) -> np.ndarray:
+        """What a square holds: one colour (`colour`), or with colours = "copy" another square of the
+        same image (the texture the model already likes, spread)."""
+        if self.options["colours"] != "copy":
+            return self.colour()[:, None, None]
+        lo, hi = self.options["window"]
+        y, x = self.rng.integers(lo, hi - side + 1, 2)
+        return kid[:, y : y + side, x : x + side].copy()
+
     def colour(self) -> np.ndarray:
+        """A square's colour: a corner of the RGB cube (black or white on grey images), or any colour."""
+        if self.options["colours"] == "any":
+            return self.rng.integers(0, 256, self.options["channels"]).astype(np.uint8)
         if self.options["channels"] == 1:
             return np.array([255 * self.rng.integers(0, 2)], np.uint8)
         return CORNERS[self.rng.integers(0, 8)]
 
     # -- checkpointing: plain arrays, so np.savez/np.load need no pickle -----------------------------
     def state(self) -> dict[str, np.ndarray]:
-        return {**self.archive.state(), "rng": np.array(json.dumps(self.rng.bit_generator.state))}
+        return {
+            **self.archive.state(),
+            "rng": np.array(json.dumps(self.rng.bit_generator.state)),
+            "patch/spent": np.array(self.spent),
+            "patch/start": self.start,
+            "patch/stall": self.stall,
+            "patch/p": self.p,
+        }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         archive = Archive.from_state(state)
@@ -163,8 +226,16 @@ class PatchSearch:
             raise FoolbenchError(
                 "the checkpoint holds no patch-search images for these target classes; start the run again"
             )
+        if "patch/spent" not in state:
+            raise FoolbenchError(
+                "the checkpoint was written by an older patch search (before per-class schedules); "
+                "start the run again"
+            )
         self.archive = archive
         self.rng.bit_generator.state = json.loads(str(state["rng"]))
+        self.spent = int(state["patch/spent"])
+        self.start, self.stall = np.array(state["patch/start"]), np.array(state["patch/stall"])
+        self.p = np.array(state["patch/p"])
 
 
 def plan(options: dict, evaluations: int) -> dict:
@@ -203,8 +274,13 @@ RULES = {
     "window": Window(),
     "pool": Int(1, 1_000_000),
     "children": Int(1, 10_000),
+    "squares": Int(1, 1000),
+    "colours": Choice(("corners", "any", "copy")),
     "p_init": Float(0.0, 1.0, positive=True),
     "schedule": Int(1, 10**12),
+    "restart": Int(0, 10**9),
+    "sizes": Choice(("schedule", "success")),
+    "done": Float(0.0, 1.0, positive=True),
     "cppn_hidden": Int(4, 1024),
     "cppn_resolution": Int(2, 4096),
 }
