@@ -113,3 +113,27 @@ def test_image_folder_without_images_is_a_user_error(tmp_path, layout):
     folder = tmp_path / "nowhere" if layout == "missing" else tmp_path
     with pytest.raises(FoolbenchError, match="folder"):
         image_folder(folder)
+
+
+def test_locate_finds_a_data_set_by_name_under_foolbench_data(tmp_path, monkeypatch):
+    from foolbench.data.locate import DATA_ENV, locate
+
+    (tmp_path / "imagenet-sample").mkdir()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert locate("imagenet-sample") == tmp_path / "imagenet-sample"
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert locate("cifar10", aliases=("cifar-10-batches-py",)) == tmp_path / "cifar-10-batches-py"
+    assert locate("anything", given=tmp_path) == tmp_path  # --data wins over the environment
+
+
+def test_locate_says_in_one_line_what_is_missing_and_where_to_put_it(tmp_path, monkeypatch):
+    from foolbench.data.locate import DATA_ENV, locate
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    with pytest.raises(FoolbenchError, match=r"CIFAR-10 not found: \$FOOLBENCH_DATA is not set; pass --data"):
+        locate("cifar10", what="CIFAR-10")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(FoolbenchError, match=r"has no cifar10/.*\$FOOLBENCH_DATA/cifar10/"):
+        locate("cifar10", what="CIFAR-10")
+    with pytest.raises(FoolbenchError, match="--data .*missing: no such file or folder"):
+        locate("cifar10", given=tmp_path / "missing")
