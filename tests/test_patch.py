@@ -47,9 +47,9 @@ def search(model, evaluations: int, seed: int = 0, **options) -> PatchSearch:
     return engine
 
 
-def request(model: Path, out: Path, evaluations: int, **kw) -> RunRequest:
+def request(model: Path, out: Path, evaluations: int, attack="mnist-patch", **kw) -> RunRequest:
     return RunRequest(
-        models=[str(model)], attack="mnist-patch", out=out, evaluations=evaluations, progress=False, **kw
+        models=[str(model)], attack=str(attack), out=out, evaluations=evaluations, progress=False, **kw
     )
 
 
@@ -81,6 +81,14 @@ def test_several_squares_of_any_colour(grey_model):
     side = square_side(0.1, 28)
     assert changed.max() <= 3 * side * side and changed.max() > side * side  # more than one square
     assert len(np.unique(kids[kids != parents])) > 2  # not only black and white
+
+
+def test_learned_colours_count_each_class_own_children(grey_model):
+    engine = search(grey_model, 20 + 10 * 30, pool=20, colours="learned")
+    assert engine.wins.sum() + engine.losses.sum() == 10 * 30  # one colour per child
+    assert (engine.wins.sum(axis=1) > 0).all()  # every class has found a colour that works
+    kids = engine.ask()["canvas"]
+    assert set(np.unique(kids)) <= set(np.unique(engine.archive.pool["canvas"])) | {0, 255}
 
 
 def test_a_class_past_done_gets_no_children_while_others_are_below(grey_model):
@@ -125,8 +133,21 @@ def test_run_directory_holds_the_scored_images(grey, tmp_path):
     np.testing.assert_array_equal(np.rint(png * 255).astype(np.uint8), canvas)
 
 
-def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch):
-    whole = start_run(request(grey, tmp_path / "whole", 400, checkpoint_every=7))
+STATEFUL = {  # every option whose state lives between steps
+    "colours": '"learned"',
+    "restart": 3,
+    "done": 0.9,
+}
+
+
+@pytest.mark.parametrize("options", [{}, STATEFUL, {"sizes": '"success"', "squares": 2}])
+def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch, options):
+    attack = "mnist-patch"
+    if options:
+        attack = tmp_path / "preset.toml"
+        lines = "\n".join(f"{k} = {v}" for k, v in options.items())
+        attack.write_text(f'[attack]\nmethod = "patch"\n[patch]\npool = 100\np_init = 0.1\n{lines}\n')
+    whole = start_run(request(grey, tmp_path / "whole", 400, checkpoint_every=7, attack=attack))
     ask = PatchSearch.ask
 
     def dies_at_17(self):
@@ -136,7 +157,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch):
 
     monkeypatch.setattr(PatchSearch, "ask", dies_at_17)
     with pytest.raises(KeyboardInterrupt):
-        start_run(request(grey, tmp_path / "cut", 400, checkpoint_every=7))
+        start_run(request(grey, tmp_path / "cut", 400, checkpoint_every=7, attack=attack))
     monkeypatch.undo()
     assert json.loads((tmp_path / "cut/checkpoint/latest.json").read_text())["generation"] == 14
     cut = resume_run(tmp_path / "cut")

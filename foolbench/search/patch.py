@@ -121,6 +121,12 @@ class PatchSearch:
         self.start = np.zeros(n, np.int64)  # `spent` when each class's squares began (0, or its restart)
         self.stall = np.zeros(n, np.int64)  # children each class has had since its champion improved
         self.p = np.full(n, self.options["p_init"])  # each class's square share (sizes = "success")
+        self.palette = CORNERS[:, : o["channels"]] if o["channels"] == 3 else np.array([[0], [255]], np.uint8)
+        # colours = "learned": per class and palette colour, the class's own children that raised its
+        # confidence and those that did not (Thompson sampling draws colours by these)
+        self.wins = np.zeros((n, len(self.palette)), np.int64)
+        self.losses = np.zeros((n, len(self.palette)), np.int64)
+        self.painted: list[tuple[int, list[int]]] = []  # the last batch: (cell, palette colours) per child
 
     @property
     def fitness(self) -> np.ndarray:
@@ -141,6 +147,9 @@ class PatchSearch:
         if self.generation == 0:  # the pool
             return improved
         self.spent += len(fitness)
+        for row, (cell, colours) in enumerate(self.painted):  # each child's colours, by its own class
+            tally = self.wins if fitness[row, cell] > before[cell] else self.losses
+            np.add.at(tally[cell], colours, 1)
         self.stall[parents] += self.options["children"]
         won = self.archive.fitness > before
         self.stall[won] = 0
@@ -185,29 +194,30 @@ class PatchSearch:
         cells = np.repeat(self.active(), o["children"])
         kids = self.archive.pool["canvas"][self.archive.elite[cells]]  # fancy indexing: a copy
         lo, hi = o["window"]
+        self.painted = []
         for cell, kid in zip(cells, kids, strict=True):
-            side = self.side(cell)
+            side, colours = self.side(cell), []
             for _ in range(o["squares"]):
                 y, x = self.rng.integers(lo, hi - side + 1, 2)
-                kid[:, y : y + side, x : x + side] = self.fill(kid, side)
+                kid[:, y : y + side, x : x + side] = self.fill(kid, side, cell, colours)
+            self.painted.append((int(cell), colours))
         return kids
 
-    def fill(self, kid: np.ndarray, side: int) -> np.ndarray:
-        """What a square holds: one colour (`colour`), or with colours = "copy" another square of the
-        same image (the texture the model already likes, spread)."""
-        if self.options["colours"] != "copy":
-            return self.colour()[:, None, None]
-        lo, hi = self.options["window"]
-        y, x = self.rng.integers(lo, hi - side + 1, 2)
-        return kid[:, y : y + side, x : x + side].copy()
-
-    def colour(self) -> np.ndarray:
-        """A square's colour: a corner of the RGB cube (black or white on grey images), or any colour."""
-        if self.options["colours"] == "any":
-            return self.rng.integers(0, 256, self.options["channels"]).astype(np.uint8)
-        if self.options["channels"] == 1:
-            return np.array([255 * self.rng.integers(0, 2)], np.uint8)
-        return CORNERS[self.rng.integers(0, 8)]
+    def fill(self, kid: np.ndarray, side: int, cell: int, colours: list[int]) -> np.ndarray:
+        """What a square holds: one colour, or with colours = "copy" another square of the same image
+        (the texture the model already likes, spread). `colours` collects the palette colours used."""
+        o = self.options
+        if o["colours"] == "copy":
+            lo, hi = o["window"]
+            y, x = self.rng.integers(lo, hi - side + 1, 2)
+            return kid[:, y : y + side, x : x + side].copy()
+        if o["colours"] == "any":
+            return self.rng.integers(0, 256, o["channels"]).astype(np.uint8)[:, None, None]
+        if o["colours"] == "learned":  # Thompson sampling: the best of one draw per colour
+            colours.append(int(np.argmax(self.rng.beta(1 + self.wins[cell], 1 + self.losses[cell]))))
+        else:
+            colours.append(int(self.rng.integers(0, len(self.palette))))
+        return self.palette[colours[-1]][:, None, None]
 
     # -- checkpointing: plain arrays, so np.savez/np.load need no pickle -----------------------------
     def state(self) -> dict[str, np.ndarray]:
@@ -218,6 +228,8 @@ class PatchSearch:
             "patch/start": self.start,
             "patch/stall": self.stall,
             "patch/p": self.p,
+            "patch/wins": self.wins,
+            "patch/losses": self.losses,
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -236,6 +248,7 @@ class PatchSearch:
         self.spent = int(state["patch/spent"])
         self.start, self.stall = np.array(state["patch/start"]), np.array(state["patch/stall"])
         self.p = np.array(state["patch/p"])
+        self.wins, self.losses = np.array(state["patch/wins"]), np.array(state["patch/losses"])
 
 
 def plan(options: dict, evaluations: int) -> dict:
@@ -275,7 +288,7 @@ RULES = {
     "pool": Int(1, 1_000_000),
     "children": Int(1, 10_000),
     "squares": Int(1, 1000),
-    "colours": Choice(("corners", "any", "copy")),
+    "colours": Choice(("corners", "any", "copy", "learned")),
     "p_init": Float(0.0, 1.0, positive=True),
     "schedule": Int(1, 10**12),
     "restart": Int(0, 10**9),
