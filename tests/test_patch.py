@@ -91,6 +91,19 @@ def test_learned_colours_count_each_class_own_children(grey_model):
     assert set(np.unique(kids)) <= set(np.unique(engine.archive.pool["canvas"])) | {0, 255}
 
 
+def test_cppn_steps_keep_each_class_champion_cppn_then_squares_follow(grey_model):
+    engine = search(grey_model, 20 + 10 * 5, pool=20, cppn_evaluations=100)
+    assert engine.spent == 50 and engine.genomes is not None and (engine.sigma != 0.3).any()
+    np.testing.assert_array_equal(
+        engine.draw(engine.genomes), engine.archive.pool["canvas"][engine.archive.elite]
+    )
+    s = Search(engine, Evaluator(grey_model, engine.encoding, engine.classes))
+    while engine.spent < 100:
+        s.step()
+    assert engine.genomes is None and "cppn/w0" not in engine.state()  # the squares' turn
+    assert engine.side(0) == square_side(0.1, 28)  # their schedule starts now
+
+
 def test_a_class_past_done_gets_no_children_while_others_are_below(grey_model):
     engine = search(grey_model, 20, pool=20)
     done = float(np.median(engine.fitness))
@@ -137,10 +150,13 @@ STATEFUL = {  # every option whose state lives between steps
     "colours": '"learned"',
     "restart": 3,
     "done": 0.9,
+    "cppn_evaluations": 150,
+    "sizes": '"success"',
+    "squares": 2,
 }
 
 
-@pytest.mark.parametrize("options", [{}, STATEFUL, {"sizes": '"success"', "squares": 2}])
+@pytest.mark.parametrize("options", [{}, STATEFUL])
 def test_interrupted_run_resumes_to_the_same_bytes(grey, tmp_path, monkeypatch, options):
     attack = "mnist-patch"
     if options:

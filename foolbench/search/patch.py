@@ -28,6 +28,7 @@ a run given `--evaluations N` (or a protocol's budget) plans over N (`plan`).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, ClassVar
 
@@ -43,6 +44,8 @@ from foolbench.search.archive import Archive
 CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
 
 SUCCESS_GROWTH = 1.5  # sizes = "success": a square's area grows by this after a success, shrinks by its 4th root after a failure
+
+CPPN_SIGMA = 0.3  # cppn_evaluations: the first mutation, in units of each weight's initial spread
 
 # Square Attack's p_selection: (last iteration out of 10,000, divisor of p_init) for each stage.
 SCHEDULE = (
@@ -66,6 +69,17 @@ def p_selection(p_init: float, step: int, steps: int) -> float:
         if it <= last:
             return p_init / divisor
     return p_init / 512
+
+
+@functools.cache
+def _spreads(hidden: int) -> dict[str, float]:
+    sample = fixed_cppn.init(256, np.random.default_rng(0), hidden=hidden)
+    return {k: float(v.std()) or 0.5 for k, v in sample.items()}  # biases drawn as 0: 0.5
+
+
+def spread(key: str, options: dict) -> float:
+    """The spread of a CPPN weight tensor as `fixed_cppn.init` draws it (0.5 for those it zeroes)."""
+    return _spreads(options["cppn_hidden"])[key]
 
 
 def square_side(p: float, width: int) -> int:
@@ -104,6 +118,7 @@ class PatchSearch:
         "restart": 0,  # a class whose last `restart` children all failed starts its squares over (0: never)
         "sizes": "schedule",  # schedule: Square Attack's over the budget; success: per class, the 1/5th rule
         "done": 1.0,  # a class at this confidence gets no children while another is below it
+        "cppn_evaluations": 0,  # after the pool: a (1+1)-ES on each class's CPPN weights, before squares
         "cppn_hidden": 16,  # hidden units per CPPN layer (a multiple of 4)
         "cppn_resolution": 128,  # CPPNs are drawn at this size, then resized to the canvas (MNIST too)
     }
@@ -127,6 +142,11 @@ class PatchSearch:
         self.wins = np.zeros((n, len(self.palette)), np.int64)
         self.losses = np.zeros((n, len(self.palette)), np.int64)
         self.painted: list[tuple[int, list[int]]] = []  # the last batch: (cell, palette colours) per child
+        # cppn_evaluations: each class's CPPN and mutation size while they last; the squares start after
+        self.genomes: dict[str, np.ndarray] | None = None
+        self.sigma = np.full(n, CPPN_SIGMA)
+        self.start[:] = o["cppn_evaluations"]
+        self.batch: dict[str, np.ndarray] | None = None  # the CPPNs of the batch asked, until told
 
     @property
     def fitness(self) -> np.ndarray:
@@ -136,6 +156,8 @@ class PatchSearch:
         """The CPPN pool (first call), else every cell's children, cell by cell, in one batch."""
         if self.generation < 0:
             return {"canvas": self.pool(self.options["pool"])}
+        if self.spent < self.options["cppn_evaluations"]:
+            return {"canvas": self.mutate()}
         return {"canvas": self.paint()}
 
     def tell(self, pop: Population, fitness: np.ndarray) -> int:
@@ -144,9 +166,13 @@ class PatchSearch:
         parents, before = self.active(), self.archive.fitness.copy()
         self.generation += 1
         improved = self.archive.insert(pop, fitness, self.generation)
+        if self.batch is not None:  # the pool or CPPN children: each cell keeps its champion's CPPN
+            self.tell_cppns(fitness, before, parents)
         if self.generation == 0:  # the pool
             return improved
         self.spent += len(fitness)
+        if self.spent >= self.options["cppn_evaluations"]:
+            self.genomes = None  # the squares paint on the images from now on
         for row, (cell, colours) in enumerate(self.painted):  # each child's colours, by its own class
             tally = self.wins if fitness[row, cell] > before[cell] else self.losses
             np.add.at(tally[cell], colours, 1)
@@ -161,6 +187,31 @@ class PatchSearch:
             stalled = self.stall >= self.options["restart"]
             self.start[stalled], self.stall[stalled] = self.spent, 0
         return improved
+
+    def tell_cppns(self, fitness: np.ndarray, before: np.ndarray, parents: np.ndarray) -> None:
+        """After the pool or a CPPN step: a cell that got a new champion keeps its CPPN; each
+        parent's mutation size follows the 1/5th rule."""
+        won = self.archive.fitness > before
+        rows = fitness.argmax(axis=0)  # the child each cell took, where it took one
+        if self.genomes is None:
+            self.genomes = {k: v[rows] for k, v in self.batch.items()}
+        else:
+            for k, v in self.batch.items():
+                self.genomes[k][won] = v[rows[won]]
+            self.sigma[parents] *= np.where(won, SUCCESS_GROWTH, SUCCESS_GROWTH ** (-1 / 4))[parents]
+        self.batch = None
+
+    def mutate(self) -> np.ndarray:
+        """Each active cell's CPPN, `children` times, its weights moved by Gaussian noise (sigma times
+        each weight's initial spread), drawn as canvases."""
+        o = self.options
+        cells = np.repeat(self.active(), o["children"])
+        self.batch = {}
+        for k, v in self.genomes.items():  # key by key, in the genome's order
+            scale = (self.sigma[cells] * spread(k, o)).reshape(-1, *[1] * (v.ndim - 1))
+            self.batch[k] = (v[cells] + self.rng.standard_normal(v[cells].shape) * scale).astype(np.float32)
+        self.painted = []
+        return self.draw(self.batch)
 
     def active(self) -> np.ndarray:
         """The cells that get children: those below `done`, or all once every one has reached it."""
@@ -184,6 +235,12 @@ class PatchSearch:
         """`n` random CPPN images as uint8 canvases (grey: the red channel)."""
         o = self.options
         genome = fixed_cppn.init(n, self.rng, hidden=o["cppn_hidden"])
+        if o["cppn_evaluations"]:
+            self.batch = genome
+        return self.draw(genome)
+
+    def draw(self, genome: dict[str, np.ndarray]) -> np.ndarray:
+        o = self.options
         images = as_uint8(fixed_cppn.render(genome, o["resolution"], o["cppn_resolution"]))
         return np.ascontiguousarray(images[:, : o["channels"]])
 
@@ -230,6 +287,8 @@ class PatchSearch:
             "patch/p": self.p,
             "patch/wins": self.wins,
             "patch/losses": self.losses,
+            "patch/sigma": self.sigma,
+            **{f"cppn/{k}": v for k, v in (self.genomes or {}).items()},
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -249,6 +308,9 @@ class PatchSearch:
         self.start, self.stall = np.array(state["patch/start"]), np.array(state["patch/stall"])
         self.p = np.array(state["patch/p"])
         self.wins, self.losses = np.array(state["patch/wins"]), np.array(state["patch/losses"])
+        self.sigma = np.array(state["patch/sigma"])
+        genomes = {k[len("cppn/") :]: np.array(v) for k, v in state.items() if k.startswith("cppn/")}
+        self.genomes = genomes or None
 
 
 def plan(options: dict, evaluations: int) -> dict:
@@ -294,6 +356,7 @@ RULES = {
     "restart": Int(0, 10**9),
     "sizes": Choice(("schedule", "success")),
     "done": Float(0.0, 1.0, positive=True),
+    "cppn_evaluations": Int(0, 10**12),
     "cppn_hidden": Int(4, 1024),
     "cppn_resolution": Int(2, 4096),
 }
