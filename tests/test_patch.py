@@ -83,6 +83,24 @@ def test_several_squares_of_any_colour(grey_model):
     assert len(np.unique(kids[kids != parents])) > 2  # not only black and white
 
 
+def test_shifted_and_striped_squares(grey_model):
+    for colours in ("shift", "stripes"):
+        engine = search(grey_model, 20, pool=20, colours=colours)
+        kids = engine.ask()["canvas"].astype(int)
+        parents = engine.archive.pool["canvas"][engine.archive.elite].astype(int)
+        moved = kids[kids != parents] - parents[kids != parents]
+        if colours == "shift":  # up or down by 64, short of 0 and 255
+            assert (np.abs(moved) <= 64).all() and (np.abs(moved) == 64).any()
+        else:
+            assert set(np.unique(kids[kids != parents])) <= {0, 255}
+            rows = [
+                row
+                for kid, parent in zip(kids, parents, strict=True)
+                for row in kid[0][(kid != parent)[0].any(1)]
+            ]
+            assert any(len(np.unique(row[(row == 0) | (row == 255)])) == 2 for row in rows)  # two colours
+
+
 def test_learned_colours_count_each_class_own_children(grey_model):
     engine = search(grey_model, 20 + 10 * 30, pool=20, colours="learned")
     assert engine.wins.sum() + engine.losses.sum() == 10 * 30  # one colour per child

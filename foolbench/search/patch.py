@@ -45,6 +45,7 @@ CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 2
 
 SUCCESS_GROWTH = 1.5  # sizes = "success": a square's area grows by this after a success, shrinks by its 4th root after a failure
 
+SHIFT = 64  # colours = "shift": how far a square moves each channel (of 255)
 CPPN_SIGMA = 0.3  # cppn_evaluations: the first mutation, in units of each weight's initial spread
 
 # Square Attack's p_selection: (last iteration out of 10,000, divisor of p_init) for each stage.
@@ -256,20 +257,32 @@ class PatchSearch:
             side, colours = self.side(cell), []
             for _ in range(o["squares"]):
                 y, x = self.rng.integers(lo, hi - side + 1, 2)
-                kid[:, y : y + side, x : x + side] = self.fill(kid, side, cell, colours)
+                region = kid[:, y : y + side, x : x + side]  # a view: filled in place
+                region[:] = self.fill(kid, region, cell, colours)
             self.painted.append((int(cell), colours))
         return kids
 
-    def fill(self, kid: np.ndarray, side: int, cell: int, colours: list[int]) -> np.ndarray:
-        """What a square holds: one colour, or with colours = "copy" another square of the same image
-        (the texture the model already likes, spread). `colours` collects the palette colours used."""
-        o = self.options
+    def fill(self, kid: np.ndarray, region: np.ndarray, cell: int, colours: list[int]) -> np.ndarray:
+        """What a square `region` of `kid` gets (`colours` collects the palette colours used):
+        corners/learned: one palette colour; any: any colour; copy: another square of the same image
+        (the texture the model already likes, spread); shift: each channel up or down by SHIFT (Square
+        Attack's +-eps step, added to what is there); stripes: 1- or 2-pixel stripes of two colours."""
+        o, side = self.options, region.shape[-1]
         if o["colours"] == "copy":
             lo, hi = o["window"]
             y, x = self.rng.integers(lo, hi - side + 1, 2)
             return kid[:, y : y + side, x : x + side].copy()
         if o["colours"] == "any":
             return self.rng.integers(0, 256, o["channels"]).astype(np.uint8)[:, None, None]
+        if o["colours"] == "shift":
+            signs = 2 * self.rng.integers(0, 2, o["channels"]) - 1
+            return np.clip(region.astype(np.int16) + SHIFT * signs[:, None, None], 0, 255).astype(np.uint8)
+        if o["colours"] == "stripes":
+            a, b = self.rng.integers(0, len(self.palette), 2)
+            width, across = self.rng.integers(1, 3), self.rng.integers(0, 2)
+            odd = (np.arange(side) // width) % 2 == 1
+            odd = odd[None, :] if across else odd[:, None]
+            return np.where(odd[None], self.palette[b][:, None, None], self.palette[a][:, None, None])
         if o["colours"] == "learned":  # Thompson sampling: the best of one draw per colour
             colours.append(int(np.argmax(self.rng.beta(1 + self.wins[cell], 1 + self.losses[cell]))))
         else:
@@ -350,7 +363,7 @@ RULES = {
     "pool": Int(1, 1_000_000),
     "children": Int(1, 10_000),
     "squares": Int(1, 1000),
-    "colours": Choice(("corners", "any", "copy", "learned")),
+    "colours": Choice(("corners", "any", "copy", "learned", "shift", "stripes")),
     "p_init": Float(0.0, 1.0, positive=True),
     "schedule": Int(1, 10**12),
     "restart": Int(0, 10**9),
