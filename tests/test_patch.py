@@ -101,6 +101,12 @@ def test_shifted_and_striped_squares(grey_model):
             assert any(len(np.unique(row[(row == 0) | (row == 255)])) == 2 for row in rows)  # two colours
 
 
+def test_random_sizes_span_every_scale(grey_model):
+    engine = search(grey_model, 20, pool=20, sizes="random")
+    sides = [engine.side(0) for _ in range(200)]
+    assert min(sides) == 1 and max(sides) == square_side(0.1, 28)
+
+
 def test_learned_colours_count_each_class_own_children(grey_model):
     engine = search(grey_model, 20 + 10 * 30, pool=20, colours="learned")
     assert engine.wins.sum() + engine.losses.sum() == 10 * 30  # one colour per child

@@ -117,7 +117,7 @@ class PatchSearch:
         "p_init": 0.02,  # first squares cover this share of the window (~32 px of 224)
         "schedule": 40_000,  # evaluations the square sizes shrink over (the run's budget)
         "restart": 0,  # a class whose last `restart` children all failed starts its squares over (0: never)
-        "sizes": "schedule",  # schedule: Square Attack's over the budget; success: per class, the 1/5th rule
+        "sizes": "schedule",  # Square Attack's over the budget; success: per class, the 1/5th rule; random
         "done": 1.0,  # a class at this confidence gets no children while another is below it
         "cppn_evaluations": 0,  # after the pool: a (1+1)-ES on each class's CPPN weights, before squares
         "cppn_hidden": 16,  # hidden units per CPPN layer (a multiple of 4)
@@ -226,6 +226,9 @@ class PatchSearch:
         lo, hi = o["window"]
         if o["sizes"] == "success":
             return square_side(self.p[cell], hi - lo)
+        if o["sizes"] == "random":  # log-uniform between one pixel and p_init: every scale at every step
+            share = np.exp(self.rng.uniform(np.log(1 / (hi - lo) ** 2), np.log(o["p_init"])))
+            return square_side(share, hi - lo)
         left = o["schedule"] - o["pool"] - self.start[cell]
         return square_side(p_selection(o["p_init"], self.spent - self.start[cell], left), hi - lo)
 
@@ -367,7 +370,7 @@ RULES = {
     "p_init": Float(0.0, 1.0, positive=True),
     "schedule": Int(1, 10**12),
     "restart": Int(0, 10**9),
-    "sizes": Choice(("schedule", "success")),
+    "sizes": Choice(("schedule", "success", "random")),
     "done": Float(0.0, 1.0, positive=True),
     "cppn_evaluations": Int(0, 10**12),
     "cppn_hidden": Int(4, 1024),
