@@ -45,6 +45,8 @@ def write(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), **payload}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp = path.with_suffix(".json.tmp")  # then renamed: a benchmark killed mid-write keeps the old file
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
     print(f"wrote {path}")
     return path
