@@ -296,38 +296,47 @@ def reach() -> str:
 
 
 def imagenet_reach() -> str:
-    """The patch search against the paper's MAP-Elites: ImageNet medians by budget, MNIST all-digit reach."""
+    """The patch search on three class sets at 10,000 and 20,000 evaluations, the paper's MAP-Elites
+    at 40,000 on the cpu classes (a run stopped early says where), an earlier stop's runs whose
+    folders were not kept, and MNIST's all-digit reach."""
     path = RESULTS / "imagenet_reach.json"
     data = read_json(path)
+    runs = data["imagenet"]
     rows = []
-    for key, r in data["imagenet"].items():
-        search, seed = key.split("/")
-        marks = [pct(v) if v is not None else "–" for v in r["median_at"].values()]
-        to = " / ".join(f"{v:,}" if v is not None else "–" for v in r["evaluations_to"].values())
-        preset = data["searches"][search]["imagenet"]
-        rows.append(
-            [
-                f"{search} (`{preset}`)",
-                seed[1:],
-                *marks,
-                to,
-                f"{r['classes_at_99']} of 10"
-                if r.get("finished", True)
-                else f"stopped at {r['evaluations']:,}",
-                f"{r['wall_seconds']:,.0f} s",
-            ]
-        )
+    for cset in data["imagenet_setting"]["class_sets"]:
+        for seed in sorted({k.split("/s")[-1] for k in runs if k.startswith(f"patch/{cset}/")}):
+            short, long = runs.get(f"patch/{cset}/e10000/s{seed}"), runs.get(f"patch/{cset}/e20000/s{seed}")
+            rows.append(
+                [
+                    cset,
+                    seed,
+                    _final(short),
+                    f"{short['classes_at_90']} / {short['classes_at_99']}" if _done(short) else "–",
+                    _final(long),
+                    " / ".join(_count(long["evaluations_to"][t]) for t in ("0.9", "0.99")) if long else "–",
+                    f"{long['classes_at_90']} / {long['classes_at_99']}" if _done(long) else "–",
+                    " + ".join(f"{r['wall_seconds']:,.0f}" for r in (short, long) if r) + " s",
+                ]
+            )
     header = [
-        "search",
+        "classes",
         "seed",
-        "median at 4k",
-        "10k",
-        "20k",
-        "40k",
-        "evaluations to 50 / 90 / 99 %",
-        "≥ 99 % (PNGs)",
+        "10,000 evaluations: median",
+        "classes ≥ 90 / 99 %",
+        "20,000 evaluations: median",
+        "its median ≥ 90 / 99 % after",
+        "classes ≥ 90 / 99 %",
         "wall (shared)",
     ]
+    patch = table(header, rows) if rows else "Not measured yet (no run of this preset on these sets)."
+    elites = [
+        [f"`{data['searches'][k.split('/')[0]]['imagenet']}`", k.split("/")[1], k.split("/s")[-1], *_marks(r)]
+        for k, r in runs.items()
+        if k.startswith("map-elites")
+    ]
+    marks_header = ["median at 4k", "10k", "20k", "40k", "50 / 90 / 99 % after", "≥ 99 % (PNGs)", "wall"]
+    earlier = data.get("earlier", {})
+    old = [[k.split("/")[0], k.split("/s")[-1], *_marks(r)] for k, r in earlier.get("runs", {}).items()]
     mnist = []
     for search in data["searches"]:
         got = [(k.split("/")[1][1:], r) for k, r in data["mnist"].items() if k.startswith(f"{search}/")]
@@ -337,7 +346,77 @@ def imagenet_reach() -> str:
             mnist.append([f"{search} (`{data['searches'][search]['mnist']}`)", seeds, firsts])
     mnist_table = table(["search", "seeds", "evaluations until all 10 digits ≥ 99.99 % (each seed)"], mnist)
     command = "nice -n 10 python benchmarks/imagenet_reach.py"
-    return f"{source(path, command)}\n\n{table(header, rows)}\n\nlenet-mnist:\n\n{mnist_table}"
+    return (
+        f"{source(path, command)}\n\nThe patch search (`imagenet-patch`), one run per budget:\n\n{patch}\n\n"
+        "The paper's MAP-Elites, 40,000 evaluations (`--adopt`: the runs of `foolbench paper --scale cpu`):"
+        f"\n\n{table(['preset', 'classes', 'seed', *marks_header], elites)}\n\n"
+        f"{earlier.get('title', 'An earlier stop')}:\n\n{table(['search', 'seed', *marks_header], old)}\n\n"
+        f"lenet-mnist (an earlier stop):\n\n{mnist_table}"
+    )
+
+
+def _done(run: dict | None) -> bool:
+    return bool(run) and run.get("finished", True)
+
+
+def _final(run: dict | None) -> str:
+    if not run:
+        return "–"
+    return pct(run["final_median_rescored"]) if _done(run) else f"stopped at {run['evaluations']:,}"
+
+
+def _marks(run: dict) -> list[str]:
+    """A run's median at the marks, evaluations to 50/90/99 %, classes at 99 % (or where it stopped), wall."""
+    marks = [pct(v) if v is not None else "–" for v in run["median_at"].values()]
+    to = " / ".join(_count(v) for v in run["evaluations_to"].values())
+    end = f"{run['classes_at_99']} of 10" if _done(run) else f"stopped at {run['evaluations']:,}"
+    return [*marks, to, end, f"{run['wall_seconds']:,.0f} s"]
+
+
+def _count(evaluations: int | None) -> str:
+    return "–" if evaluations is None else f"{evaluations:,}"
+
+
+def imagenet_tuning() -> str:
+    """The patch-search variants measured on the tuning classes (each set's final median, one row
+    per variant and seed, so rows of one seed are paired), and the CPPN-weights probe."""
+    path = RESULTS / "imagenet_reach.json"
+    tuning = read_json(path)["tuning"]
+    sets = list(tuning["sets"])
+    seen: dict[tuple, dict] = {}
+    for key, r in tuning["runs"].items():
+        variant, tset, budget, seed = key.split("/")
+        seen.setdefault((variant, budget, seed), {"question": r["question"]})[tset] = r
+    rows = [
+        [f"`{variant}`", r["question"], f"{int(budget[1:]):,}", seed[1:]]
+        + [f"{pct(r[t]['median'])} ({r[t]['classes_at_90']})" if t in r else "–" for t in sets]
+        for (variant, budget, seed), r in seen.items()
+    ]
+    header = [
+        "variant",
+        "what it tries",
+        "evaluations",
+        "seed",
+        *(f"{t}: median (classes ≥ 90 %)" for t in sets),
+    ]
+    probe = [
+        [
+            key.split("/")[0],
+            pct(r["start_median"]),
+            pct(r["patch_search"]),
+            pct(r["cma-es"]["median"]),
+            pct(r["one-plus-one-es"]["median"]),
+        ]
+        for key, r in tuning.get("cppn_probe", {}).items()
+    ]
+    probe_header = ["set", "the pool's best", "squares (the base run)", "CMA-ES", "(1+1)-ES, 1/5th rule"]
+    spent = {r["one-plus-one-es"]["evaluations"] for r in tuning.get("cppn_probe", {}).values()}
+    command = "nice -n 10 python benchmarks/imagenet_reach.py --tune VARIANT ..."
+    return (
+        f"{source(path, command)}\n\n{table(header, rows)}\n\n"
+        f"Median best confidence {span(spent, _count)} evaluations after the 200-CPPN pool, seed 0 (`--probe-cppn`):\n\n"
+        f"{table(probe_header, probe)}"
+    )
 
 
 def imagenet_classes() -> str:
@@ -566,6 +645,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "paper": paper,
     "reach": reach,
     "imagenet_reach": imagenet_reach,
+    "imagenet_tuning": imagenet_tuning,
     "imagenet-classes": imagenet_classes,
     "transfer": transfer,
     "baselines": baselines,
