@@ -22,9 +22,17 @@ def where(store: Store) -> str:
 
 
 def serve(
-    run_dirs, out=None, data=None, controls=1, seed=0, port=0, say: Callable[[str], None] = print
+    run_dirs,
+    out=None,
+    data=None,
+    controls=1,
+    seed=0,
+    port=0,
+    say: Callable[[str], None] = print,
+    started=None,
 ) -> int:
-    """Serve the rating page until interrupted; returns how many answers this session saved."""
+    """Serve the rating page until interrupted (Ctrl-C, or `shutdown()` on the server handed to
+    `started`); returns how many answers this session saved."""
     from foolbench.rating.server import RatingServer
 
     deck = build_deck(run_dirs, data, controls, seed)
@@ -36,6 +44,8 @@ def serve(
     say(
         f"Open this address in a browser on this machine (Ctrl-C stops; answers are saved as they come):\n{server.url}"
     )
+    if started is not None:
+        started(server)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
