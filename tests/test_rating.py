@@ -26,7 +26,13 @@ from foolbench.rating.deck import CONTROL, FOILS, NONE, build_deck
 from foolbench.rating.page import write_static
 from foolbench.rating.server import RatingServer
 from foolbench.rating.store import COLUMNS, RATINGS, Store, answer_row, read_ratings
-from foolbench.rating.summary import CONTROL_THRESHOLD, MIN_CONTROLS, summarise, summarise_dirs
+from foolbench.rating.summary import (
+    CONTROL_THRESHOLD,
+    MIN_CONTROLS,
+    agreement_text,
+    summarise,
+    summarise_dirs,
+)
 from foolbench.runner import RunRequest, start_run
 
 EVIL = "<script>alert(1)</script>"
@@ -458,3 +464,30 @@ def test_bad_input_is_one_line_and_exit_2(two, runs, tmp_path, foolbench):
     fails(*two, "--import", tmp_path / "missing.csv", says="no such file")
     fails(*two, "--static", tmp_path, says="is a folder")
     fails(*two, "--summary", "--import", evil / RATINGS, says="separate modes")
+
+
+# -- in the report --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("out", [False, True], ids=["in-the-runs", "rate-out"])
+def test_the_report_says_recognised_by_people_beside_the_lookalike_judge(two, tmp_path, out):
+    from foolbench.report import write_report
+
+    deck = build_deck(two)
+    recognised = {deck.champions[0].id, deck.champions[6].id}
+    rows = [answer_row(c, "ana", c.options, c.target, 1.0) for c in deck.controls]
+    rows += [
+        answer_row(c, "ana", c.options, c.target if c.id in recognised else NONE, 1.0) for c in deck.champions
+    ]
+    rows += [answer_row(c, "bob", c.options, NONE, 1.0) for c in deck.items]  # set aside: no control right
+    folder = tmp_path / "ratings" if out else None
+    Store(deck.runs, folder).add(rows)
+    index = write_report([*two, *([folder] if out else [])], tmp_path / "report")
+    page = index.read_text(encoding="utf-8")
+    assert 'id="people"' in page and page.count("recognised by people: 1 of 5 champions (1 rater)") == 4
+    people = pd.read_csv(tmp_path / "report" / "people.csv")
+    assert list(people["recognised by people"]) == ["1 of 5", "1 of 5"] and list(people["raters"]) == [1, 1]
+    raters = pd.read_csv(tmp_path / "report" / "raters.csv").set_index("rater")
+    assert raters.loc["ana", "counted"] == "yes" and raters.loc["bob", "counted"].startswith("no: below 80")
+    summary = summarise_dirs(two, folder)
+    assert list(people["look-alike judge agrees"]) == [
+        agreement_text(r) for r in summary.runs.to_dict("records")
+    ]

@@ -262,3 +262,30 @@ def summarise_dirs(run_dirs, out: str | Path | None = None) -> Summary:
 
     runs = [read_run(p) for p in run_dirs]
     return summarise(runs, Store(runs, out).read())
+
+
+def summarise_found(run_dirs, extra=()) -> Summary | None:
+    """The ratings of the runs a report shows: each run's own ratings.csv (which must be that run's)
+    and ratings files found beside them (`foolbench rate --out`; rows of runs not shown are left
+    out). None where nobody has rated any of them."""
+    from foolbench.rating.store import RATINGS, Store, read_ratings
+
+    extra_rows = [read_ratings(Path(f)) for f in extra]
+    shas = set().union(*(set(f["model_sha256"]) for f in extra_rows)) if extra_rows else set()
+    chosen = []
+    for path in map(Path, run_dirs):
+        if (path / RATINGS).is_file() or (shas and _manifest_sha(path) in shas):
+            chosen.append(read_run(path))
+    if not chosen:
+        return None
+    frames = [Store(chosen).read(), *extra_rows]
+    rows = pd.concat([f for f in frames if len(f)] or [frames[0]], ignore_index=True)
+    rows = rows.drop_duplicates(["rater", "item", "model_sha256"])
+    return summarise(chosen, rows) if len(rows) else None
+
+
+def _manifest_sha(path: Path) -> str:
+    from foolbench.rating.deck import model_sha256
+    from foolbench.rundir import read_manifest
+
+    return model_sha256(read_manifest(path))
