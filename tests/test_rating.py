@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -491,3 +492,13 @@ def test_the_report_says_recognised_by_people_beside_the_lookalike_judge(two, tm
     assert list(people["look-alike judge agrees"]) == [
         agreement_text(r) for r in summary.runs.to_dict("records")
     ]
+
+
+def test_the_readme_states_the_rules_the_code_applies():
+    prose = re.sub(r"\s+", " ", (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8"))
+    threshold = f"{CONTROL_THRESHOLD:.0%}".replace("%", " %")
+    assert f"answered at least {MIN_CONTROLS} real images and got at least {threshold} of them right" in prose
+    assert (
+        f'its target label, {("one", "two", "three", "four")[FOILS - 1]} foils and "none of these"' in prose
+    )
+    assert f"picks the target 1 time in {FOILS + 2}" in prose
