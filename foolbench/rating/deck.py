@@ -150,7 +150,15 @@ def build_deck(run_dirs, data: str | Path | None = None, controls: int = 1, seed
         if run.path.resolve() not in seen:
             seen.add(run.path.resolve())
             runs.append(run)
-    items = [_champion(run, i, seed) for run in runs for i in range(len(run.champions.files))]
+    # a champion of a defence's `fooling` class shows no class a person could name: it is not rated
+    items = [
+        _champion(run, i, seed)
+        for run in runs
+        for i in range(len(run.champions.files))
+        if int(run.champions.classes[i]) < len(run.labels)
+    ]
+    if not items:
+        raise FoolbenchError("the runs have no champion of a class a person could name; nothing to rate")
     control_items, sources = _controls(runs, items, data, controls, seed)
     return Deck(items + control_items, runs, sources, seed)
 
@@ -166,7 +174,7 @@ def _champion(run: RatedRun, i: int, seed: int) -> Item:
         kind=CHAMPION,
         image=f"{run.path.name}/{file}",
         target_class=cls,
-        target=run.labels[cls] if cls < len(run.labels) else ch.labels[cls],
+        target=run.labels[cls],
         options=options(run.labels, cls, seed, item_id),
         run=str(run.path),
         model_sha256=run.model_sha256,

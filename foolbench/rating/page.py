@@ -29,7 +29,8 @@ def template() -> str:
 
 
 def render(config: dict) -> str:
-    """The page with `config` embedded as JSON that cannot end its script element."""
+    """The page with `config` embedded as JSON that cannot end its script element, allowed to run its
+    own script only (a Content-Security-Policy naming that script's hash), wherever it is opened."""
     text = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
     for char, escaped in (
         ("<", "\\u003c"),
@@ -39,7 +40,11 @@ def render(config: dict) -> str:
         ("\u2029", "\\u2029"),
     ):
         text = text.replace(char, escaped)
-    return template().replace(PLACEHOLDER, text)
+    policy = (
+        f"default-src 'none'; script-src '{script_hash()}'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'none'; base-uri 'none'"
+    )
+    return template().replace("__POLICY__", policy).replace(PLACEHOLDER, text)
 
 
 def script_hash() -> str:
