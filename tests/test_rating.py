@@ -250,7 +250,7 @@ def test_rate_serves_on_loopback_prints_the_url_and_counts_the_session(two, fool
     assert said[-1] == "1 answers saved in this session."
     result = foolbench("rate", *two, "--summary")
     assert result.returncode == 0 and "not rated" in result.stdout  # one control answered: nobody counts yet
-    assert "| ana | 1 of 1 (100%) | 0 | no: 1 controls answered, fewer than 5 |" in result.stdout
+    assert "| ana | 1 of 1 (100 %) | 0 | no: 1 controls answered, fewer than 5 |" in result.stdout
 
 
 # -- what the server refuses ---------------------------------------------------------------------------------

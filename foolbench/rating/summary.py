@@ -76,7 +76,7 @@ class Summary:
             {
                 "rater": r["rater"],
                 "controls right": [
-                    f"{k} of {n}" + (f" ({k / n:.0%})" if n else "")
+                    f"{k} of {n}" + (f" ({k / n:.0%})".replace("%", " %") if n else "")
                     for k, n in zip(r["controls_right"], r["controls"], strict=True)
                 ],
                 "champions rated": r["champions"],
