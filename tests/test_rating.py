@@ -502,3 +502,28 @@ def test_the_readme_states_the_rules_the_code_applies():
         f'its target label, {("one", "two", "three", "four")[FOILS - 1]} foils and "none of these"' in prose
     )
     assert f"picks the target 1 time in {FOILS + 2}" in prose
+
+
+# -- people as a judge (a scoring protocol counts a class people recognise as not fooled) --------------------
+def test_the_people_judge_recognises_exactly_the_champions_people_recognised(two):
+    from foolbench.rating.judge import people_judge
+    from foolbench.rundir import read_champions
+
+    assert people_judge(two) is None  # nobody has rated: nothing changes
+    deck = build_deck(two)
+    recognised = deck.champions[2]
+    rows = [answer_row(c, "ana", c.options, c.target, 1.0) for c in deck.controls]
+    rows += [
+        answer_row(c, "ana", c.options, c.target if c is recognised else NONE, 1.0)
+        for c in deck.champions[:5]
+    ]
+    Store(deck.runs).add(rows)
+    judge = people_judge(two)
+    assert judge.name == "people (1 rater)"
+    for path in two:
+        champions = read_champions(path)
+        images = champions.images()
+        mine = [c.champion == f and c.run == str(path) for f in champions.files for c in [recognised]]
+        assert judge.recognised(images, champions.classes).tolist() == mine
+        assert judge.rated(images, champions.classes).tolist() == [path == two[0]] * 5
+        assert not judge.recognised(1 - images, champions.classes).any()  # another image of the class

@@ -39,7 +39,7 @@ RULE = (
 @dataclass
 class Summary:
     raters: pd.DataFrame  # rater, controls, controls_right, counted, why
-    champions: pd.DataFrame  # run, class, label, raters, picked, recognised, lookalike
+    champions: pd.DataFrame  # run, class, file, label, raters, picked, recognised, lookalike
     runs: pd.DataFrame  # run, model, attack, seed, champions, rated, recognised, raters, lookalike_*
     stale: int = 0  # rows of champion images that are no longer the run's
     notes: list[str] = field(default_factory=list)
@@ -192,6 +192,7 @@ def _champions(runs: list[RatedRun], kept: pd.DataFrame, images: dict) -> pd.Dat
                 {
                     "run": str(run.path),
                     "class": int(cls),
+                    "file": f,
                     "label": run.champions.labels.get(int(cls), str(cls)),
                     "raters": n,
                     "picked": k,
@@ -199,7 +200,7 @@ def _champions(runs: list[RatedRun], kept: pd.DataFrame, images: dict) -> pd.Dat
                     "lookalike": verdicts.get(f),
                 }
             )
-    columns = ["run", "class", "label", "raters", "picked", "recognised", "lookalike"]
+    columns = ["run", "class", "file", "label", "raters", "picked", "recognised", "lookalike"]
     return pd.DataFrame(out, columns=columns)
 
 
