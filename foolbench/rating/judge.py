@@ -66,3 +66,29 @@ def _channels(path: Path) -> int:
 
     with Image.open(path) as img:
         return 1 if img.mode in ("L", "1", "I", "I;16") else 3
+
+
+@dataclass
+class EitherJudge:
+    """Several judges as one: an image is recognised when any of them recognises it (a look-alike, or a
+    champion people recognised); its name names them all, so a row says which judges decided."""
+
+    judges: tuple
+
+    @property
+    def name(self) -> str:
+        return " or ".join(j.name for j in self.judges)
+
+    def recognised(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(classes), dtype=bool)
+        for judge in self.judges:
+            found |= np.asarray(judge.recognised(images, classes), dtype=bool)
+        return found
+
+
+def either(*judges):
+    """The judges given that exist, as one judge (None when there are none)."""
+    present = tuple(j for j in judges if j is not None)
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else EitherJudge(present)
