@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import export, tiny
@@ -527,3 +528,16 @@ def test_the_people_judge_recognises_exactly_the_champions_people_recognised(two
         assert judge.recognised(images, champions.classes).tolist() == mine
         assert judge.rated(images, champions.classes).tolist() == [path == two[0]] * 5
         assert not judge.recognised(1 - images, champions.classes).any()  # another image of the class
+
+
+def test_either_judge_recognises_what_any_judge_does_and_names_them_all():
+    from types import SimpleNamespace
+
+    from foolbench.rating.judge import either
+
+    zeros = SimpleNamespace(name="lookalike (mnist-heldout)", recognised=lambda x, c: c == 0)
+    odd = SimpleNamespace(name="people (2 raters)", recognised=lambda x, c: c % 2 == 1)
+    assert either(None, None) is None and either(None, zeros) is zeros
+    both = either(zeros, odd)
+    assert both.name == "lookalike (mnist-heldout) or people (2 raters)"
+    assert both.recognised(None, np.arange(5)).tolist() == [True, True, False, True, False]
