@@ -145,11 +145,11 @@ class Store:
                 with FileLock(_lock(path), timeout=LOCK_TIMEOUT):
                     old = self._checked(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
                     seen = set(zip(old["rater"], old["item"], strict=True))
-                    fresh = [
-                        r
-                        for r in new
-                        if (r["rater"], r["item"]) not in seen and not seen.add((r["rater"], r["item"]))
-                    ]
+                    fresh = []
+                    for row in new:  # a rater's first answer to an image is the one that stands
+                        if (row["rater"], row["item"]) not in seen:
+                            seen.add((row["rater"], row["item"]))
+                            fresh.append(row)
                     if fresh:
                         _append(path, fresh)
                     written += len(fresh)
