@@ -541,3 +541,31 @@ def test_either_judge_recognises_what_any_judge_does_and_names_them_all():
     both = either(zeros, odd)
     assert both.name == "lookalike (mnist-heldout) or people (2 raters)"
     assert both.recognised(None, np.arange(5)).tolist() == [True, True, False, True, False]
+
+
+def test_a_leaderboard_row_says_recognised_by_people_where_ratings_exist(two):
+    from foolbench.api import load_model
+    from foolbench.experiments.score import make_row
+    from foolbench.protocol import load_protocol
+    from foolbench.rundir import read_manifest
+
+    model = load_model(read_manifest(two[0])["models"][0]["path"])
+    proto = load_protocol("v1")
+    runs = {"direct": [two[0]], "cppn": [two[1]]}
+
+    def row():
+        return make_row("tiny", "sha", model, proto, proto.suite_for(1), runs, None)
+
+    assert "people_recognised" not in row()  # nobody rated: the row is as before
+    deck = build_deck(two)
+    recognised = {deck.champions[1].id, deck.champions[4].id, deck.champions[8].id}
+    rows = [answer_row(c, "ana", c.options, c.target, 1.0) for c in deck.controls]
+    rows += [
+        answer_row(c, "ana", c.options, c.target if c.id in recognised else NONE, 1.0) for c in deck.champions
+    ]
+    bob = {deck.champions[1].id, deck.champions[2].id, deck.champions[3].id}
+    rows += [answer_row(c, "bob", c.options, c.target, 1.0) for c in deck.controls]
+    rows += [answer_row(c, "bob", c.options, c.target if c.id in bob else NONE, 1.0) for c in deck.champions]
+    Store(deck.runs).add(rows)
+    cells = row()
+    assert (cells["people_recognised"], cells["people_raters"]) == ("5 of 10", 2)  # ties count as recognised

@@ -35,6 +35,7 @@ from foolbench.protocol import (
     stepped,
     toml_text,
 )
+from foolbench.rating.summary import people_cells
 from foolbench.runner import RunRequest, ensure_run, run_state
 from foolbench.text import safe_name
 
@@ -241,6 +242,7 @@ def make_row(
     fvr = (base or {}).get("fooling_vs_real") or {}
     row["baseline_median"] = base["median_confidence"] if base else None
     row["fooling_auroc"] = fvr.get("auroc")
+    row |= people_cells([d for dirs in runs.values() for d in dirs])  # where people rated the champions
     return row
 
 

@@ -290,3 +290,13 @@ def _manifest_sha(path: Path) -> str:
     from foolbench.rundir import read_manifest
 
     return model_sha256(read_manifest(path))
+
+
+def people_cells(run_dirs) -> dict:
+    """A leaderboard row's cells from people's ratings of the runs it was scored from: the champions
+    recognised by people ("k of n") and how many raters counted; none where nobody counted rated them."""
+    summary = summarise_found(run_dirs)
+    if summary is None or summary.champions.empty:
+        return {}
+    k, n = int(summary.runs["recognised"].sum()), int(summary.runs["rated"].sum())
+    return {"people_recognised": f"{k} of {n}", "people_raters": int(summary.raters["counted"].sum())}
