@@ -116,21 +116,21 @@ def suite_judge(suite: Suite, real: RealImages | None, model, side: int) -> tupl
 def run_curve(run_dir: Path, real: RealImages, judge: Judge | None, channels: int) -> dict:
     """One run read at its snapshots: the queries, each class's fooled share (0 where recognised), the
     classes recognised and the target confidences at the end."""
-    queries, shares, recognised = [], [], None
+    queries, shares, confidences, recognised = [], [], [], []
     for snap in rundir.read_snapshots(run_dir):
         conf = snap.results["confidence"].to_numpy(dtype=np.float64)
         seen = np.zeros(len(conf), dtype=bool)
         if judge is not None:
             seen = judge.recognised(snap.images(channels), snap.results["class"].to_numpy())
         queries.append(snap.queries)
-        shares.append(np.where(seen, 0.0, fooled_share(conf, real.yardstick)))
-        recognised, final = seen, conf
+        shares.append([float(x) for x in np.where(seen, 0.0, fooled_share(conf, real.yardstick))])
+        confidences.append([float(x) for x in conf])
+        recognised.append([bool(x) for x in seen])
     return {
         "queries": queries,
-        "shares": [list(map(float, s)) for s in shares],
-        "recognised": int(recognised.sum()) if judge is not None else None,
-        "confidence": list(map(float, final)),
-        "recognised_classes": [bool(r) for r in recognised],
+        "shares": shares,  # [snapshot][class]
+        "confidence": confidences,  # the champions' target-class confidence, [snapshot][class]
+        "recognised": recognised,  # [snapshot][class]: the judge saw the class in the champion
     }
 
 
@@ -195,7 +195,7 @@ def v3_cells(
                 per_seed.setdefault(i, []).append(curve)
                 areas.append(curve_area([curve], start, end))
                 at_end.append(curve_at([curve], end))
-                final = np.where(c["recognised_classes"], -np.inf, c["confidence"])
+                final = np.where(c["recognised"][-1], -np.inf, c["confidence"][-1])
                 fpr.append(fpr_at_tpr(real.yardstick, final)[0])
                 all_final.extend(final[np.isfinite(final)])
             ends[attack.name], fprs[attack.name] = at_end, fpr
@@ -203,7 +203,7 @@ def v3_cells(
             cells |= {
                 f"{attack.name}_score": _mean(areas),
                 f"{attack.name}_end": _mean(at_end),
-                f"{attack.name}_recognised": _mean([c["recognised"] for c in curves])
+                f"{attack.name}_recognised": _mean([sum(c["recognised"][-1]) for c in curves])
                 if judge is not None and curves
                 else None,
                 f"{attack.name}_median": _mean([s["median_confidence"] for s in summaries]),
