@@ -71,11 +71,12 @@ def margins(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def seed_scores(name: str) -> dict:
+    """Every measure's score per seed for one model, from its v3 work folder."""
     from foolbench import rundir
     from foolbench.data.labelled import labelled
-    from foolbench.experiments.score import v2_cells
+    from foolbench.experiments.score import run_v2
     from foolbench.fileio import read_json
-    from foolbench.protocol import curve_area, curve_at, fooled_share, load_protocol, rank_curve
+    from foolbench.protocol import curve_area, curve_at, fooled_share, rank_curve
     from foolbench.resolve import load_model
 
     work = work_of(name)
@@ -88,78 +89,53 @@ def seed_scores(name: str) -> dict:
     digits = labelled("mnist-heldout")
     real_margin = margins(model, digits.images, digits.labels)[right]
 
-    def share_fn(kind):
+    def shares(kind: str, c: dict, s: int, snap) -> np.ndarray:
+        conf = np.asarray(c["confidence"][s])
         if kind == "ties-half":
-            return lambda conf, **_: ties_half(conf, yardstick)
-        if kind == "margin":
-            return lambda conf, margin, **_: fooled_share(margin, real_margin)
-        return lambda conf, **_: fooled_share(conf, yardstick)
+            v = ties_half(conf, yardstick)
+        elif kind == "margin":
+            images = snap.images(model.spec.channels)
+            v = fooled_share(margins(model, images, snap.results["class"].to_numpy()), real_margin)
+        else:
+            v = fooled_share(conf, yardstick)
+        return v if kind == "no-judge" else np.where(c["recognised"][s], 0.0, v)
 
     measures = {}
     for kind in ("v3", "ties-half", "end", "no-judge", "margin", "worst-area"):
         per_seed: dict[int, list] = {}
-        share = share_fn(kind)
-        for attack, runs in record["runs"].items():
+        for runs in record["runs"].values():
             for i, (run_dir, c) in enumerate(runs.items()):
-                rows = []
-                for s, snap in enumerate(rundir.read_snapshots(Path(run_dir))):
-                    conf = np.asarray(c["confidence"][s])
-                    margin = None
-                    if kind == "margin":
-                        images = snap.images(model.spec.channels)
-                        margin = margins(model, images, snap.results["class"].to_numpy())
-                    v = share(conf, margin=margin)
-                    if kind != "no-judge":
-                        v = np.where(c["recognised"][s], 0.0, v)
-                    rows.append(v)
+                snaps = rundir.read_snapshots(Path(run_dir))
+                rows = [shares(kind, c, s, snap) for s, snap in enumerate(snaps)]
                 per_seed.setdefault(i, []).append(rank_curve(c["queries"], rows))
         if kind == "end":
-            scores = [curve_at(curves, end) for curves in per_seed.values()]
+            measures[kind] = [curve_at(curves, end) for curves in per_seed.values()]
         elif kind == "worst-area":
-            scores = [max(curve_area([c], start, end) for c in curves) for curves in per_seed.values()]
+            measures[kind] = [
+                max(curve_area([c], start, end) for c in curves) for curves in per_seed.values()
+            ]
         else:
-            scores = [curve_area(curves, start, end) for curves in per_seed.values()]
-        measures[kind] = scores
-    proto = load_protocol("v3")
-    data = {"protocol": {"version": "v3-as-v2", "seeds": list(proto.seeds), "score": "nines-auc",
-                         "headline": "worst", "lookalikes": True},
-            "suite": {"grey": {"channels": 1, "attacks": {a.name: {"preset": a.preset, **(
-                {"steps": a.steps} if a.steps else {"evaluations": a.evaluations})}
-                for a in proto.suites["grey"].attacks}}}}  # fmt: skip
-    from foolbench.protocol import protocol_from_dict
-
-    v2 = protocol_from_dict(data, "v2 rules")
-    runs = {a: [Path(d) for d in r] for a, r in record["runs"].items()}
-    cells = v2_cells(v2, v2.suites["grey"], runs)
-    worst = []
-    for i in range(len(proto.seeds)):
-        worst.append(max(_v2_run(Path(list(r)[i])) for r in record["runs"].values()))
-    measures["v2"] = worst
-    assert abs(np.mean(worst) - cells["fooling_score"]) < 1e-9
+            measures[kind] = [curve_area(curves, start, end) for curves in per_seed.values()]
+    seeds = len(next(iter(record["runs"].values())))
+    measures["v2"] = [
+        max(run_v2(Path(list(runs)[i]), True)["score"] for runs in record["runs"].values())
+        for i in range(seeds)
+    ]
     return {
         k: {"seeds": v, "mean": float(np.mean(v)), "low": float(min(v)), "high": float(max(v))}
         for k, v in measures.items()
     }
 
 
-def _v2_run(run_dir: Path) -> float:
-    from foolbench.experiments.score import run_v2
-
-    return run_v2(run_dir, True)["score"]
-
-
 def ordering(results: dict) -> dict:
     """Per measure: whether PGD < each defence < each plain LeNet, every step beyond seed noise."""
+    steps = [(r, d) for r in ROBUST for d in DEFENDED] + [(d, p) for d in DEFENDED for p in PLAIN]
+    steps = [(a, b) for a, b in steps if a in results and b in results]
     out = {}
-    for measure in next(iter(results.values())):
-
-        def apart(a, b):
-            return results[a][measure]["high"] < results[b][measure]["low"]
-
-        have = set(results)
-        steps = [(r, d) for r in ROBUST for d in DEFENDED] + [(d, p) for d in DEFENDED for p in PLAIN]
-        steps = [(a, b) for a, b in steps if a in have and b in have]
-        out[measure] = {f"{a} < {b}": bool(apart(a, b)) for a, b in steps}
+    for measure in next(iter(results.values()), {}):
+        out[measure] = {
+            f"{a} < {b}": results[a][measure]["high"] < results[b][measure]["low"] for a, b in steps
+        }
     return out
 
 

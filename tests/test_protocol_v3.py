@@ -33,11 +33,11 @@ from foolbench.protocol import (
 )
 from foolbench.report.leaderboard import ranked, read_leaderboard, render
 
-# v3 at test size: the grey suite with one black-box and one white-box attack, three seeds.
+# v3 at test size: the grey suite with one black-box and one white-box attack, two seeds.
 TINY_V3 = """
 [protocol]
 version = "t3"
-seeds = [0, 1, 2]
+seeds = [0, 1]
 score = "real-rank"
 headline = "worst"
 never_target = ["fooling"]
@@ -274,8 +274,12 @@ def test_degenerate_models_are_listed_not_ranked(gamed):
         assert "below suite grey's floor of 90%" in row["not_ranked_why"]
         # under v2's rules each ranks above the model it was made from, beyond seed noise
         assert _more_robust(v2, name, "source"), name
-    # and were it ranked, no degenerate model would look harder to fool: ties count as fooled
-    assert v3.loc["constant", "fooling_score"] >= v3.loc["source", "fooling_score_low"]
+    # uniform output ties every image with every real one, and ties count as fooled: the most fooled
+    # score there is; a constant answer cannot be moved off its one class (1 of 10 fooled), so it is the
+    # accuracy floor, not the measure, that keeps it from the top
+    assert v3.loc["uniform", "fooling_score"] == 1.0
+    assert v3.loc["constant", "fooling_score"] == pytest.approx(0.1)
+    assert v3.loc["constant", "fooling_score_high"] < v3.loc["source", "fooling_score_low"]
     table = ranked(read_leaderboard(gamed / "board.csv"))
     assert (
         table.set_index("name").loc[["constant", "uniform", "clipped", "unconvertible"], "rank"].isna().all()
@@ -293,6 +297,11 @@ def test_a_model_escaping_the_gradient_attacks_is_not_ranked(gamed):
     assert row["attacks_scored"] == "without gradient" and row["ranked"] == "false"
     assert "onnx2torch" in row["not_ranked_why"] and "foolbench.load_model(module" in row["not_ranked_why"]
     assert row["accuracy"] > 0.95  # it is a working classifier: only the missing attack keeps it off
+    # which matters: without the gradient attack it would look harder to fool than its source
+    assert (
+        row["fooling_score_high"]
+        < read_leaderboard(gamed / "board.csv").set_index("name").loc["source", "fooling_score_low"]
+    )
     v2 = _v2_rows(gamed)  # v2's rules rank it all the same, on the black-box attack alone
     assert v2.loc["unconvertible", "attacks_scored"] == "without gradient"
     assert pd.notna(v2.loc["unconvertible", "fooling_score"])
