@@ -319,7 +319,7 @@ def score(
     model,
     name: str | None = None,
     *,
-    protocol: str = "v3",
+    protocol: str = "v1",
     out: str | Path | None = None,
     leaderboard: str | Path | None = None,
     progress: bool = False,

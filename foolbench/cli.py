@@ -438,7 +438,7 @@ def report_cmd(paths, out, title):
 @click.option("--name", help="Its name on the leaderboard (default: the model's name).")
 @click.option(
     "--protocol",
-    default="v3",
+    default="v1",
     show_default=True,
     help="Scoring protocol: a version in attacks/protocols/ or a .toml file.",
 )
