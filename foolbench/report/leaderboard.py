@@ -213,7 +213,17 @@ def render(df: pd.DataFrame, fmt: str = "md") -> str:
 # rest (v1-style figures, per-seed extremes, look-alikes) is folded below it with the provenance.
 _FOLDED_V2 = ("_evals_to_99", "_median", "_classes_at_99", "_score_min", "_score_max", "_lookalikes")
 # v3 rows fold the per-attack end states and judge counts, and where the real images came from
-_FOLDED_V3 = ("_end", "_recognised", "real_images", "real_data", "judge", "baseline_median", "fooling_auroc")
+_FOLDED_V3 = (
+    "_end",
+    "_recognised",
+    "ranked",
+    "real_images",
+    "real_data",
+    "judge",
+    "fpr_at_95_tpr",
+    "baseline_median",
+    "fooling_auroc",
+)
 PROVENANCE = ("model_sha256", "classes", "input_size", "protocol", "foolbench", "date")
 
 
