@@ -138,8 +138,8 @@ class Protocol:
         have = ", ".join(f"{s.name} ({_takes_text(s)})" for s in self.suites.values())
         size = f"{channels}-channel models" + (f" {side} pixels wide" if side is not None else "")
         raise FoolbenchError(
-            f"protocol {self.version} has no suite for {size} (it has {have}); "
-            "pass --channels or --input-size to say how the model wants its input"
+            f"protocol {self.version} has no suite for {size} (it has {have}); score it under another "
+            "protocol (--protocol v2), or pass --channels/--input-size if its input was read wrongly"
         )
 
     def classes_for(self, k: int, labels: list[str] | None = None) -> list[int]:
