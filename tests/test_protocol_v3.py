@@ -336,6 +336,27 @@ def test_the_leaderboard_shows_v3_rows(gamed):
     assert "–" in text  # not measured is a dash, never 0
 
 
+def test_a_module_without_a_card_gets_its_suites_real_images(tmp_path, monkeypatch):
+    """foolbench.score on a torch module: a grey 28x28 net with no card is read against the held-out
+    digits by class index; an untrained one is listed, not ranked, for its accuracy."""
+    import foolbench
+    from conftest import tiny
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t3.toml").write_text(TINY_V3.replace("seeds = [0, 1]", "seeds = [0]"))
+    scored = foolbench.score(tiny(), "untrained", protocol=str(tmp_path / "t3.toml"), input_size=(1, 28, 28))
+    row = scored.row
+    assert (row["suite"], row["real_data"], row["real_images"], row["ranked"]) == (
+        "grey",
+        "mnist-heldout",
+        1000,
+        "false",
+    )
+    assert row["accuracy"] < 0.5 and "below suite grey's floor" in row["not_ranked_why"]
+    assert row["judge"] == "lookalike (mnist-heldout)" and row["fooling_score"] is not None
+    assert (scored.run_dir / "v3.json").is_file() and len(pd.read_csv(scored.run_dir / "real.csv")) == 1000
+
+
 def test_an_all_nan_model_is_one_line_and_writes_nothing(lenet, tmp_path, foolbench):
     model = gamed_copy(lenet, tmp_path / "nan.onnx", "nan")
     (tmp_path / "t3.toml").write_text(TINY_V3)
