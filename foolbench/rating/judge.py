@@ -92,3 +92,14 @@ def either(*judges):
     if not present:
         return None
     return present[0] if len(present) == 1 else EitherJudge(present)
+
+
+def with_people(judge, judge_text: str, run_dirs) -> tuple:
+    """A protocol's judge joined by people's where people rated the runs: (judge, the text a row shows
+    for it, naming both). Without ratings, the judge and its text as they were."""
+    people = people_judge(run_dirs)
+    if people is None:
+        return judge, judge_text
+    if judge is None:
+        return people, people.name
+    return either(judge, people), f"{judge_text} or {people.name}"

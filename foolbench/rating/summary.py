@@ -299,4 +299,4 @@ def people_cells(run_dirs) -> dict:
     if summary is None or summary.champions.empty:
         return {}
     k, n = int(summary.runs["recognised"].sum()), int(summary.runs["rated"].sum())
-    return {"people_recognised": f"{k} of {n}", "people_raters": int(summary.raters["counted"].sum())}
+    return {"recognised_by_people": f"{k} of {n}", "people_raters": int(summary.raters["counted"].sum())}
