@@ -679,6 +679,60 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     click.echo(f"report: {index}")
 
 
+# -- rate ----------------------------------------------------------------------------------------------
+@cli.command("rate")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write ratings.csv into this folder (default: each run's own directory).",
+)
+@click.option("--data", type=click.Path(), help="Real images for the controls: one sub-folder per class.")
+@click.option(
+    "--controls", type=click.IntRange(1), default=1, show_default=True, help="Real images per champion."
+)
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Draws the controls and foils."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 (default: a free one)."
+)
+@click.option(
+    "--static", "static_html", type=click.Path(path_type=Path), help="Write one self-contained page instead."
+)
+@click.option(
+    "--import",
+    "import_csv",
+    type=click.Path(path_type=Path),
+    help="Take in a CSV the static page downloaded.",
+)
+@click.option("--summary", is_flag=True, help="Print what the ratings say, and serve nothing.")
+def rate_cmd(run_dirs, out, data, controls, seed, port, static_html, import_csv, summary):
+    """Would a person recognise the champions of RUN_DIR...? Serve a page on this machine that shows
+    them one at a time, mixed with real images of their classes, and records each answer.
+
+    The page offers the target label, three other labels of the model and "none of these" (keys A S D F
+    and N); answers go to ratings.csv as they come, and a rater who comes back carries on where they
+    stopped. `foolbench report` and `--summary` show which champions people recognised.
+    """
+    from foolbench.rating import command
+
+    if sum(map(bool, (static_html, import_csv, summary))) > 1:
+        raise FoolbenchError("--static, --import and --summary are separate modes; give one of them")
+    if summary:
+        click.echo(command.summary(run_dirs, out), nl=False)
+    elif static_html:
+        path, what = command.static(run_dirs, static_html, data, controls, seed)
+        click.echo(f"{path}: a page rating {what}; its answers are downloaded as a CSV for --import")
+    elif import_csv:
+        written, already, store = command.import_(run_dirs, import_csv, out, data, controls, seed)
+        click.echo(
+            f"{import_csv}: {written} answers added to {command.where(store)} ({already} already there)"
+        )
+    else:
+        command.serve(run_dirs, out, data, controls, seed, port, say=click.echo)
+
+
 def main() -> None:
     try:
         rv = cli.main(standalone_mode=False)

@@ -10,7 +10,7 @@ one place that says what each key is and where it comes from:
 
 A user's own images (`--data DIR`, one sub-folder per class) are read by `image_folder`. Class
 names come back as they are (folder names, or the digits "0"-"9"); matching them to a model's
-labels is the caller's (`experiments.baseline.match_classes`), since only it has the model.
+labels is the caller's (`data.photos.match_classes`), since only it has the model.
 """
 
 from __future__ import annotations
