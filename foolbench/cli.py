@@ -319,9 +319,11 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
-    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
-    "Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), cifar10 (CIFAR-10's 10,000 test images, from $FOOLBENCH_DATA/cifar10), "
+    "skimage (scikit-image's 8 photos, unlabelled) or DIR: a CIFAR-10 copy (its test split; torchvision or "
+    "ImageFolder layout, or its .tar.gz), or one sub-folder per class, named by label, ignoring case, spaces "
+    "and underscores, or by class index. Default: mnist for digit models, cifar10 for CIFAR-10 models "
+    "where it is found, else skimage.",
 )
 @click.option(
     "--runs",

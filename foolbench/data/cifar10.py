@@ -111,6 +111,14 @@ def locate_cifar10(given: str | Path | None = None) -> Path:
     return locate(NAME, given, aliases=ALIASES, what=WHAT)
 
 
+def find_cifar10(path: str | Path) -> Path | None:
+    """The CIFAR-10 copy at or under `path` (as `--data` may name it), or None if it holds none."""
+    try:
+        return _source(Path(path)) if Path(path).exists() else None
+    except FoolbenchError:
+        return None
+
+
 def load_cifar10(given: str | Path | None = None) -> Cifar10Data:
     """Both splits of the user's CIFAR-10 (see the module's docstring for where and what)."""
     root = locate_cifar10(given)
