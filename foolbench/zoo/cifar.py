@@ -239,6 +239,7 @@ class Cifar10Task:
             "whitening": f"2x2 patch covariance of the first {WHITEN_IMAGES} training images; its bias "
             f"trains for {WHITEN_BIAS_EPOCHS} epochs",
             "threads": THREADS,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the instruction set changes the floats
         }
 
 
