@@ -108,8 +108,9 @@ def _build_mnist(entry: Entry, recipe: Recipe, seed: int, data, progress: bool, 
         "confident_on_noise": noise_figures(module_probs(module)),
     }
     if recipe.method == "pgd":
+        attack = {**ATTACK, "eps": recipe.eps}
         figures |= _robust(
-            module, as_images(digits.test_x), digits.test_y, recipe, {**ATTACK, "eps": recipe.eps}, progress
+            module, as_images(digits.test_x), digits.test_y, recipe.attack_digits, attack, progress
         )
     accuracy_ = figures.pop("accuracy")
     extra = {"recipe": recipe_facts(recipe), "final_loss": facts["final_loss"], **figures}
