@@ -190,7 +190,7 @@ def test_cheap_pgd_build_is_more_robust_than_plain_lenet(tmp_path, lenet):
     [
         (
             {"name": "lenet-mnist", "epochs": 3},
-            "--epochs: only lenet-mnist-pgd, .*lenet-mnist-defended take it",
+            "--epochs: only lenet-mnist-pgd, .*lenet-mnist-defended, airnet-cifar10, .* take it",
         ),
         (
             {"name": "efficientnet-lite0", "attack_digits": 10},
