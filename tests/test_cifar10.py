@@ -217,3 +217,15 @@ def test_the_full_data_set_has_its_sizes_and_classes(monkeypatch):
     assert data.train_x.shape == (50000, 3, 32, 32) and data.test_x.shape == (10000, 3, 32, 32)
     assert np.bincount(data.train_y).tolist() == [5000] * 10
     assert np.bincount(data.test_y).tolist() == [1000] * 10
+
+
+def test_cifar10_test_is_a_labelled_key_for_scoring_suites(tmp_path):
+    from foolbench.data.labelled import labelled
+    from foolbench.protocol import load_protocol
+
+    written = write_folder(tmp_path / "c10")
+    real = labelled("cifar10-test", tmp_path / "c10")
+    assert real.classes == list(CLASSES) and real.labels.tolist() == written["test"][1].tolist()
+    assert np.array_equal((real.images * 255).round().astype(np.uint8), written["test"][0])
+    suite = load_protocol("v3").suite_for(3, 32, None)
+    assert (suite.name, suite.data, suite.judge) == ("cifar", "cifar10-test", None)
