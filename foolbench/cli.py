@@ -242,20 +242,31 @@ def zoo_list():
 
 @zoo.command("build")
 @click.argument("name")
-@click.option("--data", type=click.Path(), help="MNIST folder (torchvision layout) for MNIST models.")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Training seed (MNIST).")
-@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
 @click.option(
-    "--epochs", type=int, help="Robust and defended models: training epochs (default: the zoo recipe's)."
+    "--data",
+    type=click.Path(),
+    help="Training data: an MNIST folder (torchvision layout) for MNIST models; CIFAR-10 (torchvision or "
+    "ImageFolder layout, or its .tar.gz) for CIFAR-10 models, else $FOOLBENCH_DATA/cifar10.",
 )
 @click.option(
-    "--attack-digits", type=int, help="lenet-mnist-pgd: held-out digits its robust accuracy is measured on."
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Training seed (models trained here).",
+)
+@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
+@click.option("--epochs", type=int, help="Models trained here: training epochs (default: the zoo recipe's).")
+@click.option(
+    "--attack-digits",
+    type=int,
+    help="Robust and CIFAR-10 models: held-out images their robust accuracy is measured on.",
 )
 @click.option(
     "--generations",
     type=int,
-    help="lenet-mnist-defended: generations of each run it evolves (default: the preset's).",
+    help="Defended models: generations of each run the defence evolves (default: the preset's).",
 )
 def zoo_build(name, data, seed, weights, out, epochs, attack_digits, generations):
     """Build NAME into zoo/NAME.onnx with its model card; a killed robust or defended build resumes when
@@ -308,9 +319,11 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
-    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
-    "Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), cifar10 (CIFAR-10's 10,000 test images, from $FOOLBENCH_DATA/cifar10), "
+    "skimage (scikit-image's 8 photos, unlabelled) or DIR: a CIFAR-10 copy (its test split; torchvision or "
+    "ImageFolder layout, or its .tar.gz), or one sub-folder per class, named by label, ignoring case, spaces "
+    "and underscores, or by class index. Default: mnist for digit models, cifar10 for CIFAR-10 models "
+    "where it is found, else skimage.",
 )
 @click.option(
     "--runs",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foolbench.data.photos import match_classes
+from foolbench.data.photos import label_key, match_classes
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import write_json
 from foolbench.models.card import FOOLING, real_labels
@@ -72,10 +72,37 @@ def fpr_at_tpr(
 
 # -- real images -------------------------------------------------------------------------------------------
 def default_data(model) -> str:
+    """mnist for digit models; cifar10 for CIFAR-10 models (their card says so, or 10 colour classes
+    at most 64 px wide) when the user's copy is found; else scikit-image's photos."""
     dataset = (model.card.dataset or "").lower()
     if dataset == "mnist" or (dataset != "imagenet" and model.spec.channels == 1):
         return "mnist"
+    if is_cifar10_model(model):
+        from foolbench.data.cifar10 import locate_cifar10
+
+        try:
+            cifar10_classes(model)  # labels that are CIFAR-10's, or none of its
+            locate_cifar10()
+            return "cifar10"
+        except FoolbenchError:
+            pass
     return "skimage"
+
+
+def is_cifar10_model(model) -> bool:
+    """A model for CIFAR-10: its card names the data set, or, with none named, 10 real classes of
+    colour images at most 64 px wide (the size the CIFAR presets draw at)."""
+    from foolbench.presets import SMALL_COLOUR_SIDE, drawing_side
+
+    dataset = (model.card.dataset or "").lower()
+    if dataset in ("cifar10", "cifar-10"):
+        return True
+    return (
+        not dataset
+        and model.spec.channels == 3
+        and real_classes(model) == 10
+        and drawing_side(model) <= SMALL_COLOUR_SIDE
+    )
 
 
 def real_images(data: str, model) -> dict:
@@ -103,6 +130,10 @@ def real_images(data: str, model) -> dict:
             "note": "these photos carry no ImageNet labels, so only the overall median is reported; "
             "the right/wrong medians and the accuracy are null",
         }
+    from foolbench.data.cifar10 import find_cifar10
+
+    if data == "cifar10" or find_cifar10(data) is not None:
+        return cifar10_test(model, None if data == "cifar10" else data)
     from foolbench.data.photos import image_folder
 
     images, folder_labels, classes = image_folder(data)
@@ -115,6 +146,39 @@ def real_images(data: str, model) -> dict:
         "source": f"image folder {Path(data).resolve()} ({len(classes)} classes)",
         "names": [images.path(i) for i in range(len(images))] if len(images) <= PER_IMAGE_LIMIT else None,
     }
+
+
+def cifar10_test(model, given: str | None) -> dict:
+    """CIFAR-10's 10,000 test images (the user's copy, `given` or found through $FOOLBENCH_DATA), with
+    each image's class in the model's label order."""
+    from foolbench.data.cifar10 import load_split
+
+    if real_classes(model) != 10:
+        raise FoolbenchError(
+            f"--data cifar10 needs a 10-class model (or one with an extra '{FOOLING}' class); "
+            f"{model.name} has {model.num_classes} classes"
+        )
+    test = load_split("test", given)
+    index, note = cifar10_classes(model, test.source)
+    x = test.x.astype(np.float32) / np.float32(255.0)
+    return {"images": x, "labels": index[test.y], "source": test.describe(), "names": None} | (
+        {"note": note} if note else {}
+    )
+
+
+def cifar10_classes(model, where: str = "CIFAR-10") -> tuple[np.ndarray, str | None]:
+    """Each CIFAR-10 class's index among the model's classes, by label (case, spaces and underscores
+    ignored); a model whose labels name no CIFAR-10 class ("0".."9") is read in CIFAR-10's order,
+    with a note that says so. Raises if some labels name CIFAR-10 classes and others do not."""
+    from foolbench.data.cifar10 import CLASSES
+
+    labels = real_labels(model.labels)
+    if {label_key(label) for label in labels}.isdisjoint(label_key(c) for c in CLASSES):
+        return np.arange(len(CLASSES)), (
+            "the model's labels name no CIFAR-10 class, so its outputs are read in CIFAR-10's order "
+            "(airplane, automobile, bird, ...)"
+        )
+    return match_classes(list(CLASSES), labels, where), None
 
 
 def real_classes(model) -> int:
