@@ -302,15 +302,9 @@ def test_degenerate_models_are_listed_not_ranked(gamed):
     assert v3.loc["constant", "fooling_score"] == pytest.approx(0.1)
     assert v3.loc["constant", "fooling_score_high"] < v3.loc["source", "fooling_score_low"]
     table = ranked(read_leaderboard(gamed / "board.csv"))
-    assert (
-        table.set_index("name").loc[["constant", "uniform", "clipped", "unconvertible"], "rank"].isna().all()
-    )
-    assert table["rank"].iloc[0] == 1 and table["name"].iloc[-1] in {
-        "constant",
-        "uniform",
-        "clipped",
-        "unconvertible",
-    }
+    listed = ["constant", "uniform", "clipped", "unconvertible", "rounded"]
+    assert table.set_index("name").loc[listed, "rank"].isna().all()
+    assert table["rank"].iloc[0] == 1 and table["name"].iloc[-1] in listed
 
 
 def test_a_model_escaping_the_gradient_attacks_is_not_ranked(gamed):
@@ -328,6 +322,20 @@ def test_a_model_escaping_the_gradient_attacks_is_not_ranked(gamed):
     assert pd.notna(v2.loc["unconvertible", "fooling_score"])
 
 
+def test_a_model_masking_its_gradient_is_not_ranked(gamed):
+    """Rounding the input to 8 bits changes no image the protocol scores, yet zeroes the gradient: the
+    gradient attacks stand still and the model would look harder to fool than its source."""
+    board = read_leaderboard(gamed / "board.csv").set_index("name")
+    row, source = board.loc["rounded"], board.loc["source"]
+    assert row["accuracy"] == source["accuracy"] and row["attacks_scored"] == "all"
+    assert row["gradient_score"] < 0.1 < source["gradient_score"]  # it never moved
+    assert row["fooling_score_high"] < source["fooling_score_low"]  # so, ranked, it would top its source
+    assert (
+        row["ranked"] == "false"
+        and "gradient is zero for every pixel of its real images" in row["not_ranked_why"]
+    )
+
+
 def test_the_leaderboard_shows_v3_rows(gamed):
     text = render(read_leaderboard(gamed / "board.csv"), "md")
     assert "## Protocol t3, grey models" in text and "not_ranked_why" in text
@@ -339,8 +347,9 @@ def test_the_leaderboard_shows_v3_rows(gamed):
 def test_a_module_without_a_card_gets_its_suites_real_images(tmp_path, monkeypatch):
     """foolbench.score on a torch module: a grey 28x28 net with no card is read against the held-out
     digits by class index; an untrained one is listed, not ranked, for its accuracy."""
-    import foolbench
     from conftest import tiny
+
+    import foolbench
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t3.toml").write_text(TINY_V3.replace("seeds = [0, 1]", "seeds = [0]"))

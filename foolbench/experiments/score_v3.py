@@ -112,6 +112,31 @@ def suite_judge(suite: Suite, real: RealImages | None, model, side: int) -> tupl
     return judge, judge.name
 
 
+def gradient_masked(model, real: RealImages | None) -> str | None:
+    """Why the gradient attacks cannot work on the model where its gradient is exactly zero for every
+    pixel of its first few correctly classified real images (a rounding of its input does that, and
+    leaves 8-bit images as they are), else None. A masked model would face the black-box attacks only
+    and look harder to fool than it is; it is listed, not ranked. Checked once, before the runs.
+    (Real images, not noise: a model trained to be flat away from its data, as outlier exposure is,
+    may have no gradient on noise at all, which is what it was trained for.)"""
+    import torch
+
+    if real is None or not real.correct.any():
+        return None
+    module = model.torch_module("logits").eval()
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    for i in np.flatnonzero(real.correct)[:4]:
+        image = torch.from_numpy(np.asarray(real.images[i], dtype=np.float32)[None]).to(device)
+        image.requires_grad_(True)
+        (grad,) = torch.autograd.grad(module(image)[0, real.labels[i]], image)
+        if bool((grad != 0).any()):
+            return None
+    return (
+        "its gradient is zero for every pixel of its real images (masked, e.g. by rounding its input), "
+        "so the gradient attacks cannot move; score the model without the masking"
+    )
+
+
 # -- one run ----------------------------------------------------------------------------------------
 def run_curve(run_dir: Path, real: RealImages, judge: Judge | None, channels: int) -> dict:
     """One run read at its snapshots: the queries, each class's fooled share (0 where recognised), the
@@ -146,6 +171,7 @@ def v3_cells(
     skipped: dict[str, str],
     channels: int,
     out: Path | None = None,
+    masked: str | None = None,
 ) -> dict:
     """The row's v3 cells from the runs' snapshots (written to OUT/v3.json with every curve)."""
     from foolbench.experiments.baseline import auroc, fpr_at_tpr
@@ -180,6 +206,8 @@ def v3_cells(
     if missing:
         why = "; ".join(dict.fromkeys(skipped.get(a, "did not run") for a in missing))
         reasons.append(f"{', '.join(missing)} could not run ({why}); {LOAD_MODEL_HINT}")
+    if masked:
+        reasons.append(masked)
 
     record: dict = {"start": start, "end": end, "runs": {}}
     if real is not None and real.correct.any():
