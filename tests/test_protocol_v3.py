@@ -226,6 +226,7 @@ GAMED = {
     "constant": ("constant", None),
     "uniform": ("uniform", None),
     "unconvertible": ("unconvertible", None),
+    "rounded": ("rounded", None),
 }
 
 
