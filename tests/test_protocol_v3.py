@@ -367,6 +367,46 @@ def test_a_module_without_a_card_gets_its_suites_real_images(tmp_path, monkeypat
     assert (scored.run_dir / "v3.json").is_file() and len(pd.read_csv(scored.run_dir / "real.csv")) == 1000
 
 
+def test_data_replaces_the_suites_real_images(tmp_path, foolbench):
+    """--data DIR: the user's labelled images (folders named by class) are the yardstick and the judge's
+    reference; a folder that names no class of the model is one line before anything runs."""
+    from conftest import export, tiny
+    from PIL import Image
+
+    from foolbench.data.labelled import labelled
+
+    digits = labelled("mnist-heldout")
+    for c in range(10):
+        (tmp_path / "mine" / str(c)).mkdir(parents=True)
+        for k, i in enumerate(np.flatnonzero(digits.labels == c)[:3]):
+            Image.fromarray((digits.images[i][0] * 255).astype(np.uint8)).save(
+                tmp_path / "mine" / str(c) / f"{k}.png"
+            )
+    protocol = tmp_path / "t3.toml"
+    protocol.write_text(TINY_V3.replace("seeds = [0, 1]", "seeds = [0]").split("[suite.grey.attacks.cppn]")[0]
+                        + '[suite.grey.attacks.gradient]\npreset = "gradient"\nsteps = 2\n')  # fmt: skip
+    model = export(tiny(), tmp_path / "tiny.onnx", (1, 1, 28, 28))
+    args = [
+        "score",
+        "--model",
+        model,
+        "--protocol",
+        protocol,
+        "--leaderboard",
+        tmp_path / "b.csv",
+        "--no-progress",
+    ]
+    done = foolbench(*args, "--data", tmp_path / "mine", "--work", tmp_path / "w")
+    assert done.returncode == 0, done.stderr
+    row = read_leaderboard(tmp_path / "b.csv").iloc[0]
+    assert row["real_images"] == 30 and row["real_data"] == str(tmp_path / "mine")
+    assert row["judge"] == f"lookalike ({tmp_path / 'mine'})"
+    (tmp_path / "other" / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "other" / "cat" / "0.png")
+    bad = foolbench(*args, "--data", tmp_path / "other", "--work", tmp_path / "w2")
+    assert bad.returncode == 2 and "names a class of the model" in bad.stderr and not (tmp_path / "w2").exists()
+
+
 def test_an_all_nan_model_is_one_line_and_writes_nothing(lenet, tmp_path, foolbench):
     model = gamed_copy(lenet, tmp_path / "nan.onnx", "nan")
     (tmp_path / "t3.toml").write_text(TINY_V3)

@@ -103,8 +103,17 @@ def suite_judge(suite: Suite, real: RealImages | None, model, side: int) -> tupl
         return None, "none (no real images)"
     images = real.images
     shape = tuple(np.shape(images[0]))
-    if shape != (model.spec.channels, side, side):
+    if shape[1:] != (side, side):
         return None, f"none (the {suite.judge} judge needs champions the size of the real images, {shape})"
+    if shape[0] != model.spec.channels:  # a folder of PNGs reads as RGB: compare as the model sees them
+        import torch
+
+        from foolbench.models.preprocess import match_channels
+
+        images = [
+            match_channels(torch.from_numpy(np.asarray(x))[None], model.spec.channels)[0].numpy()
+            for x in images
+        ]
     try:
         judge = make_judge(suite.judge, images, real.labels, real.data)
     except FoolbenchError as e:
