@@ -404,7 +404,33 @@ def test_data_replaces_the_suites_real_images(tmp_path, foolbench):
     (tmp_path / "other" / "cat").mkdir(parents=True)
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "other" / "cat" / "0.png")
     bad = foolbench(*args, "--data", tmp_path / "other", "--work", tmp_path / "w2")
-    assert bad.returncode == 2 and "names a class of the model" in bad.stderr and not (tmp_path / "w2").exists()
+    assert (
+        bad.returncode == 2 and "names a class of the model" in bad.stderr and not (tmp_path / "w2").exists()
+    )
+
+
+def test_a_suite_without_real_images_for_the_model_lists_it_unranked(tmp_path, foolbench, monkeypatch):
+    """A colour model when no labelled photos can be found: its row says why and is not ranked, and
+    nothing it could not measure reads as 0."""
+    from conftest import export, tiny
+
+    monkeypatch.delenv("FOOLBENCH_DATA", raising=False)
+    protocol = tmp_path / "t3.toml"
+    protocol.write_text(
+        '[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.imagenet]\nchannels = 3\n'
+        'min_side = 65\ndata = "imagenet-sample"\nmin_accuracy = 0.5\nqueries = [50, 300]\n\n'
+        '[suite.imagenet.attacks.gradient]\npreset = "gradient-imagenet"\nsteps = 2\n'
+    )
+    model = export(tiny(channels=3, size=96), tmp_path / "colour.onnx", (1, 3, 96, 96))
+    done = foolbench("score", "--model", model, "--protocol", protocol, "--leaderboard", tmp_path / "b.csv",
+                     "--work", tmp_path / "w", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = read_leaderboard(tmp_path / "b.csv").iloc[0]
+    assert row["suite"] == "imagenet" and row["ranked"] == "false" and pd.isna(row["fooling_score"])
+    assert "$FOOLBENCH_DATA is not set" in row["not_ranked_why"] and pd.isna(row["accuracy"])
+    printed = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line.strip())
+    assert printed["fooling_score"].strip() == printed["accuracy"].strip() == "–"
+    assert printed["gradient_recognised"].strip() == "–"  # no judge: not measured, never 0
 
 
 def test_an_all_nan_model_is_one_line_and_writes_nothing(lenet, tmp_path, foolbench):

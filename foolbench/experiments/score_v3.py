@@ -219,6 +219,10 @@ def v3_cells(
         reasons.append(masked)
 
     record: dict = {"start": start, "end": end, "runs": {}}
+    for attack in suite.attacks:  # every attack's cells, None (shown "–") where not measured
+        summaries = [rundir.read_summary(d) for d in runs.get(attack.name, [])]
+        cells |= dict.fromkeys((f"{attack.name}_{k}" for k in ("score", "end", "recognised")), None)
+        cells[f"{attack.name}_median"] = _mean([s["median_confidence"] for s in summaries])
     if real is not None and real.correct.any():
         per_seed: dict[int, list] = {}
         all_final, ends, fprs = [], {}, {}
@@ -236,14 +240,12 @@ def v3_cells(
                 fpr.append(fpr_at_tpr(real.yardstick, final)[0])
                 all_final.extend(final[np.isfinite(final)])
             ends[attack.name], fprs[attack.name] = at_end, fpr
-            summaries = [rundir.read_summary(d) for d in dirs]
             cells |= {
                 f"{attack.name}_score": _mean(areas),
                 f"{attack.name}_end": _mean(at_end),
                 f"{attack.name}_recognised": _mean([sum(c["recognised"][-1]) for c in curves])
                 if judge is not None and curves
                 else None,
-                f"{attack.name}_median": _mean([s["median_confidence"] for s in summaries]),
             }
         seeds = [curve_area(curves, start, end) for curves in per_seed.values()]
         if seeds:
