@@ -377,6 +377,9 @@ def test_protocol_v3_reading():
         at400.append(v[q <= 400][-1])
     says(f"above {FIGURES.span(at400, share)} of its correctly classified real digits within 400 queries")
     assert record["row"]["fooling_score"] == pytest.approx(lenet.fooling_score)
+    twins = v3.loc[["lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2"]]
+    assert twins["fooling_score_low"].max() <= twins["fooling_score_high"].min()  # "tie with it"
+    says(f"its seed twins tie with it ({FIGURES.span(twins['fooling_score'], lambda x: f'{x:.3f}')})")
 
 
 def test_v3_measures_reading():
