@@ -277,7 +277,7 @@ def leaderboard_v3() -> str:
             r["name"],
             f"{r['fooling_score']:.3f} ({r['fooling_score_low']:.3f}–{r['fooling_score_high']:.3f})",
             r.get("ties") or "–",
-            share(r["accuracy"]),
+            f"{r['accuracy'] * 100:.1f} %",
             *[cell(r, a) for a in attacks],
             f"{r['fooled_at_end']:.3f}",
             r["judge"].split(" (")[0],

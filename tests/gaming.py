@@ -5,7 +5,9 @@ Each copy appends a few nodes after the model's output, so it keeps the source's
 - `clipped`: logits clipped to [-c, c], which ties the top logits of most images;
 - `constant`: always the same answer (class 1); `uniform`: every class equally likely;
 - `unconvertible`: adds the zeros of a ScatterND node, which onnx2torch cannot convert, so the model
-  has no PyTorch form and escapes the gradient attacks; `nan`: NaN for every image.
+  has no PyTorch form and escapes the gradient attacks; `nan`: NaN for every image;
+- `rounded`: rounds its input to 8 bits first, which changes no 8-bit image (every fooling image and
+  real digit is one) but makes the gradient zero everywhere, so gradient ascent cannot move.
 """
 
 from __future__ import annotations
@@ -60,10 +62,31 @@ def _tail(kind: str, raw: str, out: str, classes: int, value: float | None) -> l
     raise ValueError(f"unknown kind {kind!r}")
 
 
+def _rounded_input(graph: onnx.GraphProto) -> None:
+    """Round(x * 255) / 255 in front of the source's first node."""
+    x = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = ["x_rounded" if i == x else i for i in node.input]
+    head = [
+        _const("k255", 255.0),
+        helper.make_node("Mul", [x, "k255"], ["x255"]),
+        helper.make_node("Round", ["x255"], ["x_whole"]),
+        helper.make_node("Div", ["x_whole", "k255"], ["x_rounded"]),
+    ]
+    for i, node in enumerate(head):
+        graph.node.insert(i, node)
+
+
 def gamed_copy(source: Path, out: Path, kind: str, value: float | None = None) -> Path:
-    """`source` with `kind`'s nodes after its output, saved to `out` (its card kept)."""
+    """`source` with `kind`'s nodes after its output (before its input for `rounded`), saved to `out`
+    (its card kept)."""
     model = onnx.load(str(source))
     graph = model.graph
+    if kind == "rounded":
+        _rounded_input(graph)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(out))
+        return out
     output = graph.output[0]
     classes = output.type.tensor_type.shape.dim[1].dim_value
     raw = f"{output.name}_source"

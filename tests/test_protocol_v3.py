@@ -226,6 +226,7 @@ GAMED = {
     "constant": ("constant", None),
     "uniform": ("uniform", None),
     "unconvertible": ("unconvertible", None),
+    "rounded": ("rounded", None),
 }
 
 
@@ -302,15 +303,9 @@ def test_degenerate_models_are_listed_not_ranked(gamed):
     assert v3.loc["constant", "fooling_score"] == pytest.approx(0.1)
     assert v3.loc["constant", "fooling_score_high"] < v3.loc["source", "fooling_score_low"]
     table = ranked(read_leaderboard(gamed / "board.csv"))
-    assert (
-        table.set_index("name").loc[["constant", "uniform", "clipped", "unconvertible"], "rank"].isna().all()
-    )
-    assert table["rank"].iloc[0] == 1 and table["name"].iloc[-1] in {
-        "constant",
-        "uniform",
-        "clipped",
-        "unconvertible",
-    }
+    listed = ["constant", "uniform", "clipped", "unconvertible", "rounded"]
+    assert table.set_index("name").loc[listed, "rank"].isna().all()
+    assert table["rank"].iloc[0] == 1 and table["name"].iloc[-1] in listed
 
 
 def test_a_model_escaping_the_gradient_attacks_is_not_ranked(gamed):
@@ -328,6 +323,20 @@ def test_a_model_escaping_the_gradient_attacks_is_not_ranked(gamed):
     assert pd.notna(v2.loc["unconvertible", "fooling_score"])
 
 
+def test_a_model_masking_its_gradient_is_not_ranked(gamed):
+    """Rounding the input to 8 bits changes no image the protocol scores, yet zeroes the gradient: the
+    gradient attacks stand still and the model would look harder to fool than its source."""
+    board = read_leaderboard(gamed / "board.csv").set_index("name")
+    row, source = board.loc["rounded"], board.loc["source"]
+    assert row["accuracy"] == source["accuracy"] and row["attacks_scored"] == "all"
+    assert row["gradient_score"] < 0.1 < source["gradient_score"]  # it never moved
+    assert row["fooling_score_high"] < source["fooling_score_low"]  # so, ranked, it would top its source
+    assert (
+        row["ranked"] == "false"
+        and "gradient is zero for every pixel of its real images" in row["not_ranked_why"]
+    )
+
+
 def test_the_leaderboard_shows_v3_rows(gamed):
     text = render(read_leaderboard(gamed / "board.csv"), "md")
     assert "## Protocol t3, grey models" in text and "not_ranked_why" in text
@@ -339,8 +348,9 @@ def test_the_leaderboard_shows_v3_rows(gamed):
 def test_a_module_without_a_card_gets_its_suites_real_images(tmp_path, monkeypatch):
     """foolbench.score on a torch module: a grey 28x28 net with no card is read against the held-out
     digits by class index; an untrained one is listed, not ranked, for its accuracy."""
-    import foolbench
     from conftest import tiny
+
+    import foolbench
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t3.toml").write_text(TINY_V3.replace("seeds = [0, 1]", "seeds = [0]"))
@@ -355,6 +365,72 @@ def test_a_module_without_a_card_gets_its_suites_real_images(tmp_path, monkeypat
     assert row["accuracy"] < 0.5 and "below suite grey's floor" in row["not_ranked_why"]
     assert row["judge"] == "lookalike (mnist-heldout)" and row["fooling_score"] is not None
     assert (scored.run_dir / "v3.json").is_file() and len(pd.read_csv(scored.run_dir / "real.csv")) == 1000
+
+
+def test_data_replaces_the_suites_real_images(tmp_path, foolbench):
+    """--data DIR: the user's labelled images (folders named by class) are the yardstick and the judge's
+    reference; a folder that names no class of the model is one line before anything runs."""
+    from conftest import export, tiny
+    from PIL import Image
+
+    from foolbench.data.labelled import labelled
+
+    digits = labelled("mnist-heldout")
+    for c in range(10):
+        (tmp_path / "mine" / str(c)).mkdir(parents=True)
+        for k, i in enumerate(np.flatnonzero(digits.labels == c)[:3]):
+            Image.fromarray((digits.images[i][0] * 255).astype(np.uint8)).save(
+                tmp_path / "mine" / str(c) / f"{k}.png"
+            )
+    protocol = tmp_path / "t3.toml"
+    protocol.write_text(TINY_V3.replace("seeds = [0, 1]", "seeds = [0]").split("[suite.grey.attacks.cppn]")[0]
+                        + '[suite.grey.attacks.gradient]\npreset = "gradient"\nsteps = 2\n')  # fmt: skip
+    model = export(tiny(), tmp_path / "tiny.onnx", (1, 1, 28, 28))
+    args = [
+        "score",
+        "--model",
+        model,
+        "--protocol",
+        protocol,
+        "--leaderboard",
+        tmp_path / "b.csv",
+        "--no-progress",
+    ]
+    done = foolbench(*args, "--data", tmp_path / "mine", "--work", tmp_path / "w")
+    assert done.returncode == 0, done.stderr
+    row = read_leaderboard(tmp_path / "b.csv").iloc[0]
+    assert row["real_images"] == 30 and row["real_data"] == str(tmp_path / "mine")
+    assert row["judge"] == f"lookalike ({tmp_path / 'mine'})"
+    (tmp_path / "other" / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "other" / "cat" / "0.png")
+    bad = foolbench(*args, "--data", tmp_path / "other", "--work", tmp_path / "w2")
+    assert (
+        bad.returncode == 2 and "names a class of the model" in bad.stderr and not (tmp_path / "w2").exists()
+    )
+
+
+def test_a_suite_without_real_images_for_the_model_lists_it_unranked(tmp_path, foolbench, monkeypatch):
+    """A colour model when no labelled photos can be found: its row says why and is not ranked, and
+    nothing it could not measure reads as 0."""
+    from conftest import export, tiny
+
+    monkeypatch.delenv("FOOLBENCH_DATA", raising=False)
+    protocol = tmp_path / "t3.toml"
+    protocol.write_text(
+        '[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.imagenet]\nchannels = 3\n'
+        'min_side = 65\ndata = "imagenet-sample"\nmin_accuracy = 0.5\nqueries = [50, 300]\n\n'
+        '[suite.imagenet.attacks.gradient]\npreset = "gradient-imagenet"\nsteps = 2\n'
+    )
+    model = export(tiny(channels=3, size=96), tmp_path / "colour.onnx", (1, 3, 96, 96))
+    done = foolbench("score", "--model", model, "--protocol", protocol, "--leaderboard", tmp_path / "b.csv",
+                     "--work", tmp_path / "w", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = read_leaderboard(tmp_path / "b.csv").iloc[0]
+    assert row["suite"] == "imagenet" and row["ranked"] == "false" and pd.isna(row["fooling_score"])
+    assert "$FOOLBENCH_DATA is not set" in row["not_ranked_why"] and pd.isna(row["accuracy"])
+    printed = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line.strip())
+    assert printed["fooling_score"].strip() == printed["accuracy"].strip() == "–"
+    assert printed["gradient_recognised"].strip() == "–"  # no judge: not measured, never 0
 
 
 def test_an_all_nan_model_is_one_line_and_writes_nothing(lenet, tmp_path, foolbench):

@@ -21,7 +21,7 @@ import numpy as np
 
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
-from foolbench.experiments.score_v3 import real_images, suite_judge, v3_cells
+from foolbench.experiments.score_v3 import gradient_masked, real_images, suite_judge, v3_cells
 from foolbench.fileio import sha256_file, write_json, write_text
 from foolbench.models.load import ModelOptions, as_evaluated
 from foolbench.presets import preset_from_dict
@@ -94,6 +94,9 @@ def score_model(
     work = Path(work) if work is not None else work_dir(name, sha, proto.version)
     plan = _plan(proto, suite, model)
     gradient_skipped = _gradient_check(model, suite)
+    masked = None
+    if proto.score == "real-rank" and not gradient_skipped and any(stepped(a.method) for a in suite.attacks):
+        masked = gradient_masked(model, real)
     requests = {
         attack: [_request(work, attack, seed, model_spec, options, progress) for seed in proto.seeds]
         for attack in plan
@@ -130,6 +133,7 @@ def score_model(
             gradient_skipped,
             model.spec.channels,
             work,
+            masked,
         )
     else:
         base, base_note = _baseline(model, model_spec, runs, work / "baseline", options)

@@ -103,13 +103,47 @@ def suite_judge(suite: Suite, real: RealImages | None, model, side: int) -> tupl
         return None, "none (no real images)"
     images = real.images
     shape = tuple(np.shape(images[0]))
-    if shape != (model.spec.channels, side, side):
+    if shape[1:] != (side, side):
         return None, f"none (the {suite.judge} judge needs champions the size of the real images, {shape})"
+    if shape[0] != model.spec.channels:  # a folder of PNGs reads as RGB: compare as the model sees them
+        import torch
+
+        from foolbench.models.preprocess import match_channels
+
+        images = [
+            match_channels(torch.from_numpy(np.asarray(x))[None], model.spec.channels)[0].numpy()
+            for x in images
+        ]
     try:
         judge = make_judge(suite.judge, images, real.labels, real.data)
     except FoolbenchError as e:
         return None, f"none ({e})"
     return judge, judge.name
+
+
+def gradient_masked(model, real: RealImages | None) -> str | None:
+    """Why the gradient attacks cannot work on the model where its gradient is exactly zero for every
+    pixel of its first few correctly classified real images (a rounding of its input does that, and
+    leaves 8-bit images as they are), else None. A masked model would face the black-box attacks only
+    and look harder to fool than it is; it is listed, not ranked. Checked once, before the runs.
+    (Real images, not noise: a model trained to be flat away from its data, as outlier exposure is,
+    may have no gradient on noise at all, which is what it was trained for.)"""
+    import torch
+
+    if real is None or not real.correct.any():
+        return None
+    module = model.torch_module("logits").eval()
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    for i in np.flatnonzero(real.correct)[:4]:
+        image = torch.from_numpy(np.asarray(real.images[i], dtype=np.float32)[None]).to(device)
+        image.requires_grad_(True)
+        (grad,) = torch.autograd.grad(module(image)[0, real.labels[i]], image)
+        if bool((grad != 0).any()):
+            return None
+    return (
+        "its gradient is zero for every pixel of its real images (masked, e.g. by rounding its input), "
+        "so the gradient attacks cannot move; score the model without the masking"
+    )
 
 
 # -- one run ----------------------------------------------------------------------------------------
@@ -146,6 +180,7 @@ def v3_cells(
     skipped: dict[str, str],
     channels: int,
     out: Path | None = None,
+    masked: str | None = None,
 ) -> dict:
     """The row's v3 cells from the runs' snapshots (written to OUT/v3.json with every curve)."""
     from foolbench.experiments.baseline import auroc, fpr_at_tpr
@@ -180,8 +215,14 @@ def v3_cells(
     if missing:
         why = "; ".join(dict.fromkeys(skipped.get(a, "did not run") for a in missing))
         reasons.append(f"{', '.join(missing)} could not run ({why}); {LOAD_MODEL_HINT}")
+    if masked:
+        reasons.append(masked)
 
     record: dict = {"start": start, "end": end, "runs": {}}
+    for attack in suite.attacks:  # every attack's cells, None (shown "–") where not measured
+        summaries = [rundir.read_summary(d) for d in runs.get(attack.name, [])]
+        cells |= dict.fromkeys((f"{attack.name}_{k}" for k in ("score", "end", "recognised")), None)
+        cells[f"{attack.name}_median"] = _mean([s["median_confidence"] for s in summaries])
     if real is not None and real.correct.any():
         per_seed: dict[int, list] = {}
         all_final, ends, fprs = [], {}, {}
@@ -199,14 +240,12 @@ def v3_cells(
                 fpr.append(fpr_at_tpr(real.yardstick, final)[0])
                 all_final.extend(final[np.isfinite(final)])
             ends[attack.name], fprs[attack.name] = at_end, fpr
-            summaries = [rundir.read_summary(d) for d in dirs]
             cells |= {
                 f"{attack.name}_score": _mean(areas),
                 f"{attack.name}_end": _mean(at_end),
                 f"{attack.name}_recognised": _mean([sum(c["recognised"][-1]) for c in curves])
                 if judge is not None and curves
                 else None,
-                f"{attack.name}_median": _mean([s["median_confidence"] for s in summaries]),
             }
         seeds = [curve_area(curves, start, end) for curves in per_seed.values()]
         if seeds:

@@ -263,7 +263,8 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         values = table[column]
         if column == "fooling_score" and "fooling_score_low" in table.columns:
             out[column] = [
-                _score_text(v, low) for v, low in zip(values, table["fooling_score_low"], strict=True)
+                "–" if is_v3 and pd.isna(v) else _score_text(v, low)
+                for v, low, is_v3 in zip(values, table["fooling_score_low"], v3, strict=True)
             ]
             continue
         if column == "rank":
