@@ -179,8 +179,8 @@ def _check_device(run_dir: Path, manifest: dict, model, req: RunRequest | None) 
         hint = " (--device cpu)" if now["torch_device"] != "cpu" or "CUDA" in str(now["provider"]) else ""
         raise FoolbenchError(
             f"{run_dir} was started on {was} and would continue on {is_now}, so it would not end as "
-            f"an uninterrupted run does; resume it where it started{hint}, or pass --allow-device-change "
-            "to accept that it diverges"
+            f"an uninterrupted run does; resume it where it started{hint}, or accept that it diverges: "
+            f"foolbench run --resume {run_dir} --allow-device-change"
         )
     latest = run_dir / rundir.CHECKPOINTS / rundir.LATEST
     generation = read_json(latest).get("generation") if latest.is_file() else None

@@ -128,7 +128,7 @@ def confident() -> torch.nn.Module:
     return net
 
 
-# -- the stand-in itself --------------------------------------------------------------------------------
+# -- the stand-in itself -------------------------------------------------------------------------------
 def test_the_stand_in_refuses_what_cuda_refuses():
     """Without this the tests below would prove nothing: a tensor left on the CPU must fail."""
     with StandIn():
@@ -164,7 +164,7 @@ def test_a_tensor_attribute_left_on_the_cpu_is_said_in_one_line():
     assert "\n" not in str(e.value)
 
 
-# -- one device everywhere --------------------------------------------------------------------------------
+# -- one device everywhere -----------------------------------------------------------------------------
 def test_the_adapter_scores_and_differentiates_on_its_device():
     card = ModelCard(input_size=(24, 24), channels=1, resize=26, crop="ten", mean=(0.5,), std=(0.25,))
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.Flatten(), torch.nn.LazyLinear(10))
@@ -253,7 +253,7 @@ def test_look_alike_vectors_come_to_the_host_from_any_device():
         assert prepare(torch.zeros(2, 1, 28, 28, device=META)).shape == (2, 784)
 
 
-# -- no silent fallback -------------------------------------------------------------------------------------
+# -- no silent fallback --------------------------------------------------------------------------------
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without a GPU")
 
 
@@ -337,7 +337,7 @@ def test_cuda_runs_are_set_up_to_repeat(clean_devices, monkeypatch):
         torch.use_deterministic_algorithms(saved_algorithms)
 
 
-# -- resumes across devices ---------------------------------------------------------------------------------
+# -- resumes across devices ----------------------------------------------------------------------------
 ON_A_GPU = {"provider": "CUDAExecutionProvider", "torch_device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"}
 
 
@@ -377,7 +377,7 @@ def test_a_manifest_from_before_the_record_resumes_on_the_cpu():
     )
 
 
-# -- sweeps: one GPU per worker -----------------------------------------------------------------------------
+# -- sweeps: one GPU per worker ------------------------------------------------------------------------
 def test_local_workers_get_the_gpus_round_robin():
     share = devices.GPU_SHARE_ENV
     assert executors.worker_environments(3, ["3", "5"]) == [
@@ -407,7 +407,7 @@ def test_each_spawned_worker_sees_its_own_gpu(monkeypatch, clean_devices):
     assert all(env["FOOLBENCH_THREADS"] == "1" and env["FOOLBENCH_GPU_SHARE"] == "1" for env in seen.values())
 
 
-# -- the fixed-kernel resize ------------------------------------------------------------------------------------
+# -- the fixed-kernel resize ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "size, to, antialias",
     [(16, 32, False), (16, 28, True), (40, 26, True), (28, 28, True), (9, 28, False)],
@@ -428,7 +428,7 @@ def test_the_matrix_resize_is_the_bilinear_resize(size, to, antialias):
     assert interpolation_matrix(size, to, antialias).sum(1).sub(1).abs().max() < 1e-6  # rows sum to 1
 
 
-# -- gradient passes follow --batch-size --------------------------------------------------------------------------
+# -- gradient passes follow --batch-size ---------------------------------------------------------------
 def test_gradient_batches_follow_the_batch_size_given(onnx_file):
     plain = load_model(str(onnx_file))
     assert gradient_batch(plain) == 64  # on the CPU, by default, for memory

@@ -96,7 +96,9 @@ def torch_device(request: str | None = None):
             f"--device cuda: PyTorch cannot use a GPU ({why}); install a CUDA build of torch that "
             "matches the driver, or run with --device cpu"
         )
-    say_once(f"a GPU is visible but PyTorch cannot use it ({why}); PyTorch work runs on the CPU")
+    say_once(
+        f"a GPU is visible but PyTorch cannot use it ({why}); PyTorch models and gradients run on the CPU"
+    )
     return torch.device("cpu")
 
 
@@ -180,7 +182,7 @@ def check_session(session, providers: list, request: str | None = None) -> None:
 def _not_obtained(request: str, why: str) -> None:
     if request == "cuda":
         raise FoolbenchError(f"--device cuda: {why}; fix the CUDA set-up or run with --device cpu")
-    say_once(f"a GPU is visible but {why}; models run on the CPU at cpu scale")
+    say_once(f"a GPU is visible but {why}; ONNX models score on the CPU, at cpu scale")
 
 
 @functools.cache
@@ -232,14 +234,18 @@ def _gpu_memory() -> int | None:
 # -- what a manifest records ---------------------------------------------------------------------------------
 def placement(model) -> dict:
     """Where a model's numbers come from: its scoring provider, the torch device of its gradients
-    and tensors, and the GPU's name. Two runs agree bit for bit only where these agree."""
+    and tensors, and the GPU's name (two runs agree bit for bit only where these three agree), and
+    which of the machine's GPUs the process saw (CUDA_VISIBLE_DEVICES, as a sweep's worker gets it)."""
     import torch
 
     device = getattr(model, "device", torch.device("cpu"))
     gpu = None
-    if device.type == "cuda" or "CUDA" in str(getattr(model, "provider", "")):
+    if device.type == "cuda" or CUDA_PROVIDER in str(getattr(model, "provider", "")):
         gpu = _gpu_name()
-    return {"provider": model.provider, "torch_device": device.type, "gpu": gpu}
+    record = {"provider": model.provider, "torch_device": device.type, "gpu": gpu}
+    if gpu is not None:
+        record["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return record
 
 
 def library_versions() -> dict:
