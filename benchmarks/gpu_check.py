@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, load_average, machine, write
 
+from foolbench.errors import FoolbenchError
 from foolbench.models import ModelOptions
 from foolbench.models import device as devices
 from foolbench.resolve import load_model
@@ -228,4 +229,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FoolbenchError as e:  # --device cuda without a usable GPU, say
+        print(f"gpu_check: {e}", file=sys.stderr)
+        sys.exit(2)

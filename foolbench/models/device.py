@@ -71,6 +71,8 @@ def visible_gpus() -> list[str]:
     driver = Path("/proc/driver/nvidia/gpus")
     if not count and driver.is_dir():
         count = len(list(driver.iterdir()))
+    if not count:  # a container may show the device files without the driver's /proc entries
+        count = len(list(Path("/dev").glob("nvidia[0-9]*")))
     return [str(i) for i in range(count)]
 
 
