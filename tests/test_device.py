@@ -97,7 +97,7 @@ def _dtype(args, kwargs):
     return found[0] if found else None
 
 
-CACHED = (devices.torch_device, devices.onnx_on_gpu)  # answers a process keeps
+CACHED = (devices._torch_device, devices._onnx_on_gpu)  # answers a process keeps
 
 
 @pytest.fixture

@@ -82,12 +82,16 @@ def cuda_wanted(request: str) -> bool:
 
 
 # -- torch ---------------------------------------------------------------------------------------------
-@functools.cache
 def torch_device(request: str | None = None):
-    """The torch device a request obtains in this process (once; the answer does not change)."""
+    """The torch device a request (default: the one asked for now) obtains in this process."""
+    return _torch_device(request or requested())
+
+
+@functools.cache
+def _torch_device(request: str):
+    """Once per request and process: the answer does not change, and a GPU is probed only once."""
     import torch
 
-    request = request or requested()
     if not cuda_wanted(request):
         return torch.device("cpu")
     why = _torch_cuda_problem()
@@ -187,10 +191,13 @@ def _not_obtained(request: str, why: str) -> None:
     say_once(f"a GPU is visible but {why}; ONNX models score on the CPU, at cpu scale")
 
 
-@functools.cache
 def onnx_on_gpu(request: str | None = None) -> bool:
     """Whether onnxruntime obtains its CUDA provider here: a one-node graph is opened as models are."""
-    request = request or requested()
+    return _onnx_on_gpu(request or requested())
+
+
+@functools.cache
+def _onnx_on_gpu(request: str) -> bool:
     providers = onnx_providers(request)
     if len(providers) == 1:
         return False
