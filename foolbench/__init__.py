@@ -30,7 +30,8 @@ The Python API is re-exported here lazily (`foolbench.run` imports foolbench.api
 
 Owners: the 8-bit image `images`; the run directory `rundir`; search engines `search` (the
 `Engine` interface and registry in `search/__init__.py`, the `Evaluator` in `search/engine.py`);
-the model adapter `models` (preprocessing in `models/preprocess.py`, options in `models/load.py`);
+the model adapter `models` (preprocessing in `models/preprocess.py`, options in `models/load.py`,
+the device asked for and obtained in `models/device.py`: engines take theirs from `Model.device`);
 option rules `options`.
 """
 

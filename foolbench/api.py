@@ -261,7 +261,7 @@ def run(
     from foolbench.runner import RunRequest, default_presets, ensure_run, resolve_scale
 
     spec, options = model_source(model, **model_info)
-    scale = resolve_scale(scale)
+    scale = resolve_scale(scale, [spec])
     single = isinstance(attack, (str, Path))
     if attack is None:
         attacks = default_presets([spec], options, scale)

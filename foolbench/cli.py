@@ -16,14 +16,17 @@ from foolbench.errors import FoolbenchError
 from foolbench.zoo import DEFAULT_MODEL
 
 SCALES = ("auto", "cpu", "full")
+DEVICES = ("auto", "cpu", "cuda")  # foolbench.models.device.DEVICES (not imported here: it loads torch)
 
 
 def scale_option(default: str):
     """--scale, the same for every command: the paper's budgets (full), sized for 2 CPU cores (cpu),
-    or auto (full where a GPU is present). Resolve it with `runner.resolve_scale`."""
+    or auto (full where the model scores on a GPU). Resolve it with `runner.resolve_scale`."""
     help_text = {
-        "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
-        "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full on a GPU).",
+        "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks full only where "
+        "the model scores on a GPU.",
+        "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full where the "
+        "model scores on a GPU).",
     }[default]
     return click.option(
         "--scale", type=click.Choice(SCALES), default=default, show_default=True, help=help_text
@@ -32,6 +35,36 @@ def scale_option(default: str):
 
 def progress_option(f):
     return click.option("--progress/--no-progress", default=True, help="Show progress bars.")(f)
+
+
+def _use_device(ctx, param, value):
+    if value is not None:
+        from foolbench.models.device import use
+
+        use(value)
+    return value
+
+
+def device_option(f):
+    """--device, on every command that loads models: it sets $FOOLBENCH_DEVICE for this process and
+    the workers it starts (`foolbench.models.device`)."""
+    return click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        expose_value=False,
+        callback=_use_device,
+        help="Where models run: auto (default; a GPU where one is visible and works, else the CPU, "
+        "saying why in one line), cpu, or cuda (a GPU, else exit 2). Default: $FOOLBENCH_DEVICE or auto.",
+    )(f)
+
+
+def allow_device_change_option(f):
+    return click.option(
+        "--allow-device-change",
+        is_flag=True,
+        help="Resume runs started on another device or provider (refused by default: they would diverge "
+        "from an uninterrupted run); the manifest records the change.",
+    )(f)
 
 
 def say(message: str) -> None:
@@ -60,7 +93,12 @@ def model_options(f):
         click.option(
             "--crop", type=click.Choice(["center", "ten"]), help="Centre crop or the paper's 10 crops."
         ),
-        click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 256)."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            help="Images per forward pass (default 256), and per backward pass of gradient attacks.",
+        ),
+        device_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -151,9 +189,10 @@ def cli():
 @click.option(
     "--resume", type=click.Path(path_type=Path), help="Continue a killed run from its last checkpoint."
 )
+@allow_device_change_option
 @progress_option
 @model_options
-def run(models, attacks, scale, resume, out, progress, **kw):
+def run(models, attacks, scale, resume, out, progress, allow_device_change, **kw):
     """Evolve fooling images against a model and write a run directory per attack."""
     from foolbench import rundir
     from foolbench.runner import RunRequest, default_presets, resume_run, start_run, summary_table
@@ -161,10 +200,16 @@ def run(models, attacks, scale, resume, out, progress, **kw):
     model_opts = collect_model_options(kw)
     budget = {k: kw.pop(k) for k in ("generations", "evaluations", "seconds")}
     if resume is not None:
-        req = RunRequest(models=list(models), attack="", progress=progress, **budget)
+        req = RunRequest(
+            models=list(models),
+            attack="",
+            progress=progress,
+            allow_device_change=allow_device_change,
+            **budget,
+        )
         done = [resume_run(resume, req)]
     else:
-        scale = _resolve_scale(scale)
+        scale = _resolve_scale(scale, models)
         if not attacks:  # the presets that fit the model, already loaded
             models = list(models) or [DEFAULT_MODEL]
             attacks = default_presets(models, model_opts, scale)
@@ -181,6 +226,7 @@ def run(models, attacks, scale, resume, out, progress, **kw):
                 out=target,
                 progress=progress,
                 model_options=model_opts,
+                allow_device_change=allow_device_change,
                 **budget,
                 **kw,
             )
@@ -192,10 +238,10 @@ def run(models, attacks, scale, resume, out, progress, **kw):
         click.echo(f"run: {d}   gallery: {d / rundir.GALLERY}")
 
 
-def _resolve_scale(scale: str) -> str:
+def _resolve_scale(scale: str, models=None) -> str:
     from foolbench.runner import resolve_scale
 
-    return resolve_scale(scale)
+    return resolve_scale(scale, list(models or []))
 
 
 def _default_attacks(models: list[str], model_opts) -> tuple[str, ...]:
@@ -376,6 +422,7 @@ def _experiment_options(f):
             help="Replace the experiment's MNIST models (repeatable, at least two).",
         ),
         progress_option,
+        device_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -391,7 +438,7 @@ def _run_experiment(name, out, seed, generations, scale, models, progress, image
         out,
         seed=seed,
         generations=generations,
-        scale=_resolve_scale(scale),
+        scale=_resolve_scale(scale, models),
         imagenet=imagenet,
         models={"mnist": list(models)} if models else None,
         progress=progress,
@@ -575,7 +622,7 @@ def defend_cmd(
         attack,
         iterations,
         out,
-        scale=_resolve_scale(scale),
+        scale=_resolve_scale(scale, [model]),
         runs_per_iteration=runs,
         seed=seed,
         data=data,
@@ -605,8 +652,14 @@ def defend_cmd(
 @click.option("--jobs", type=int, help="Runs at once (local: default 1; ray: the cluster's CPUs or GPUs).")
 @click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster).")
 @click.option("--cpus-per-job", type=int, default=1, show_default=True, help="Ray: CPUs (threads) per run.")
-@click.option("--gpus-per-job", type=float, default=0.0, show_default=True, help="Ray: GPUs per run.")
+@click.option(
+    "--gpus-per-job",
+    type=click.FloatRange(min=0),
+    help="Ray: GPUs per run (default: one per worker, or an even share where workers outnumber GPUs; "
+    "0 on a cluster without GPUs). Local workers get the visible GPUs round-robin.",
+)
 @budget_options
+@allow_device_change_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -630,7 +683,7 @@ def sweep_cmd(models, attacks, seeds, shards, executor, jobs, address, cpus_per_
         attacks=list(attacks),
         seeds=parse_seeds(seeds),
         shards=shards,
-        scale=_resolve_scale(kw.pop("scale")),
+        scale=_resolve_scale(kw.pop("scale"), models),
         model_options=model_opts,
         **kw,
     )
@@ -678,6 +731,7 @@ def merge_cmd(run_dirs, out):
     help="Cap every run at N generations (steps): a quick look before the real thing.",
 )
 @progress_option
+@device_option
 def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     """Run every experiment of the paper and write the report, our figures beside the paper's.
 
@@ -686,7 +740,13 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     from foolbench.experiments.paper import markdown_table, paper
 
     index = paper(
-        out, _resolve_scale(scale), seed, imagenet_model, progress, log=say, generations=generations
+        out,
+        _resolve_scale(scale, [imagenet_model]),
+        seed,
+        imagenet_model,
+        progress,
+        log=say,
+        generations=generations,
     )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")

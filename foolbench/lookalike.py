@@ -94,7 +94,10 @@ class Lookalikes:
 
 
 def prepare(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C*H*W] vectors centred on their mean and scaled to unit norm."""
+    """[N, C, H, W] -> [N, C*H*W] vectors centred on their mean and scaled to unit norm (on the CPU,
+    where the real images are, whichever device a tensor of images comes from)."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu()
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)).flatten(1)
     x = x - x.mean(1, keepdim=True)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)

@@ -28,6 +28,14 @@ def resolve_path(spec: str) -> Path | None:
     return file_path(spec)
 
 
+def backend_of(spec: str) -> str:
+    """ "onnx" or "pytorch": the backend a spec's model will load with, without loading it (zoo models
+    are ONNX files; a factory builds a PyTorch module)."""
+    if not Path(spec).exists() and is_zoo_name(spec):
+        return "onnx"
+    return "onnx" if Path(spec).suffix.lower() == ".onnx" else "pytorch"
+
+
 def load_model(spec: str, options: ModelOptions | None = None) -> Model:
     """One model, as the options describe it."""
     path = resolve_path(spec)

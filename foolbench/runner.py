@@ -21,13 +21,14 @@ import pandas as pd
 
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
-from foolbench.fileio import sha256_file, write_json
+from foolbench.fileio import read_json, sha256_file, write_json
 from foolbench.images import load_png, save_png
 from foolbench.models import ModelOptions
+from foolbench.models.device import placement
 from foolbench.models.load import as_evaluated
 from foolbench.presets import Preset, default_attacks, fit_to_model, load_preset, target_classes
 from foolbench.report.gallery import gallery
-from foolbench.resolve import load_model, load_models, resolve_path
+from foolbench.resolve import backend_of, load_model, load_models, resolve_path
 from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
 from foolbench.text import percent
@@ -54,6 +55,7 @@ class RunRequest:
     progress: bool = True
     preset: Preset | None = None  # the preset itself (fitted to the model: `default_presets`), not `attack`
     command: str | None = None  # what the manifest says was run (default: this process's command line)
+    allow_device_change: bool = False  # resume where the run started elsewhere (it then diverges)
 
 
 class ModelCache:
@@ -133,6 +135,7 @@ def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
         "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
         "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
         "model": model.describe(),
+        "device": placement(model),
         "versions": versions(),
     }
     rundir.write_manifest(run_dir, manifest)
@@ -147,6 +150,7 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
     preset = rundir.manifest_preset(manifest)
     rundir.check_model_files(manifest, "a resumed run")
     model = _load(rundir.model_specs(manifest), preset, rundir.model_options(manifest), cache)
+    _check_device(run_dir, manifest, model, req)
     budget = Budget(**manifest["budget"])
     if req is not None:
         for key in rundir.BUDGET_KEYS:
@@ -161,6 +165,30 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
         search.load_state(state)
         metrics = rundir.checkpoint_metrics(state)
     return _loop(search, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
+
+
+def _check_device(run_dir: Path, manifest: dict, model, req: RunRequest | None) -> None:
+    """A run continues bit for bit only where it started (device, provider, GPU): elsewhere it is
+    refused in one line, unless the request accepts that it diverges, which the manifest then records."""
+    from foolbench.models.device import describe_placement, same_placement
+
+    recorded, now = manifest.get("device"), placement(model)
+    if same_placement(recorded, now):
+        return
+    was, is_now = describe_placement(recorded), describe_placement(now)
+    if req is None or not req.allow_device_change:
+        hint = " (--device cpu)" if now["torch_device"] != "cpu" or "CUDA" in str(now["provider"]) else ""
+        raise FoolbenchError(
+            f"{run_dir} was started on {was} and would continue on {is_now}, so it would not end as "
+            f"an uninterrupted run does; resume it where it started{hint}, or accept that it diverges: "
+            f"foolbench run --resume {run_dir} --allow-device-change"
+        )
+    latest = run_dir / rundir.CHECKPOINTS / rundir.LATEST
+    generation = read_json(latest).get("generation") if latest.is_file() else None
+    change = {"from": recorded, "to": now, "after_generation": generation}
+    manifest["device_changes"] = [*manifest.get("device_changes", []), change]
+    manifest["device"] = now
+    rundir.write_manifest(run_dir, manifest)
 
 
 def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[str], Budget, int]:
@@ -184,13 +212,15 @@ def check_outputs(model, channels: int, side: int) -> None:
         )
 
 
-def resolve_scale(scale: str | None) -> str:
-    """A preset scale as the user gave it: full, cpu, or auto/None (full where a GPU is present)."""
+def resolve_scale(scale: str | None, models: list[str] | None = None) -> str:
+    """A preset scale as the user gave it: full, cpu, or auto/None: full where the (first) model
+    scores on a GPU as obtained here, not merely where one is present (`device.scores_on_gpu`)."""
     if scale not in (None, "auto"):
         return scale
-    from foolbench.models.onnx_model import gpu_present
+    from foolbench.models.device import scores_on_gpu
 
-    return "full" if gpu_present() else "cpu"
+    spec = (list(models or []) or [DEFAULT_MODEL])[0]
+    return "full" if scores_on_gpu(backend_of(spec)) else "cpu"
 
 
 def default_presets(specs: list[str], options: ModelOptions, scale: str) -> list[Preset]:
@@ -246,11 +276,14 @@ def versions() -> dict:
     import onnxruntime
     import torch
 
+    from foolbench.models.device import library_versions
+
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        **library_versions(),
         "platform": platform.platform(),
     }
 
