@@ -112,7 +112,7 @@ def real_images(data: str, model) -> dict:
     return {
         "images": images,
         "labels": index[folder_labels],
-        "source": f"image folder {Path(data).resolve()} ({len(classes)} classes)",
+        "source": f"{len(images):,} labelled photos in {Path(data).resolve().name}/ ({len(classes):,} class folders)",
         "names": [images.path(i) for i in range(len(images))] if len(images) <= PER_IMAGE_LIMIT else None,
     }
 
@@ -221,7 +221,8 @@ def baseline(
     result = {
         "model": model.name,
         "model_path": str(model.path) if model.path else None,
-        "data": data,
+        "data": str(data),
+        "data_name": data if data in ("mnist", "skimage") else Path(data).resolve().name,
         "data_source": real["source"],
         "images": len(conf),
         "labels_known": real["labels"] is not None,
