@@ -149,12 +149,13 @@ def baselines_table(baselines: Sequence[Baseline]) -> pd.DataFrame:
         rows.append(
             {
                 "model": r.get("model"),
-                "data": r.get("data"),
+                "data": r.get("data_name") or r.get("data"),
                 "images": r.get("images"),
                 "median_confidence": r.get("median_confidence"),
                 "median_confidence_correct": r.get("median_confidence_correct"),
                 "median_confidence_wrong": r.get("median_confidence_wrong"),
                 "accuracy": r.get("accuracy"),
+                "fooling_attacks": ", ".join(sorted({str(x.get("attack")) for x in fooling.get("runs", [])})),
                 "fooling_images": fooling.get("fooling_images"),
                 "median_fooling_confidence": fooling.get("median_fooling_confidence"),
                 "auroc": fooling.get("auroc"),
