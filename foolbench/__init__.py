@@ -8,8 +8,11 @@ Layers, lowest first:
   1. errors, fileio, text, options, images, progress
                                               one-line errors, atomic files, how things are written
                                               for people, option rules, the 8-bit image, progress
-  2. data, models, encodings, lookalike       datasets, the sealed model adapter, genomes -> images,
-                                              does a champion look like a real image of its class?
+  2. data, models, encodings, lookalike, judges
+                                              datasets (labelled real images by name: data.labelled),
+                                              the sealed model adapter, genomes -> images, does a
+                                              champion look like a real image of its class, and the
+                                              judges that mark champions recognised
   3. search                                   engines (ask/tell), the one evaluator, the class archive
   4. presets, protocol                        attack presets and scoring protocols, checked
   5. zoo                                      builders of the reference models

@@ -455,13 +455,20 @@ def report_cmd(paths, out, title):
     type=click.Path(path_type=Path),
     help="Folder for the runs (default: runs/score/NAME-SHA/VERSION/); finished runs there are reused.",
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Protocol v3: labelled real images, one sub-folder per class named by label or class index, "
+    "in place of the suite's own (grey: MNIST's held-out digits; imagenet: $FOOLBENCH_DATA/imagenet-sample).",
+)
 @progress_option
 @model_options
-def score_cmd(model, name, protocol, board, work, progress, **kw):
+def score_cmd(model, name, protocol, board, work, data, progress, **kw):
     """Run the scoring protocol on MODEL and put its row on the leaderboard.
 
     The protocol fixes the attacks, budgets (model evaluations), seeds and target classes, picked by
     the model's input (grey: MNIST-style, colour: ImageNet-style), so every model gets the same effort.
+    Protocol v3 reads each fooling image against the model's confidence on real images of its task.
     """
     from foolbench.experiments.score import score_model
     from foolbench.report.leaderboard import row_text
@@ -475,6 +482,7 @@ def score_cmd(model, name, protocol, board, work, progress, **kw):
         collect_model_options(kw),
         progress,
         log=say,
+        data=data,
     )
     click.echo(row_text(row))
     click.echo(f"leaderboard: {board}")

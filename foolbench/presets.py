@@ -14,7 +14,7 @@ from pathlib import Path
 
 from foolbench.errors import FoolbenchError
 from foolbench.models.card import real_labels
-from foolbench.options import Choice, Classes, Float, Int, Text, check_table
+from foolbench.options import Choice, Classes, Counts, Float, Int, Text, check_table
 from foolbench.search import ENGINES, Budget, engine_type
 
 ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
@@ -53,6 +53,7 @@ BASE_SCHEMA: dict[str, dict | None] = {
         "classes": Classes(),
         "seed": Int(0, 2**63 - 1),
         "checkpoint_every": Int(1, 10_000_000),
+        "snapshots": Counts(),  # model queries at which the run also saves its champions (snapshots/)
     },
     "evaluation": {"crop": Choice(("center", "ten")), "batch_size": Int(1, 100_000)},
     "encoding": None,
