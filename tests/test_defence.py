@@ -256,8 +256,16 @@ def test_labelled_photos_split_in_halves_and_clean_accuracy_is_against_their_lab
 
 
 def test_a_defence_from_patch_search_champions_with_an_evaluation_budget(lenet, tmp_path):
-    """The defence retrains on any black-box search's champions (here the patch search's), and
-    --evaluations caps each run."""
+    """The defence retrains on any black-box search's champions (here the patch search's),
+    --evaluations caps each run, and an iteration-0 run made elsewhere with the same settings is used
+    rather than made again (as `foolbench paper` reuses its seed runs)."""
+    from foolbench.runner import RunRequest, ensure_run
+
+    made = tmp_path / "made"
+    ensure_run(
+        RunRequest(["lenet-mnist"], "mnist-patch", "cpu", evaluations=150, seed=0, out=made, progress=False)
+    )
+    stamp = (made / "summary.json").stat().st_mtime_ns
     out = tmp_path / "out"
     table = defend(
         "lenet-mnist",
@@ -270,11 +278,13 @@ def test_a_defence_from_patch_search_champions_with_an_evaluation_budget(lenet, 
         epochs=1,
         progress=False,
         log=lambda m: None,
+        reuse={0: made},
     )
     record = read_json(out / "defence.json")
+    assert record["iterations"][0]["run_dirs"] == [str(made)] and not (out / "iter-0").exists()
+    assert (made / "summary.json").stat().st_mtime_ns == stamp
     assert record["settings"]["attack"] == "mnist-patch" and record["settings"]["evaluations"] == 150
-    for k in (0, 1):
-        (run,) = (out / f"iter-{k}" / "runs").iterdir()
+    for k, run in ((0, made), (1, *(out / "iter-1" / "runs").iterdir())):
         summary = read_json(run / "summary.json")
         manifest = read_json(run / "manifest.json")
         assert manifest["preset"]["attack"]["method"] == "patch" and manifest["budget"]["evaluations"] == 150

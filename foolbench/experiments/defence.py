@@ -104,11 +104,13 @@ def defend(
     progress: bool = True,
     log=print,
     evaluations: int | None = None,
+    reuse: dict[int, Path] | None = None,
 ) -> pd.DataFrame:
     """Run (or continue) the retraining defence into `out`; returns defence.csv as a DataFrame.
 
     `generations` and `evaluations` override the preset's budget per run (the first reached ends a
-    run); `epochs` the LeNet retraining's (MNIST
+    run); `reuse` names run directories made elsewhere for iteration 0's runs (by run index), used
+    where they hold the very run asked for, so the same run is not made twice; `epochs` the LeNet retraining's (MNIST
     only; default: the zoo recipe's, as the paper retrains the same network); `data` is an MNIST
     folder (torchvision layout) for MNIST models, a folder of photos (one sub-folder per class) for
     ImageNet ones.
@@ -126,6 +128,7 @@ def defend(
     if evaluations is not None and evaluations < 1:
         raise FoolbenchError(f"--evaluations {evaluations}: give a whole number >= 1")
     setup.generations, setup.epochs, setup.evaluations = generations, epochs, evaluations
+    setup.reuse = {int(r): Path(d) for r, d in (reuse or {}).items()}
     task = _task(setup, data)
     record = _open_record(out, _settings(setup, data, generations), setup, task)
     if setup.note:
@@ -186,6 +189,7 @@ class Setup:
     note: str = ""
     generations: int | None = None
     evaluations: int | None = None
+    reuse: dict[int, Path] = dataclasses.field(default_factory=dict)  # iteration 0's runs made elsewhere
     epochs: int | None = None  # LeNet retraining epochs (MNIST); None: the zoo recipe's
     model_options: ModelOptions = dataclasses.field(default_factory=ModelOptions)
 
@@ -354,7 +358,7 @@ def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress:
     from foolbench.runner import RunRequest, ensure_run, run_state
 
     seed = setup.seed + RUN_SEED_STRIDE * k + r
-    run_dir = out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
+    run_dir = (k == 0 and setup.reuse.get(r)) or out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
     req = RunRequest(
         models=[spec],
         attack=setup.preset.source,

@@ -184,12 +184,21 @@ def transfers(ctx: Context) -> None:
 
 
 def defences(ctx: Context) -> None:
-    from foolbench.experiments.defence import defend
+    """MNIST's defence, and ImageNet's from the plan's search. The ImageNet defence's first iteration
+    attacks the model as given with seeds seed, seed + 1, ...: where `imagenet_runs` made those runs
+    already (same search, budget and seeds), they are its runs, not made again."""
+    from foolbench.experiments.defence import DEFAULT_RUNS, defend
 
     mnist_iters, imagenet_iters = DEFENCE_ITERATIONS[ctx.scale]
-    for model, attack, iterations, data, evaluations in (
-        (MNIST_MODEL, "mnist-cppn", mnist_iters, None, None),
-        (ctx.imagenet_model, ctx.plan.defence, imagenet_iters, ctx.data, ctx.imagenet_evaluations),
+    search = ctx.plan.defence
+    made = ctx.imagenet_seeds(search) if search in ctx.plan.seeds else []
+    reuse = {
+        r: ctx.work / "runs" / imagenet_key(search, ctx.seed + r) for r in range(DEFAULT_RUNS["imagenet"])
+    }
+    reuse = {r: d for r, d in reuse.items() if ctx.seed + r in made}
+    for model, attack, iterations, data, evaluations, runs in (
+        (MNIST_MODEL, "mnist-cppn", mnist_iters, None, None, {}),
+        (ctx.imagenet_model, search, imagenet_iters, ctx.data, ctx.imagenet_evaluations, reuse),
     ):
         out = ctx.work / f"defence-{attack.split('-')[0]}"
         ctx.log(f"defence of {model} with {attack}, {iterations} iterations -> {out}")
@@ -205,6 +214,7 @@ def defences(ctx: Context) -> None:
             evaluations=evaluations,
             progress=ctx.progress,
             log=ctx.log,
+            reuse=runs,
         )
 
 
