@@ -182,3 +182,11 @@ def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_p
     assert json.loads((out / "paper.json").read_text())["photos"] == "imagenet-sample"
     page = (out / "index.html").read_text()
     assert "imagenet-sample/" in page and "beyond the paper" in page
+
+
+def test_missing_photos_are_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "paper"
+    proc = foolbench("paper", "--out", out, "--data", tmp_path / "no-photos", "--no-progress", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("foolbench: error: --data ")
+    assert "labelled ImageNet photos" in proc.stderr and not out.exists()
