@@ -80,7 +80,6 @@ class Context:
     log: Callable[[str], None]
     generations: int | None = None  # a cap on every run, for a quick look; None: the presets' budgets
     photos: Path | None = None  # labelled ImageNet photos; None: scikit-image's 8 unlabelled ones
-    evaluations: int | None = None  # the ImageNet runs' budget; None: the scale's (IMAGENET)
 
     @property
     def work(self) -> Path:
@@ -92,7 +91,8 @@ class Context:
 
     @property
     def imagenet_evaluations(self) -> int | None:
-        return self.evaluations if self.evaluations is not None else self.plan.evaluations
+        """Every black-box ImageNet run's budget; None: the preset's."""
+        return self.plan.evaluations
 
     def imagenet_seeds(self, attack: str) -> list[int]:
         return [self.seed + i for i in range(self.plan.seeds[attack])]
