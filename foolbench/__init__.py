@@ -18,7 +18,8 @@ Layers, lowest first:
   5. zoo                                      builders of the reference models
   6. resolve                                  what a user types as a model -> an adapter (zoo names)
   7. rundir                                   the run directory: files, readers, checkpoints, same run?
-  8. transfer_stats, report                   tables, plots, galleries, the HTML report, leaderboard
+  8. transfer_stats, rating, report           tables, plots, galleries, the HTML report, leaderboard;
+                                              people's ratings of champions (`foolbench rate`)
   9. runner                                   one run: start, resume or reuse (ensure_run), the loop
   10. experiments, sweep, probe, api          what the paper composes from runs; many runs; inspect;
                                               the Python API (foolbench.run, .score, .load_model)

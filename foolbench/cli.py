@@ -242,20 +242,31 @@ def zoo_list():
 
 @zoo.command("build")
 @click.argument("name")
-@click.option("--data", type=click.Path(), help="MNIST folder (torchvision layout) for MNIST models.")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Training seed (MNIST).")
-@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
 @click.option(
-    "--epochs", type=int, help="Robust and defended models: training epochs (default: the zoo recipe's)."
+    "--data",
+    type=click.Path(),
+    help="Training data: an MNIST folder (torchvision layout) for MNIST models; CIFAR-10 (torchvision or "
+    "ImageFolder layout, or its .tar.gz) for CIFAR-10 models, else $FOOLBENCH_DATA/cifar10.",
 )
 @click.option(
-    "--attack-digits", type=int, help="lenet-mnist-pgd: held-out digits its robust accuracy is measured on."
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Training seed (models trained here).",
+)
+@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
+@click.option("--epochs", type=int, help="Models trained here: training epochs (default: the zoo recipe's).")
+@click.option(
+    "--attack-digits",
+    type=int,
+    help="Robust and CIFAR-10 models: held-out images their robust accuracy is measured on.",
 )
 @click.option(
     "--generations",
     type=int,
-    help="lenet-mnist-defended: generations of each run it evolves (default: the preset's).",
+    help="Defended models: generations of each run the defence evolves (default: the preset's).",
 )
 def zoo_build(name, data, seed, weights, out, epochs, attack_digits, generations):
     """Build NAME into zoo/NAME.onnx with its model card; a killed robust or defended build resumes when
@@ -308,9 +319,11 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
-    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
-    "Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), cifar10 (CIFAR-10's 10,000 test images, from $FOOLBENCH_DATA/cifar10), "
+    "skimage (scikit-image's 8 photos, unlabelled) or DIR: a CIFAR-10 copy (its test split; torchvision or "
+    "ImageFolder layout, or its .tar.gz), or one sub-folder per class, named by label, ignoring case, spaces "
+    "and underscores, or by class index. Default: mnist for digit models, cifar10 for CIFAR-10 models "
+    "where it is found, else skimage.",
 )
 @click.option(
     "--runs",
@@ -713,6 +726,60 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, data, progress):
     )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")
+
+
+# -- rate ----------------------------------------------------------------------------------------------
+@cli.command("rate")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write ratings.csv into this folder (default: each run's own directory).",
+)
+@click.option("--data", type=click.Path(), help="Real images for the controls: one sub-folder per class.")
+@click.option(
+    "--controls", type=click.IntRange(1), default=1, show_default=True, help="Real images per champion."
+)
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Draws the controls and foils."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 (default: a free one)."
+)
+@click.option(
+    "--static", "static_html", type=click.Path(path_type=Path), help="Write one self-contained page instead."
+)
+@click.option(
+    "--import",
+    "import_csv",
+    type=click.Path(path_type=Path),
+    help="Take in a CSV the static page downloaded.",
+)
+@click.option("--summary", is_flag=True, help="Print what the ratings say, and serve nothing.")
+def rate_cmd(run_dirs, out, data, controls, seed, port, static_html, import_csv, summary):
+    """Would a person recognise the champions of RUN_DIR...? Serve a page on this machine that shows
+    them one at a time, mixed with real images of their classes, and records each answer.
+
+    The page offers the target label, three other labels of the model and "none of these" (keys A S D F
+    and N); answers go to ratings.csv as they come, and a rater who comes back carries on where they
+    stopped. `foolbench report` and `--summary` show which champions people recognised.
+    """
+    from foolbench.rating import command
+
+    if sum(map(bool, (static_html, import_csv, summary))) > 1:
+        raise FoolbenchError("--static, --import and --summary are separate modes; give one of them")
+    if summary:
+        click.echo(command.summary(run_dirs, out), nl=False)
+    elif static_html:
+        path, what = command.static(run_dirs, static_html, data, controls, seed)
+        click.echo(f"{path}: a page rating {what}; its answers are downloaded as a CSV for --import")
+    elif import_csv:
+        written, already, store = command.import_(run_dirs, import_csv, out, data, controls, seed)
+        click.echo(
+            f"{import_csv}: {written} answers added to {command.where(store)} ({already} already there)"
+        )
+    else:
+        command.serve(run_dirs, out, data, controls, seed, port, say=click.echo)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ SCALES = ("full", "cpu")
 DEFAULT_ATTACKS = {
     "mnist": ("mnist-cppn", "mnist-direct"),
     "cifar": ("cifar-cppn", "cifar-direct"),
+    "cifar10": ("cifar-cppn", "cifar-direct"),
     "imagenet": ("imagenet-cppn", "imagenet-direct"),
 }
 SMALL_COLOUR_SIDE = 64

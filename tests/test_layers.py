@@ -20,7 +20,7 @@ LAYERS = [
     ["zoo"],
     ["resolve"],
     ["rundir"],
-    ["transfer_stats", "report"],
+    ["transfer_stats", "rating", "report"],
     ["runner"],
     ["experiments", "sweep", "probe", "api"],
     ["cli"],

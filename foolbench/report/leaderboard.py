@@ -53,6 +53,7 @@ TEXT_COLUMNS = (
     "not_ranked_why",
     "real_data",
     "judge",
+    "recognised_by_people",  # "k of n" champions, where people rated the runs (foolbench rate)
 )
 FORMATS = ("md", "html", "csv")
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process's update (each takes milliseconds)

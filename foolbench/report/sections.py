@@ -22,9 +22,10 @@ from foolbench.report.collect import Baseline, Defence, Inputs, Run, Transfer
 from foolbench.report.headline import FOOLED, REFERENCES, Line, median, share_text
 from foolbench.text import percent
 
-DATASETS = {"mnist": "MNIST", "imagenet": "ImageNet"}
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar": "CIFAR-size colour", "imagenet": "ImageNet"}
 REAL_IMAGES = {
     "mnist": "MNIST digits",
+    "cifar10": "CIFAR-10 test images",
     "imagenet": "ImageNet images",
     "imagenet-sample": "ImageNet photos",
     "skimage": "scikit-image photos",
@@ -37,7 +38,7 @@ TRANSFER_TITLES = {
     "transfer-seeds": "Transfer between seed twins",
     "transfer-arch": "Transfer across architectures",
 }
-ORDER = {"mnist": 0, "imagenet": 2}  # datasets: MNIST first, ImageNet last, anything else between
+ORDER = {"mnist": 0, "cifar10": 1, "imagenet": 3}  # datasets: MNIST, CIFAR-10, others, ImageNet last
 
 
 @dataclass
@@ -90,11 +91,11 @@ def arrange(inputs: Inputs) -> list[Section]:
         section.transfers = sorted(inputs.transfers, key=_transfer_rank)
     if inputs.defences:
         section = sections.setdefault("defence", Section("defence", "Retraining defence", "defence"))
-        section.defences = sorted(inputs.defences, key=lambda d: (ORDER.get(_defence_facts(d)[1], 1), d.key))
+        section.defences = sorted(inputs.defences, key=lambda d: (ORDER.get(_defence_facts(d)[1], 2), d.key))
     if inputs.baselines:
         section = sections.setdefault("baseline", Section("baseline", "Real-image baseline", "baseline"))
         section.baselines = sorted(
-            inputs.baselines, key=lambda b: (ORDER.get(str(b.result.get("data")), 1), b.key)
+            inputs.baselines, key=lambda b: (ORDER.get(str(b.result.get("data")), 2), b.key)
         )
     for run in owned:
         key = "defence" if _inside(run.path, [d.path for d in inputs.defences]) else "transfer"
@@ -104,7 +105,7 @@ def arrange(inputs: Inputs) -> list[Section]:
         for group in section.groups:
             group.runs.sort(key=lambda r: (r.seed if isinstance(r.seed, int) else 0, r.key))
         section.groups.sort(  # MNIST first, single models before ensembles, then by name
-            key=lambda g: (ORDER.get(g.first.dataset, 1), g.first.ensemble, g.first.attack, g.first.model)
+            key=lambda g: (ORDER.get(g.first.dataset, 2), g.first.ensemble, g.first.attack, g.first.model)
         )
         section.lines = _lines(section, inputs.runs)
     return ordered
@@ -133,7 +134,7 @@ def _rank(section: Section) -> tuple:
     if section.kind != "evolution":
         return (kinds.index(section.kind),)
     run = section.groups[0].first
-    return (0, ORDER.get(run.dataset, 1), run.dataset, {"direct": 0, "cppn": 1}.get(run.encoding, 2))
+    return (0, ORDER.get(run.dataset, 2), run.dataset, {"direct": 0, "cppn": 1}.get(run.encoding, 2))
 
 
 def _add_to_group(section: Section, run: Run) -> None:
