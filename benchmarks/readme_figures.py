@@ -253,6 +253,64 @@ def leaderboard_v2() -> str:
     return f"{caption}\n\n{table(header, body)}"
 
 
+def leaderboard_v3() -> str:
+    """Protocol v3's rows: the score with its spread over seeds and its ties, accuracy on the suite's
+    real images, each attack's curve area (classes the judge recognised at the end, where it saw
+    any), and why a row is not ranked."""
+    from foolbench.protocol import load_protocol
+    from foolbench.report.leaderboard import ranked, read_leaderboard
+
+    rows = ranked(read_leaderboard(LEADERBOARD))
+    rows = rows[rows["protocol"] == "v3"].dropna(axis=1, how="all")
+    attacks = [a for a in load_protocol("v3").attack_names if f"{a}_score" in rows.columns]
+
+    def cell(r: dict, attack: str) -> str:
+        score, seen = r[f"{attack}_score"], r.get(f"{attack}_recognised", math.nan)
+        if pd.isna(score):
+            return "–"
+        return f"{score:.3f}" + (f" ({seen:.2g})" if not pd.isna(seen) and seen > 0 else "")
+
+    body = [
+        [
+            r["suite"],
+            "–" if pd.isna(r["rank"]) else int(r["rank"]),
+            r["name"],
+            f"{r['fooling_score']:.3f} ({r['fooling_score_low']:.3f}–{r['fooling_score_high']:.3f})",
+            r.get("ties") or "–",
+            f"{r['accuracy'] * 100:.1f} %",
+            *[cell(r, a) for a in attacks],
+            f"{r['fooled_at_end']:.3f}",
+            r["judge"].split(" (")[0],
+            "ranked" if r["ranked"] == "true" else f"not ranked: {r['not_ranked_why']}",
+        ]
+        for r in rows.to_dict("records")
+    ]
+    dates = ", ".join(sorted(rows["date"].unique()))
+    header = ["suite", "rank", "model", "fooling score (seeds' range)", "ties with", "accuracy"]
+    header += [f"{a} (recognised)" for a in attacks] + ["fooled at the end", "judge", "ranked"]
+    caption = f"{source(LEADERBOARD, 'foolbench score --model NAME --protocol v3')} Scored: {dates}."
+    return f"{caption}\n\n{table(header, body)}"
+
+
+def v3_measures() -> str:
+    """The grey models under v3's measure and the alternatives tried, on the same runs."""
+    path = RESULTS / "v3_measures.json"
+    data = json.loads(path.read_text())
+    measures = data["measures"]
+    kinds = list(next(iter(measures.values())))
+    body = [
+        [name, *[f"{m[k]['mean']:.3f} ({m[k]['low']:.3f}–{m[k]['high']:.3f})" for k in kinds]]
+        for name, m in measures.items()
+    ]
+    held = [
+        "all" if all(steps.values()) else f"{sum(steps.values())} of {len(steps)}"
+        for steps in data["ordering_beyond_seed_noise"].values()
+    ]
+    body.append(["PGD < OE, defended < plain LeNets, beyond seed noise", *held])
+    caption = source(path, "nice -n 10 python benchmarks/v3_measures.py")
+    return f"{caption}\n\n{table(['model', *kinds], body)}"
+
+
 def paper() -> str:
     """The paper report's headline table, as `foolbench paper` writes it beside headline.csv."""
     path = PAPER / "headline.csv"
@@ -420,11 +478,12 @@ def imagenet_tuning() -> str:
 
 
 def imagenet_classes() -> str:
-    """The best classes of the ImageNet CPPN runs of the paper report, and the ensemble's members."""
+    """The best classes of the paper report's ImageNet runs (seed 0 of CPPN MAP-Elites and of the patch
+    search), and of the ensemble, with its champions' confidence on each member."""
     path = PAPER / "classes.csv"
     df = pd.read_csv(path)
     rows = []
-    for run in ("imagenet-cppn", "imagenet-cppn-ensemble"):
+    for run in ("imagenet-cppn-s0", "imagenet-patch-s0", "imagenet-patch-ensemble"):
         got = df[df["run"] == run].sort_values("confidence", ascending=False)
         members = [c for c in got.columns if c.startswith("confidence_") and got[c].notna().all()]
         for _, r in got.head(2).iterrows():
@@ -437,7 +496,7 @@ def imagenet_classes() -> str:
 TRANSFERS = [  # (experiment folder, dataset, label)
     ("transfer-seeds", "mnist", "LeNet seed twins"),
     ("transfer-arch", "mnist", "LeNet and MLP"),
-    ("transfer-arch", "imagenet", "EfficientNet-Lite0 and -Lite2"),
+    ("transfer-arch", "imagenet", "EfficientNet-Lite0, -Lite1 and -Lite2"),
 ]
 
 
@@ -495,6 +554,7 @@ def baselines() -> str:
             [
                 r.model,
                 f"{r.images:,} ({r.data})",
+                r.fooling_attacks,
                 pct(r.median_confidence),
                 f"{pct(r.median_confidence_correct)} / {pct(r.median_confidence_wrong)}"
                 if known
@@ -507,6 +567,7 @@ def baselines() -> str:
     header = [
         "model",
         "real images",
+        "fooling images of",
         "median top-1",
         "right / wrong",
         "median of its fooling images",
@@ -642,6 +703,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "presets": presets,
     "leaderboard": leaderboard,
     "leaderboard-v2": leaderboard_v2,
+    "leaderboard-v3": leaderboard_v3,
+    "v3-measures": v3_measures,
     "paper": paper,
     "reach": reach,
     "imagenet_reach": imagenet_reach,

@@ -8,14 +8,18 @@ Layers, lowest first:
   1. errors, fileio, text, options, images, progress
                                               one-line errors, atomic files, how things are written
                                               for people, option rules, the 8-bit image, progress
-  2. data, models, encodings, lookalike       datasets, the sealed model adapter, genomes -> images,
-                                              does a champion look like a real image of its class?
+  2. data, models, encodings, lookalike, judges
+                                              datasets (labelled real images by name: data.labelled),
+                                              the sealed model adapter, genomes -> images, does a
+                                              champion look like a real image of its class, and the
+                                              judges that mark champions recognised
   3. search                                   engines (ask/tell), the one evaluator, the class archive
   4. presets, protocol                        attack presets and scoring protocols, checked
   5. zoo                                      builders of the reference models
   6. resolve                                  what a user types as a model -> an adapter (zoo names)
   7. rundir                                   the run directory: files, readers, checkpoints, same run?
-  8. transfer_stats, report                   tables, plots, galleries, the HTML report, leaderboard
+  8. transfer_stats, rating, report           tables, plots, galleries, the HTML report, leaderboard;
+                                              people's ratings of champions (`foolbench rate`)
   9. runner                                   one run: start, resume or reuse (ensure_run), the loop
   10. experiments, sweep, probe, api          what the paper composes from runs; many runs; inspect;
                                               the Python API (foolbench.run, .score, .load_model)
@@ -26,7 +30,8 @@ The Python API is re-exported here lazily (`foolbench.run` imports foolbench.api
 
 Owners: the 8-bit image `images`; the run directory `rundir`; search engines `search` (the
 `Engine` interface and registry in `search/__init__.py`, the `Evaluator` in `search/engine.py`);
-the model adapter `models` (preprocessing in `models/preprocess.py`, options in `models/load.py`);
+the model adapter `models` (preprocessing in `models/preprocess.py`, options in `models/load.py`,
+the device asked for and obtained in `models/device.py`: engines take theirs from `Model.device`);
 option rules `options`.
 """
 

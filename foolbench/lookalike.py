@@ -29,13 +29,23 @@ It says nothing where the real images do not cover how a class can look (a "7" w
 absent from the reference), and a champion can be a look-alike and still be a striking failure
 of the model (99.99 % for a faint, blurry digit a person would hesitate over).
 
+On colour images pixel correlation says little (two photos of one class share no pixels), so a
+reference can compare images in another space: `reference(..., embed=...)` takes any function from
+images to vectors. `onnx_features(path)` gives one from a model file: the input of the model's last
+linear layer, centred and scaled to unit norm. The proposal for CIFAR-10 is the features of the
+zoo's adversarially trained `airnet-cifar10-at` (robust features follow what a person sees more than
+a plain model's, Santurkar et al. 2019) with CIFAR-10's test images as the reference; it is
+validated by `benchmarks/cifar_judge.py` (held-out real images of the class against other classes,
+noise and random CPPNs) before a run uses it.
+
 All images float32 [N, C, H, W] in [0, 1]; everything is computed in whole batches with torch.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -56,6 +66,7 @@ class Reference:
     vectors: torch.Tensor  # [N, C*H*W], centred, unit norm (0 for a flat image)
     typical: dict[int, float]  # class -> median leave-one-out nearest-neighbour distance
     threshold: dict[int, float]  # class -> its THRESHOLD_QUANTILE
+    embed: Callable[[np.ndarray], torch.Tensor] = field(default=None, repr=False)  # images -> unit vectors
 
     @property
     def classes(self) -> list[int]:
@@ -83,19 +94,26 @@ class Lookalikes:
 
 
 def prepare(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C*H*W] vectors centred on their mean and scaled to unit norm."""
+    """[N, C, H, W] -> [N, C*H*W] vectors centred on their mean and scaled to unit norm (on the CPU,
+    where the real images are, whichever device a tensor of images comes from)."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu()
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)).flatten(1)
     x = x - x.mean(1, keepdim=True)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-def reference(images: np.ndarray, labels: np.ndarray) -> Reference:
-    """Prepare labelled real images; every class needs at least two (for a nearest other image)."""
+def reference(
+    images: np.ndarray, labels: np.ndarray, embed: Callable[[np.ndarray], torch.Tensor] | None = None
+) -> Reference:
+    """Prepare labelled real images; every class needs at least two (for a nearest other image).
+    `embed` maps images to the vectors compared (default: `prepare`, the pixels themselves)."""
     images = _checked(images, "real images")
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise FoolbenchError(f"{len(images)} real images but {len(labels)} labels; give one label per image")
-    vectors = prepare(images)
+    embed = embed or prepare
+    vectors = embed(images)
     typical, threshold = {}, {}
     for cls in np.unique(labels):
         members = vectors[torch.from_numpy(labels == cls)]
@@ -106,7 +124,7 @@ def reference(images: np.ndarray, labels: np.ndarray) -> Reference:
         nearest = within.min(1).values
         typical[int(cls)] = float(nearest.median())
         threshold[int(cls)] = float(torch.quantile(nearest, THRESHOLD_QUANTILE))
-    return Reference(images, labels, vectors, typical, threshold)
+    return Reference(images, labels, vectors, typical, threshold, embed)
 
 
 def compare(champions: np.ndarray, classes, ref: Reference) -> Lookalikes:
@@ -128,7 +146,7 @@ def compare(champions: np.ndarray, classes, ref: Reference) -> Lookalikes:
     own = torch.from_numpy(classes[:, None] == ref.labels[None, :])  # [N, M]: same class as the champion
     distance, nearest, nearest_label = [], [], []
     for start in range(0, len(champions), CHUNK):
-        d = torch.cdist(prepare(champions[start : start + CHUNK]), ref.vectors)
+        d = torch.cdist((ref.embed or prepare)(champions[start : start + CHUNK]), ref.vectors)
         nearest_label.append(ref.labels[d.argmin(1).numpy()])
         d_own = d.masked_fill(~own[start : start + CHUNK], float("inf"))
         best = d_own.min(1)
@@ -174,6 +192,29 @@ def run_lookalikes(
         dataset = mnist_reference()
     found = compare(champions, classes, dataset)
     return found.records(), found.share, found.nearest
+
+
+def onnx_features(path) -> Callable[[np.ndarray], torch.Tensor]:
+    """images -> the input of the ONNX model's last linear layer (MatMul or Gemm), centred and scaled
+    to unit norm: a model's own view of an image, for `reference(embed=...)`."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    last = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    if not last:
+        raise FoolbenchError(f"{path}: no linear layer (MatMul or Gemm) to take features from")
+    name = last[-1].input[0]
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+
+    def embed(images: np.ndarray) -> torch.Tensor:
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        chunks = [session.run([name], {feed: x[i : i + 500]})[0] for i in range(0, len(x), 500)]
+        return prepare(np.concatenate(chunks).reshape(len(x), -1))
+
+    return embed
 
 
 def _checked(images, what: str) -> np.ndarray:

@@ -127,6 +127,22 @@ class Seeds:
 
 
 @dataclass(frozen=True)
+class Counts:
+    """A non-empty list of whole numbers >= 1 in increasing order (e.g. query counts)."""
+
+    def check(self, name: str, value: Any) -> list[int]:
+        ok = (
+            isinstance(value, list)
+            and value
+            and all(_is_number(v, integer=True) and 1 <= v < 2**63 for v in value)
+            and all(a < b for a, b in zip(value, value[1:], strict=False))
+        )
+        if not ok:
+            raise _fail(name, "a list of whole numbers >= 1 in increasing order", value)
+        return [int(v) for v in value]
+
+
+@dataclass(frozen=True)
 class Classes:
     """Target classes as a preset gives them (resolved against a model's labels by `parse_classes`)."""
 
@@ -149,7 +165,7 @@ class Table:
         return value
 
 
-Rule = Int | Float | Choice | Bool | Text | Texts | Seeds | Classes | Table
+Rule = Int | Float | Choice | Bool | Text | Texts | Seeds | Counts | Classes | Table
 
 
 def check_table(given: Mapping[str, Any], rules: Mapping[str, Rule], section: str) -> dict[str, Any]:

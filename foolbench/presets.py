@@ -14,7 +14,7 @@ from pathlib import Path
 
 from foolbench.errors import FoolbenchError
 from foolbench.models.card import real_labels
-from foolbench.options import Choice, Classes, Float, Int, Text, check_table
+from foolbench.options import Choice, Classes, Counts, Float, Int, Text, check_table
 from foolbench.search import ENGINES, Budget, engine_type
 
 ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
@@ -25,6 +25,7 @@ SCALES = ("full", "cpu")
 DEFAULT_ATTACKS = {
     "mnist": ("mnist-cppn", "mnist-direct"),
     "cifar": ("cifar-cppn", "cifar-direct"),
+    "cifar10": ("cifar-cppn", "cifar-direct"),
     "imagenet": ("imagenet-cppn", "imagenet-direct"),
 }
 SMALL_COLOUR_SIDE = 64
@@ -53,6 +54,7 @@ BASE_SCHEMA: dict[str, dict | None] = {
         "classes": Classes(),
         "seed": Int(0, 2**63 - 1),
         "checkpoint_every": Int(1, 10_000_000),
+        "snapshots": Counts(),  # model queries at which the run also saves its champions (snapshots/)
     },
     "evaluation": {"crop": Choice(("center", "ten")), "batch_size": Int(1, 100_000)},
     "encoding": None,

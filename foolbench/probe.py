@@ -29,6 +29,7 @@ def inspect_model(spec: str, options) -> str:
     inp = d["input"]
     lines = [
         f"model      {d['name']}  ({d['backend']}, provider {d['provider']})",
+        f"device     {device_line(model)}",
         f"file       {d['path'] or '-'}",
         f"input      {inp['channels']} channel(s), {inp['size'][0]}x{inp['size'][1]}, {inp['layout']}"
         + (f", fixed batch {inp['fixed_batch']}" if inp["fixed_batch"] else ""),
@@ -42,6 +43,17 @@ def inspect_model(spec: str, options) -> str:
     top = np.argsort(-p)[:3]
     lines.append(f"probe      {name}: " + "; ".join(f"{model.labels[i]} {p[i]:.2%}" for i in top))
     return "\n".join(lines)
+
+
+def device_line(model) -> str:
+    """Where the model scores and where its gradients run, as obtained (not as asked): a session
+    that asked for CUDA and got the CPU shows the CPU."""
+    from foolbench.models.device import placement, requested
+
+    p = placement(model)
+    scores = "GPU" if "CUDA" in str(p["provider"]) or p["provider"] == "torch-cuda" else "CPU"
+    gpu = f" ({p['gpu']})" if p["gpu"] else ""
+    return f"scores on the {scores}{gpu}, gradients on {p['torch_device']}; asked: --device {requested()}"
 
 
 def _pct(x) -> str:

@@ -18,6 +18,11 @@ How a row is ranked is the protocol's too (`[protocol] score` and `headline`):
   champion looks like a real image of the class count as not fooled (`lookalikes = true`); and the
   headline is the worst case over the attacks, as in AutoAttack: a model is as robust as the
   strongest attack leaves it.
+- v3 (`score = "real-rank"`): a champion counts by where its confidence falls among the model's
+  own confidences on the real images of its suite that it classifies correctly (`fooled_share`),
+  so squashing confidence changes nothing; each run is read at query counts along one axis
+  (`rank_curve`, `curve_area`); suites pick models by channels and input side (or the card's
+  dataset) and name their real images and judge. `experiments/score_v3.py` applies it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from foolbench.errors import FoolbenchError
-from foolbench.options import Bool, Choice, Int, Seeds, Table, Text, Texts, check_table
+from foolbench.options import Bool, Choice, Counts, Float, Int, Seeds, Table, Text, Texts, check_table
 from foolbench.presets import ATTACKS_DIR, load_preset
 from foolbench.search import engine_type
 
@@ -48,14 +53,26 @@ _PROTOCOL_KEYS = {
     "all_classes_up_to": Int(1, 1_000_000),
     "sample_classes": Int(1, 1_000_000),
     "ranked": Texts(),
-    "score": Choice(("median", "nines-auc")),
+    "score": Choice(("median", "nines-auc", "real-rank")),
     "headline": Choice(("mean", "worst")),  # experiments.score.HEADLINES
     "lookalikes": Bool(),
     "never_target": Texts(),
 }
 NINES_CAP = 4.0  # 99.99 %, the paper's threshold: beyond it a model is as fooled as it gets
 GRID = 256  # log-spaced evaluation counts the curve is read at
-_SUITE_KEYS = {"channels": Choice((1, 3)), "crop": Choice(("center", "ten")), "attacks": Table()}
+JUDGES = ("lookalike",)  # foolbench.judges: who decides that a champion shows its class
+_SUITE_KEYS = {
+    "channels": Choice((1, 3)),
+    "min_side": Int(1, 100_000),  # the model's larger input side, inclusive
+    "max_side": Int(1, 100_000),
+    "datasets": Texts(),  # a model whose card names one of these gets this suite, whatever its input
+    "crop": Choice(("center", "ten")),
+    "attacks": Table(),
+    "data": Text(),  # v3: the labelled real images (foolbench.data.labelled), unless --data is given
+    "judge": Choice(JUDGES),  # v3: who marks champions that show their class as not fooled
+    "min_accuracy": Float(0.0, 1.0),  # v3: below this accuracy on the real images a row is not ranked
+    "queries": Counts(),  # v3: model queries the runs are read at; the curve spans first to last
+}
 _ATTACK_KEYS = {
     "preset": Text(),
     "evaluations": Int(1, 10**12),
@@ -82,6 +99,17 @@ class Suite:
     channels: int
     crop: str | None
     attacks: tuple[ProtocolAttack, ...]
+    min_side: int = 1
+    max_side: int = 100_000
+    datasets: tuple[str, ...] = ()
+    data: str | None = None
+    judge: str | None = None
+    min_accuracy: float = 0.0
+    queries: tuple[int, ...] = ()
+
+    def takes(self, channels: int, side: int | None = None) -> bool:
+        """Whether a model with this many channels and this larger input side belongs here."""
+        return channels == self.channels and (side is None or self.min_side <= side <= self.max_side)
 
 
 @dataclass(frozen=True)
@@ -98,15 +126,20 @@ class Protocol:
     lookalikes: bool = False  # classes whose champion looks like a real image count as not fooled
     never_target: tuple[str, ...] = ()  # labels never attacked (the retraining defence's "fooling")
 
-    def suite_for(self, channels: int) -> Suite:
-        """The suite for a model with this many input channels."""
+    def suite_for(self, channels: int, side: int | None = None, dataset: str | None = None) -> Suite:
+        """The suite for a model: the one naming its card's dataset, else the one taking its channels
+        and larger input side (any side when `side` is None)."""
         for suite in self.suites.values():
-            if suite.channels == channels:
+            if dataset and dataset.lower() in suite.datasets and suite.channels == channels:
                 return suite
-        have = ", ".join(f"{s.name} ({s.channels})" for s in self.suites.values())
+        for suite in self.suites.values():
+            if suite.takes(channels, side):
+                return suite
+        have = ", ".join(f"{s.name} ({_takes_text(s)})" for s in self.suites.values())
+        size = f"{channels}-channel models" + (f" {side} pixels wide" if side is not None else "")
         raise FoolbenchError(
-            f"protocol {self.version} has no suite for {channels}-channel models (it has {have}); "
-            "pass --channels to say how the model wants its input"
+            f"protocol {self.version} has no suite for {size} (it has {have}); score it under another "
+            "protocol (--protocol v2), or pass --channels/--input-size if its input was read wrongly"
         )
 
     def classes_for(self, k: int, labels: list[str] | None = None) -> list[int]:
@@ -140,6 +173,9 @@ class Protocol:
             "search": {k: v for k, v in base.search.items() if k not in _BUDGET_KEYS} | {"classes": classes},
             "evaluation": dict(base.evaluation),
         }
+        if suite.queries:  # v3 reads each run at these query counts (runner.write_snapshot)
+            budget = attack.evaluations or math.inf
+            tables["search"]["snapshots"] = [q for q in suite.queries if q < budget]
         if suite.crop:
             tables["evaluation"]["crop"] = suite.crop
         else:  # a preset made for ImageNet (ten crops of 224 from 256) must not crop a digit model
@@ -208,11 +244,20 @@ def protocol_from_dict(data: dict, source: str) -> Protocol:
     }
     if not suites:
         raise FoolbenchError(f"{source}: the protocol has no [suite.NAME] tables")
-    channels = [s.channels for s in suites.values()]
-    if len(set(channels)) != len(channels):
-        raise FoolbenchError(
-            f"{source}: two suites are for the same channel count; a model must get one suite"
-        )
+    listed = list(suites.values())
+    for i, a in enumerate(listed):
+        for b in listed[i + 1 :]:
+            if a.channels == b.channels and a.min_side <= b.max_side and b.min_side <= a.max_side:
+                raise FoolbenchError(
+                    f"{source}: suites {a.name} and {b.name} both take {a.channels}-channel models of "
+                    "some size; give them min_side/max_side ranges that do not overlap, so a model gets one suite"
+                )
+    score = head.get("score", "median")
+    for suite in listed if score == "real-rank" else []:
+        if not suite.queries:
+            raise FoolbenchError(
+                f"{source}: [suite.{suite.name}] needs 'queries' (the model queries its runs are read at)"
+            )
     ranked = tuple(head.get("ranked", []))
     for suite in suites.values():
         missing = [a for a in ranked if a not in {x.name for x in suite.attacks}]
@@ -229,7 +274,7 @@ def protocol_from_dict(data: dict, source: str) -> Protocol:
         sample_classes=head.get("sample_classes", 10),
         ranked=ranked,
         suites=suites,
-        score=head.get("score", "median"),
+        score=score,
         headline=head.get("headline", "mean"),
         lookalikes=head.get("lookalikes", False),
         never_target=tuple(head.get("never_target", [])),
@@ -247,12 +292,30 @@ def _suite(name: str, value, source: str) -> Suite:
     attacks = _table(table.get("attacks"), f"[{where}.attacks]", source)
     if not attacks:
         raise FoolbenchError(f"{source}: [{where}] has no attacks; add [{where}.attacks.NAME] tables")
+    low, high = table.get("min_side", 1), table.get("max_side", 100_000)
+    if low > high:
+        raise FoolbenchError(f"{source}: [{where}] min_side {low} is above max_side {high}")
     return Suite(
         name=name,
         channels=table["channels"],
         crop=table.get("crop"),
         attacks=tuple(_attack(a, v, f"{where}.attacks.{a}", source) for a, v in attacks.items()),
+        min_side=low,
+        max_side=high,
+        datasets=tuple(d.lower() for d in table.get("datasets", [])),
+        data=table.get("data"),
+        judge=table.get("judge"),
+        min_accuracy=table.get("min_accuracy", 0.0),
+        queries=tuple(table.get("queries", [])),
     )
+
+
+def _takes_text(suite: Suite) -> str:
+    """Which models a suite takes, in a few words: '1 channel', '3 channels, 65+ px'."""
+    text = f"{suite.channels} channel" + ("s" if suite.channels > 1 else "")
+    if suite.max_side < 100_000:
+        return f"{text}, {suite.min_side}-{suite.max_side} px"
+    return f"{text}, {suite.min_side}+ px" if suite.min_side > 1 else text
 
 
 def _attack(name: str, value, where: str, source: str) -> ProtocolAttack:
@@ -345,3 +408,60 @@ def run_score(curve: float, classes: int, lookalikes: int) -> float:
     if classes <= 0 or not math.isfinite(curve):
         return math.nan
     return curve * (classes - lookalikes) / classes
+
+
+# -- the v3 measure ----------------------------------------------------------------------------------
+def fooled_share(confidence, real) -> np.ndarray:
+    """Per fooling image: the share of the real images whose confidence is at most its own.
+
+    `real` holds the model's confidences on the real images of the suite it classifies correctly.
+    Only ranks matter, so any increasing squashing of confidence (a temperature, a log) leaves the
+    share as it is; ties count as fooled, so a squashing that merges values (clipping, float32
+    rounding to 1.0, a constant output) can only raise it: a model cannot look harder to fool by
+    being less able to tell its images apart."""
+    real = np.sort(np.asarray(real, dtype=np.float64).ravel())
+    if not len(real):
+        raise FoolbenchError(
+            "the fooled share needs the confidences of some correctly classified real images"
+        )
+    confidence = np.asarray(confidence, dtype=np.float64)
+    return np.searchsorted(real, np.nan_to_num(confidence, nan=-np.inf), side="right") / len(real)
+
+
+def rank_curve(queries, shares) -> tuple[np.ndarray, np.ndarray]:
+    """One run's curve: at each snapshot (model queries so far, increasing), the mean over target
+    classes of the best share each class has reached by then (an image once found stays found).
+
+    `shares` is [snapshots, classes], 0 where a class's champion was recognised (foolbench.judges)."""
+    q = np.asarray(queries, dtype=np.float64)
+    v = np.asarray(shares, dtype=np.float64)
+    if v.ndim != 2 or len(q) != len(v) or not len(q) or np.any(np.diff(q) <= 0):
+        raise FoolbenchError(
+            "a run's curve needs one row of class shares per snapshot, in increasing queries"
+        )
+    return q, np.maximum.accumulate(v, axis=0).mean(axis=1)
+
+
+def curve_area(curves: list[tuple[np.ndarray, np.ndarray]], start: float, end: float) -> float:
+    """The mean over log-queries from `start` to `end` of the best of the curves at each count (the
+    strongest attack with that many queries; 0 before a curve's first snapshot). A curve is a step
+    function: its value at a snapshot holds until its next one, and its last value to the end.
+
+    1: every class as fooled as the model's most confident real image from `start` on; a model an
+    attack needs ten times the queries to fool scores lower even when both end fooled."""
+    if not curves or not 0 < start < end:
+        raise FoolbenchError("a curve area needs at least one curve and 0 < start < end")
+    edges = np.unique(np.concatenate([[start, end], *[q[(q > start) & (q < end)] for q, _ in curves]]))
+    best = np.max([_step(q, v, edges[:-1]) for q, v in curves], axis=0)
+    widths = np.diff(np.log(edges))
+    return float(np.sum(best * widths) / np.log(end / start))
+
+
+def curve_at(curves: list[tuple[np.ndarray, np.ndarray]], queries: float) -> float:
+    """The best of the curves after `queries` model queries."""
+    return float(np.max([_step(q, v, np.array([queries]))[0] for q, v in curves]))
+
+
+def _step(q: np.ndarray, v: np.ndarray, at: np.ndarray) -> np.ndarray:
+    i = np.searchsorted(q, at, side="right") - 1
+    return np.where(i >= 0, v[np.maximum(i, 0)], 0.0)

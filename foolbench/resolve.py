@@ -23,9 +23,27 @@ def is_zoo_name(spec: str) -> bool:
 
 def resolve_path(spec: str) -> Path | None:
     """The model file a spec names (building a zoo model on first use); None for a factory spec."""
-    if not Path(spec).exists() and is_zoo_name(spec):
-        return zoo.ensure(spec)
+    if not Path(spec).exists():
+        if is_zoo_name(spec):
+            return zoo.ensure(spec)
+        if _zoo_file(spec):
+            return zoo.ensure_file(Path(spec))
     return file_path(spec)
+
+
+def backend_of(spec: str) -> str:
+    """ "onnx" or "pytorch": the backend a spec's model will load with, without loading it (zoo models
+    are ONNX files; a factory builds a PyTorch module)."""
+    if not Path(spec).exists() and is_zoo_name(spec):
+        return "onnx"
+    return "onnx" if Path(spec).suffix.lower() == ".onnx" else "pytorch"
+
+
+def _zoo_file(spec: str) -> bool:
+    """Whether a missing path names a zoo model's file (`zoo/alexnet.onnx`) in a folder that exists:
+    it is built there, as a zoo name is built into the zoo folder."""
+    path = Path(spec)
+    return path.suffix == ".onnx" and is_zoo_name(path.stem) and path.parent.is_dir()
 
 
 def load_model(spec: str, options: ModelOptions | None = None) -> Model:

@@ -8,6 +8,9 @@ files is decided here.
   gallery.png     all champions with label and confidence
   results.csv     file, class, label, confidence (of the saved PNG, re-scored), top-1, generation
   summary.json    the paper's statistics of the run, plus its cost
+  snapshots/      where the preset asks for them (`search.snapshots`): q<queries>/ holds the champions
+                  as they were when the run's model queries first reached that count (champions/,
+                  results.csv, snapshot.json), so a score can read the run's progress image by image
 
 Every file is written atomically (a killed run never leaves a half-written one). A run is
 "the same run" as a request when everything that changes its result agrees (`identity`): this is
@@ -42,6 +45,8 @@ GALLERY = "gallery.png"
 LOOKALIKES = "lookalikes.png"  # champions above their nearest real image of the class (MNIST models)
 RESULTS = "results.csv"
 SUMMARY = "summary.json"
+SNAPSHOTS = "snapshots"
+SNAPSHOT = "snapshot.json"
 BUDGET_KEYS = ("generations", "evaluations", "seconds")
 
 
@@ -104,6 +109,47 @@ def read_results(run_dir: Path) -> pd.DataFrame:
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / METRICS)
+
+
+@dataclass
+class Snapshot:
+    """The champions of a run at one point: after `queries` model queries (the run's end for the last)."""
+
+    folder: Path  # holds champions/ and results.csv
+    queries: int
+    evaluations: int
+    generation: int
+    results: pd.DataFrame
+
+    def images(self, channels: int) -> np.ndarray:
+        """The champion PNGs, float32 [N, C, H, W] in [0, 1], in the order of `results`."""
+        return np.stack([load_png(self.folder / f, channels) for f in self.results["file"]])
+
+
+def snapshot_dir(run_dir: Path, queries: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"q{queries:010d}"
+
+
+def read_snapshots(run_dir: Path) -> list[Snapshot]:
+    """A finished run's snapshots in order of queries, its end last (from results.csv and summary.json).
+
+    Only runs whose summary counts queries (foolbench after query counting came in) can be read."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if "queries" not in summary:
+        raise FoolbenchError(
+            f"{run_dir} was made before runs counted model queries; run it again to score it this way"
+        )
+    found = []
+    for folder in sorted((run_dir / SNAPSHOTS).glob("q*")):
+        info = read_json(folder / SNAPSHOT)
+        found.append(
+            Snapshot(folder, info["queries"], info["evaluations"], info["generation"], read_results(folder))
+        )
+    end = Snapshot(
+        run_dir, summary["queries"], summary["evaluations"], summary["generations"], read_results(run_dir)
+    )
+    return [s for s in found if s.queries < end.queries] + [end]
 
 
 def preset_tables(preset: dict) -> dict:

@@ -20,13 +20,15 @@ import numpy as np
 import pandas as pd
 
 from foolbench import __version__, rundir
-from foolbench.fileio import sha256_file
+from foolbench.errors import FoolbenchError
+from foolbench.fileio import read_json, sha256_file, write_json
 from foolbench.images import load_png, save_png
 from foolbench.models import ModelOptions
+from foolbench.models.device import placement
 from foolbench.models.load import as_evaluated
 from foolbench.presets import Preset, default_attacks, fit_to_model, load_preset, target_classes
 from foolbench.report.gallery import gallery
-from foolbench.resolve import load_model, load_models, resolve_path
+from foolbench.resolve import backend_of, load_model, load_models, resolve_path
 from foolbench.search import Budget, Search, make_search
 from foolbench.search.archive import confidence_stats
 from foolbench.text import percent
@@ -53,6 +55,7 @@ class RunRequest:
     progress: bool = True
     preset: Preset | None = None  # the preset itself (fitted to the model: `default_presets`), not `attack`
     command: str | None = None  # what the manifest says was run (default: this process's command line)
+    allow_device_change: bool = False  # resume where the run started elsewhere (it then diverges)
 
 
 class ModelCache:
@@ -118,6 +121,7 @@ def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
     model = _load(specs, preset, req.model_options, cache)
     classes = target_classes(req.classes, preset, model.labels)
     search = build_search(model, preset, classes, seed)  # before the run directory: it may refuse the model
+    check_outputs(model, search.engine.encoding.channels, search.engine.encoding.resolution)
     run_dir = rundir.new_run_dir(req.out, model.name, preset.name, seed)
     manifest = {
         "foolbench": __version__,
@@ -131,6 +135,7 @@ def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
         "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
         "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
         "model": model.describe(),
+        "device": placement(model),
         "versions": versions(),
     }
     rundir.write_manifest(run_dir, manifest)
@@ -145,6 +150,7 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
     preset = rundir.manifest_preset(manifest)
     rundir.check_model_files(manifest, "a resumed run")
     model = _load(rundir.model_specs(manifest), preset, rundir.model_options(manifest), cache)
+    _check_device(run_dir, manifest, model, req)
     budget = Budget(**manifest["budget"])
     if req is not None:
         for key in rundir.BUDGET_KEYS:
@@ -161,6 +167,30 @@ def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache |
     return _loop(search, run_dir, manifest, budget, metrics, progress=req.progress if req else True)
 
 
+def _check_device(run_dir: Path, manifest: dict, model, req: RunRequest | None) -> None:
+    """A run continues bit for bit only where it started (device, provider, GPU): elsewhere it is
+    refused in one line, unless the request accepts that it diverges, which the manifest then records."""
+    from foolbench.models.device import describe_placement, same_placement
+
+    recorded, now = manifest.get("device"), placement(model)
+    if same_placement(recorded, now):
+        return
+    was, is_now = describe_placement(recorded), describe_placement(now)
+    if req is None or not req.allow_device_change:
+        hint = " (--device cpu)" if now["torch_device"] != "cpu" or "CUDA" in str(now["provider"]) else ""
+        raise FoolbenchError(
+            f"{run_dir} was started on {was} and would continue on {is_now}, so it would not end as "
+            f"an uninterrupted run does; resume it where it started{hint}, or accept that it diverges: "
+            f"foolbench run --resume {run_dir} --allow-device-change"
+        )
+    latest = run_dir / rundir.CHECKPOINTS / rundir.LATEST
+    generation = read_json(latest).get("generation") if latest.is_file() else None
+    change = {"from": recorded, "to": now, "after_generation": generation}
+    manifest["device_changes"] = [*manifest.get("device_changes", []), change]
+    manifest["device"] = now
+    rundir.write_manifest(run_dir, manifest)
+
+
 def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[str], Budget, int]:
     """The preset, model specs, budget and seed a request comes to, before any model is loaded."""
     preset = (preset or req.preset or load_preset(req.attack, req.scale)).planned(req.evaluations)
@@ -169,13 +199,28 @@ def _plan(req: RunRequest, preset: Preset | None = None) -> tuple[Preset, list[s
     return preset, specs, _budget(preset, req), seed
 
 
-def resolve_scale(scale: str | None) -> str:
-    """A preset scale as the user gave it: full, cpu, or auto/None (full where a GPU is present)."""
+def check_outputs(model, channels: int, side: int) -> None:
+    """Refuse, before anything is written, a model that returns NaN or infinity for every image: a
+    run on it would have nothing to compare (one image that does is scored 0 and counted instead)."""
+    rng = np.random.default_rng(0)
+    images = rng.random((4, channels, side, side), dtype=np.float32)
+    images[0] = 0.5  # a flat grey image too
+    if not np.isfinite(model.probs(images)).any():
+        raise FoolbenchError(
+            f"{model.name} returns NaN or infinity for every image it was given (4 test images); "
+            "nothing can be scored on it: check the model's export (e.g. with onnxruntime on a real image)"
+        )
+
+
+def resolve_scale(scale: str | None, models: list[str] | None = None) -> str:
+    """A preset scale as the user gave it: full, cpu, or auto/None: full where the (first) model
+    scores on a GPU as obtained here, not merely where one is present (`device.scores_on_gpu`)."""
     if scale not in (None, "auto"):
         return scale
-    from foolbench.models.onnx_model import gpu_present
+    from foolbench.models.device import scores_on_gpu
 
-    return "full" if gpu_present() else "cpu"
+    spec = (list(models or []) or [DEFAULT_MODEL])[0]
+    return "full" if scores_on_gpu(backend_of(spec)) else "cpu"
 
 
 def default_presets(specs: list[str], options: ModelOptions, scale: str) -> list[Preset]:
@@ -231,11 +276,14 @@ def versions() -> dict:
     import onnxruntime
     import torch
 
+    from foolbench.models.device import library_versions
+
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        **library_versions(),
         "platform": platform.platform(),
     }
 
@@ -248,17 +296,23 @@ def _loop(
     seconds0 = metrics[-1]["seconds"] if metrics else 0.0
     t0 = time.perf_counter()
     bar = _progress_bar(budget, search, progress)
+    snapshots = manifest["preset"].get("search", {}).get("snapshots", [])
     while not budget.reached(search, seconds0 + time.perf_counter() - t0):
+        before = search.queries
         improved = search.step()
         row = {
             "generation": search.generation,
             "evaluations": search.evaluations,
+            "queries": search.queries,
             "seconds": round(seconds0 + time.perf_counter() - t0, 4),
             **search.stats(),
             "improved": improved,
         }
         metrics.append(row)
         _advance(bar, row)
+        crossed = [q for q in snapshots if before < q <= search.queries]
+        if crossed:  # one step may pass several counts: the champions then are the same
+            write_snapshot(run_dir, search, crossed[0])
         if search.generation % every == 0:
             _checkpoint(run_dir, search, metrics)
     if search.generation % every != 0:  # the last generation was not just checkpointed
@@ -302,19 +356,8 @@ def _checkpoint(run_dir: Path, search: Search, metrics: list) -> None:
 # -- finishing: champions, results, gallery, summary --------------------------------------------------
 def finish_run(run_dir: Path, search: Search, manifest: dict, metrics: list) -> dict:
     """Save champions as 8-bit PNGs, re-score the PNGs from disk, and write the run's results."""
-    engine, model = search.engine, search.evaluator.model
-    classes, labels = engine.classes, model.labels
-    genomes, found_at = engine.champions()
-    images = search.evaluator.images(genomes)
-    if (run_dir / rundir.CHAMPIONS).exists():
-        shutil.rmtree(run_dir / rundir.CHAMPIONS)
-    files = [rundir.champion_file(c, labels[c]) for c in classes]
-    for file, image in zip(files, images, strict=True):
-        save_png(run_dir / file, image)
-    reloaded = np.stack([load_png(run_dir / f, engine.encoding.channels) for f in files])
-    results = score_images(model, reloaded, classes)
-    results.insert(0, "file", files)
-    results["generation"] = found_at
+    model, classes, labels = search.evaluator.model, search.engine.classes, search.evaluator.model.labels
+    reloaded, results = save_champions(run_dir, search)
     found = _lookalikes(model, reloaded, classes)
     if found is not None:
         results["lookalike"] = found.table["lookalike"].to_numpy()
@@ -333,6 +376,43 @@ def finish_run(run_dir: Path, search: Search, manifest: dict, metrics: list) -> 
         summary["fooled_99_not_lookalike"] = int((fooled & ~found.table["lookalike"].to_numpy()).sum())
     rundir.write_summary(run_dir, summary)
     return summary
+
+
+def save_champions(folder: Path, search: Search) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each target class's champion as an 8-bit PNG in FOLDER/champions/, re-scored from disk: the
+    images as reloaded, and one row per class (file, confidence, top-1, generation found)."""
+    engine, model = search.engine, search.evaluator.model
+    genomes, found_at = engine.champions()
+    images = search.evaluator.images(genomes)
+    if (folder / rundir.CHAMPIONS).exists():
+        shutil.rmtree(folder / rundir.CHAMPIONS)
+    files = [rundir.champion_file(c, model.labels[c]) for c in engine.classes]
+    for file, image in zip(files, images, strict=True):
+        save_png(folder / file, image)
+    reloaded = np.stack([load_png(folder / f, engine.encoding.channels) for f in files])
+    results = score_images(model, reloaded, engine.classes)
+    results.insert(0, "file", files)
+    results["generation"] = found_at
+    return reloaded, results
+
+
+def write_snapshot(run_dir: Path, search: Search, point: int) -> None:
+    """The champions as they are now, in snapshots/q<point>/ (written whole, then renamed into place).
+
+    A resumed run replays the generations after its checkpoint and reaches the same champions, so
+    a snapshot already there is kept as it is."""
+    final = rundir.snapshot_dir(run_dir, point)
+    if final.is_dir():
+        return
+    tmp = final.with_name(f".tmp-{final.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _, results = save_champions(tmp, search)
+    rundir.write_results(tmp, results)
+    info = {"queries": search.queries, "evaluations": search.evaluations, "generation": search.generation}
+    write_json(tmp / rundir.SNAPSHOT, info | {"snapshot": point})
+    tmp.rename(final)
 
 
 def _lookalikes(model, champions: np.ndarray, classes):
@@ -371,6 +451,7 @@ def score_images(model, images: np.ndarray, classes) -> pd.DataFrame:
     rows = np.arange(len(classes))
     members = model.member_probs(images) if hasattr(model, "member_probs") else None
     probs = np.mean(members, axis=0) if members is not None else model.probs(images)
+    probs = np.where(np.isfinite(probs), probs, 0.0)  # as the evaluator scores them (search.engine)
     top = probs.argmax(1)
     df = pd.DataFrame(
         {
@@ -397,6 +478,7 @@ def summarise(confidences: np.ndarray, metrics: list, search: Search, manifest: 
         "classes": len(confidences),
         **confidence_stats(confidences),
         "evaluations": last["evaluations"],
+        "queries": search.queries,
         "generations": last["generation"],
         "seconds": last["seconds"],
         "evaluations_per_second": round(last["evaluations"] / max(last["seconds"], 1e-9), 2),

@@ -13,7 +13,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def percent(confidence: float) -> str:
-    """Confidence as a percentage rounded down, so 99.995% never shows as 100.00%."""
+    """Confidence as a percentage rounded down, so 99.995% never shows as 100.00%; "–" where there is none."""
+    if confidence is None or not math.isfinite(confidence):
+        return "–"
     return f"{math.floor(confidence * 10000) / 100:.2f}%"
 
 

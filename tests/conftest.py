@@ -99,6 +99,7 @@ def foolbench(capsys, monkeypatch):
 
     def call(*args):
         monkeypatch.setattr(sys, "argv", ["foolbench", *map(str, args)])
+        monkeypatch.setenv("FOOLBENCH_DEVICE", os.environ.get("FOOLBENCH_DEVICE", "auto"))  # --device sets it
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
             main()

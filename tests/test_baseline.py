@@ -262,3 +262,58 @@ def test_folders_that_name_no_class_fail_in_one_line_and_write_nothing(
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert message in proc.stderr and "'airplane', 'Golden Retriever', 'sports_car', ..." in proc.stderr
     assert not out.exists()
+
+
+# -- CIFAR-10's test images ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cifar_folder(tmp_path_factory) -> Path:
+    from test_cifar10 import write_folder
+
+    root = tmp_path_factory.mktemp("cifar") / "cifar10"
+    write_folder(root)
+    return root
+
+
+def cifar_model(tmp_path: Path, labels) -> Path:
+    path = export(tiny(channels=3, size=32), tmp_path / "c10.onnx", (1, 3, 32, 32))
+    path.with_suffix(".toml").write_text(f"labels = {json.dumps(labels)}\n")
+    return path
+
+
+def test_cifar10_models_are_read_on_cifar10_test(cifar_folder, tmp_path, monkeypatch, foolbench):
+    """A 10-class 32x32 colour model gets CIFAR-10's test split by default where the data is found, its
+    classes matched by label (any order); a model labelled "0".."9" is read in CIFAR-10's order."""
+    from foolbench.data.cifar10 import CLASSES
+
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FOOLBENCH_DATA", str(cifar_folder.parent))
+    shuffled = list(reversed(CLASSES))
+    for labels, order in (
+        (shuffled, [shuffled.index(c) for c in CLASSES]),
+        ([str(i) for i in range(10)], list(range(10))),
+    ):
+        model = cifar_model(tmp_path, labels)
+        result = baseline(str(model), out=tmp_path / "out")
+        files = sorted((cifar_folder / "test").rglob("*.png"))
+        x = np.stack([np.asarray(Image.open(f), dtype=np.float64).transpose(2, 0, 1) / 255 for f in files])
+        truth = np.array([order[CLASSES.index(f.parent.name)] for f in files])
+        p = onnx_probs(model, x)
+        assert result["data"] == "cifar10" and result["images"] == 20
+        assert result["accuracy"] == pytest.approx(np.mean(p.argmax(1) == truth))
+        assert result["median_confidence"] == pytest.approx(np.median(p.max(1)), abs=1e-6)
+        assert ("CIFAR-10's order" in result.get("note", "")) == labels[0].isdigit()
+    proc = foolbench("baseline", "--model", model, "--data", cifar_folder, "--out", tmp_path / "cli")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "cli" / "baseline.json").read_text())["images"] == 20
+
+
+def test_cifar10_baseline_refuses_models_that_are_not_cifar10(cifar_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
+    mixed = cifar_model(tmp_path, COLOUR_LABELS)  # some labels are CIFAR-10's, some are not
+    with pytest.raises(FoolbenchError, match="automobile"):
+        baseline(str(mixed), str(cifar_folder), out=tmp_path / "out")
+    monkeypatch.setenv("FOOLBENCH_DATA", str(cifar_folder.parent))
+    assert baseline(str(mixed), out=tmp_path / "out")["data"] == "skimage"  # the default falls back
+    twelve = export(tiny(channels=3, classes=12, size=32), tmp_path / "twelve.onnx", (1, 3, 32, 32))
+    with pytest.raises(FoolbenchError, match="needs a 10-class model"):
+        baseline(str(twelve), "cifar10", out=tmp_path / "out")

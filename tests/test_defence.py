@@ -117,7 +117,7 @@ def colour_model(tmp_path_factory) -> Path:
     [
         (["--iterations", "0"], "--iterations must be 1 or more"),
         (["--attack", "no-such-preset"], "attack preset 'no-such-preset' not found"),
-        (["--attack", "gradient"], "the defence evolves its images"),
+        (["--attack", "gradient"], "the defence searches for its images with the model's outputs alone"),
         (["--runs", "0"], "--runs must be 1 or more"),
         (["--epochs", "0"], "--epochs 0: give 1 or more"),
         (["--classes", "12"], "class 12 is out of range"),
@@ -189,21 +189,107 @@ def test_the_imagenet_clean_accuracy_is_measured_on_photos_held_out_of_fine_tuni
     assert len(training) == len(held_out) == 4  # scikit-image's 8 photos, half held out
     seen = {p.tobytes() for p in training}
     assert not any(p.tobytes() in seen for p in held_out)
-    assert task.facts() == {"clean_photos": {"held_out": 4, "fine_tuned_on": 4}}
+    assert task.facts()["clean_photos"] == {
+        "held_out": 4,
+        "fine_tuned_on": 4,
+        "data": "scikit-image's photos",
+        "labelled": False,
+    }
     again = ImagenetDefence(model=None, data=None, seed=0).photos()[1]
     assert all(np.array_equal(a, b) for a, b in zip(again, held_out, strict=True))  # seeded
 
-    class Scorer:  # sees which photos the clean accuracy looks at
+    class Scorer:  # sees which photos the clean accuracy looks at; its top-1 is the photo's height
+        labels = [str(i) for i in range(1000)]
+
         def __init__(self):
             self.shown = []
 
         def probs(self, x):
-            self.shown.append(x[0].tobytes())
-            return np.eye(3)[[len(self.shown) % 3]]
+            self.shown += [image.tobytes() for image in x]
+            return np.eye(1000)[[image.shape[1] % 1000 for image in x]]
 
     task.original = Scorer()
-    task.clean_accuracy(Scorer())
+    assert task.clean_accuracy(Scorer()) == 1.0  # agreement with the original model's top-1
     assert set(task.original.shown) == {p.tobytes() for p in held_out}
+
+
+def test_labelled_photos_split_in_halves_and_clean_accuracy_is_against_their_labels(tmp_path):
+    """A folder of labelled photos (class folders by index, as $FOOLBENCH_DATA/imagenet-sample): a
+    seeded half is fine-tuned on, the other half measures accuracy against the folders' labels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(5):
+        (tmp_path / f"{c:03d}").mkdir()
+        for k in range(4):  # each photo's height says its class, so a "model" can read it back
+            Image.fromarray(rng.integers(0, 256, (10 + c, 12, 3), dtype=np.uint8)).save(
+                tmp_path / f"{c:03d}" / f"{k}.png"
+            )
+
+    class Reader:
+        labels = [f"c{i}" for i in range(8)]
+
+        def __init__(self, wrong=()):
+            self.wrong = set(wrong)
+
+        def probs(self, x):
+            top = [(image.shape[1] - 10) if image.shape[1] - 10 not in self.wrong else 7 for image in x]
+            return np.eye(8)[top]
+
+    task = ImagenetDefence(Reader(), tmp_path, seed=3)
+    training, held_out = task.photos()
+    assert len(training) == len(held_out) == 10
+    both = [*training.indices, *held_out.indices]
+    assert sorted(both) == list(range(20))  # every photo, in exactly one half
+    assert ImagenetDefence(Reader(), tmp_path, seed=3).photos()[1].indices == held_out.indices
+    assert ImagenetDefence(Reader(), tmp_path, seed=4).photos()[1].indices != held_out.indices
+    assert task.facts()["clean_photos"] == {
+        "held_out": 10,
+        "fine_tuned_on": 10,
+        "data": tmp_path.name,
+        "labelled": True,
+    }
+    assert task.clean_accuracy(Reader()) == 1.0
+    wrong = np.mean(np.isin(held_out.labels, [0, 1]))
+    assert task.clean_accuracy(Reader(wrong=(0, 1))) == pytest.approx(1 - wrong)
+    assert "against the photos' labels" in task.clean_text
+
+
+def test_a_defence_from_patch_search_champions_with_an_evaluation_budget(lenet, tmp_path):
+    """The defence retrains on any black-box search's champions (here the patch search's),
+    --evaluations caps each run, and an iteration-0 run made elsewhere with the same settings is used
+    rather than made again (as `foolbench paper` reuses its seed runs)."""
+    from foolbench.runner import RunRequest, ensure_run
+
+    made = tmp_path / "made"
+    ensure_run(
+        RunRequest(["lenet-mnist"], "mnist-patch", "cpu", evaluations=150, seed=0, out=made, progress=False)
+    )
+    stamp = (made / "summary.json").stat().st_mtime_ns
+    out = tmp_path / "out"
+    table = defend(
+        "lenet-mnist",
+        "mnist-patch",
+        1,
+        out,
+        scale="cpu",
+        runs_per_iteration=1,
+        evaluations=150,
+        epochs=1,
+        progress=False,
+        log=lambda m: None,
+        reuse={0: made},
+    )
+    record = read_json(out / "defence.json")
+    assert record["iterations"][0]["run_dirs"] == [str(made)] and not (out / "iter-0").exists()
+    assert (made / "summary.json").stat().st_mtime_ns == stamp
+    assert record["settings"]["attack"] == "mnist-patch" and record["settings"]["evaluations"] == 150
+    for k, run in ((0, made), (1, *(out / "iter-1" / "runs").iterdir())):
+        summary = read_json(run / "summary.json")
+        manifest = read_json(run / "manifest.json")
+        assert manifest["preset"]["attack"]["method"] == "patch" and manifest["budget"]["evaluations"] == 150
+        assert table["evaluations"][k] == summary["evaluations"] >= 150
+    assert table["fooling_images"][1] > 0
 
 
 def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(

@@ -256,7 +256,7 @@ def test_the_onnx_opsets_torch_exports_convert_exactly(tmp_path):
     model = load_model(str(export(Net(), tmp_path / "net.onnx", (1, 1, 28, 28))))
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
-        p = differentiable(model)(torch.from_numpy(x)).numpy()
+        p = differentiable(model)(torch.from_numpy(x).to(model.device)).cpu().numpy()
     np.testing.assert_allclose(p, model.probs(x), atol=1e-5)
 
 

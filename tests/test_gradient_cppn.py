@@ -99,3 +99,32 @@ def test_bad_settings_are_named(options, named):
     data = {"attack": {"method": "gradient-cppn"}, "gradient-cppn": options}
     with pytest.raises(FoolbenchError, match=named):
         preset_from_dict(data, "p.toml")
+
+
+def test_the_objective_is_a_log_softmax_that_does_not_underflow():
+    """Where the target's probability underflows float32 (a defended LeNet's median champion was
+    1e-43), log p from a log-softmax stays finite and keeps its gradient; log(p + 1e-30) through a
+    softmax, the objective before, is flat there. With ten crops it is the log of the mean."""
+    from foolbench.models.card import ModelCard
+    from foolbench.models.torch_model import TorchModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(24 * 24, 10))
+    with torch.no_grad():
+        net[1].bias.copy_(torch.tensor([0.0] + [200.0] * 9))  # class 0 at about e^-200
+    card = ModelCard(input_size=[24, 24], channels=1, resize=28, crop="ten")
+    model = TorchModel(net, card, "far")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    log_p = model.torch_module("log_probs")(x)[:, 0]
+    (grad,) = torch.autograd.grad(log_p.sum(), x)
+    assert torch.all((log_p > -215) & (log_p < -185)) and grad.abs().sum() > 0
+    before = torch.log(model.torch_module("probs")(x)[:, 0] + 1e-30)
+    (flat,) = torch.autograd.grad(before.sum(), x)
+    assert torch.all(before == before[0]) and flat.abs().sum() == 0
+    near = model.with_options(crop="center").torch_module("log_probs")
+    with torch.no_grad():  # where nothing underflows it is log p itself (ten crops: of their mean)
+        net[1].bias.zero_()
+        probs = model.torch_module("probs")(x)
+        torch.testing.assert_close(model.torch_module("log_probs")(x).exp(), probs)
+        torch.testing.assert_close(near(x).exp(), model.with_options(crop="center").torch_module("probs")(x))
+    assert CPPNGradient(model, np.arange(10), 0, cppn_resolution=16).module.output == "log_probs"

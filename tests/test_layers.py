@@ -14,13 +14,13 @@ PACKAGE = Path(foolbench.__file__).parent
 # Lowest first. A module belongs to the layer of its first name under foolbench (models.base: models).
 LAYERS = [
     ["errors", "fileio", "text", "options", "images", "progress"],
-    ["data", "models", "encodings", "lookalike"],
+    ["data", "models", "encodings", "lookalike", "judges"],
     ["search"],
     ["presets", "protocol"],
     ["zoo"],
     ["resolve"],
     ["rundir"],
-    ["transfer_stats", "report"],
+    ["transfer_stats", "rating", "report"],
     ["runner"],
     ["experiments", "sweep", "probe", "api"],
     ["cli"],

@@ -158,3 +158,24 @@ def test_a_run_on_a_digit_model_records_its_lookalikes(lenet, tmp_path):
     fooled = (results["confidence"] >= 0.99) & ~results["lookalike"]
     assert summary["fooled_99_not_lookalike"] == int(fooled.sum())
     assert Image.open(out / "lookalikes.png").size == (1600, 2 * (160 + 34))  # champions over nearest reals
+
+
+def test_a_reference_can_compare_images_in_a_models_feature_space(tmp_path):
+    """`onnx_features` reads the input of a model file's last linear layer: for a known network it is
+    the network's own flattened features, and a reference built on them judges in that space."""
+    import torch
+    from conftest import export, tiny
+
+    from foolbench.lookalike import compare, onnx_features, prepare, reference
+
+    net = tiny(channels=3, size=32)
+    path = export(net, tmp_path / "c.onnx", (1, 3, 32, 32))
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 3, 32, 32), dtype=np.float32)
+    features = onnx_features(path)(images)
+    with torch.no_grad():
+        expected = prepare(net.body[:4](torch.from_numpy(images)).numpy())  # conv, ReLU, pool, flatten
+    assert features.shape == (12, 6 * 14 * 14) and torch.allclose(features, expected, atol=1e-5)
+    ref = reference(images, np.repeat([0, 1, 2], 4), embed=onnx_features(path))
+    found = compare(images[:3], [0, 0, 0], ref)
+    assert found.table["distance"][0] == 0.0 and found.table["lookalike"][0]  # itself, in any space

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_run import foolbench
@@ -53,3 +56,137 @@ def test_a_run_with_other_settings_in_the_way_is_one_line(lenet, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "holds a run with other settings" in proc.stderr.strip().splitlines()[-1]
     assert not (out / "paper.json").exists() and not (out / "index.html").exists()
+
+
+# -- the ImageNet experiments, on tiny 1000-class stand-ins -------------------------------------------------
+IMAGENET_LABELS = [f"class {i}" for i in range(1000)]
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory):
+    """Three tiny 1000-class colour models (different weights, one label set) and a labelled photo
+    folder named by class index, as $FOOLBENCH_DATA/imagenet-sample is."""
+    import torch
+    from conftest import export, tiny
+    from PIL import Image
+
+    from foolbench.models import ModelCard
+
+    root = tmp_path_factory.mktemp("imagenet")
+    card = ModelCard(dataset="imagenet", labels=IMAGENET_LABELS, input_size=[32, 32], resize=36)
+    models = []
+    for i in range(3):
+        net = tiny(channels=3, classes=1000, size=32)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.05)
+        models.append(str(export(net, root / f"tiny-{i}.onnx", (1, 3, 32, 32), card=card)))
+    photos = root / "imagenet-sample"
+    rng = np.random.default_rng(0)
+    for c in (84, 87, 145, 207):
+        (photos / f"{c:03d}").mkdir(parents=True)
+        for k in range(3):
+            pixels = rng.integers(0, 256, (40 + 4 * k, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(photos / f"{c:03d}" / f"{k}.png")
+    return SimpleNamespace(models=models, photos=photos)
+
+
+def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_path, monkeypatch):
+    """The ImageNet part of `foolbench paper --scale cpu` at 1 generation per run: two seeds of the
+    paper's two searches and of the patch search; the patch search on the ensemble; transfer among the
+    three models, whose first model's runs are the seed runs (not evolved twice); the baselines on the
+    labelled photos. Each headline line is read back from the files it cites."""
+    from foolbench.experiments import transfer as transfer_module
+    from foolbench.report.headline import BEYOND, NOT_REPRODUCED, REFERENCES
+
+    arch = transfer_module.EXPERIMENTS["transfer-arch"]
+    imagenet_only = transfer_module.Experiment(arch.name, arch.description, arch.paper, arch.groups[1:])
+    monkeypatch.setattr(transfer_module, "EXPERIMENTS", {"transfer-arch": imagenet_only})
+    monkeypatch.setattr(paper_module, "TRANSFERS", ("transfer-arch",))  # not the MNIST seed twins' minutes
+    seeds = {"imagenet-direct": 1, "imagenet-cppn": 2, "imagenet-patch": 1}  # fewer than the real thing's
+    plan = dataclasses.replace(paper_module.IMAGENET["cpu"], seeds=seeds)
+    monkeypatch.setitem(paper_module.IMAGENET, "cpu", plan)
+    steps = (paper_module.imagenet_runs, paper_module.ensemble, paper_module.transfers)
+    monkeypatch.setattr(paper_module, "STEPS", (*steps, paper_module.imagenet_baselines))
+    monkeypatch.setattr(paper_module, "ENSEMBLE", tuple(imagenet.models))
+    out = tmp_path / "paper"
+    log = []
+    paper_module.paper(
+        out, "cpu", 0, imagenet.models[0], False, log.append, generations=1, data=imagenet.photos
+    )
+    runs = out / "work" / "runs"
+    rows = {r["experiment"]: r for r in json.loads((out / "paper.json").read_text())["rows"]}
+
+    # the paper's searches and the patch search: the median over seeds, each seed's in the detail
+    for experiment, attack, seeds in (
+        ("ImageNet, direct encoding", "imagenet-direct", 1),
+        ("ImageNet, CPPN encoding", "imagenet-cppn", 2),
+        ("ImageNet, patch search", "imagenet-patch", 1),
+    ):
+        summaries = [json.loads((runs / f"{attack}-s{s}" / "summary.json").read_text()) for s in range(seeds)]
+        medians = sorted(s["median_confidence"] for s in summaries)
+        row = rows[experiment]
+        assert (
+            row["ours"] == pytest.approx(np.median(medians)) and row["budget"] == summaries[0]["evaluations"]
+        )
+        if seeds > 1:
+            assert "median of 2 seeds" in row["detail"]
+            assert f"{percent(medians[0])}–{percent(medians[1])}" in row["detail"]
+    assert rows["ImageNet, patch search"]["verdict"] == BEYOND
+    assert "the patch search" in rows["ImageNet, patch search"]["why"]
+
+    # the ensemble, fooled by the patch search: set beside the paper's ensemble, saying by which method
+    row = rows["ImageNet, patch search, ensemble"]
+    results = pd.read_csv(runs / "imagenet-patch-ensemble" / "results.csv")
+    summary = json.loads((runs / "imagenet-patch-ensemble" / "summary.json").read_text())
+    assert row["ours"] == summary["classes_at_90"] / len(results)
+    assert row["paper"] == REFERENCES[("imagenet", "map-elites", "cppn", True)].value
+    assert "by the patch search, not the paper's method" in row["why"]
+    for member in ("tiny-0", "tiny-1", "tiny-2"):
+        alone = int((results[f"confidence_{member}"] >= 0.9).sum())
+        assert f"{member} {alone}" in row["detail"]
+
+    # transfer: one line per search (the paper's figure is for its own method), the first model's
+    # champions are its seed-0 runs
+    transfer_dir = out / "work" / "transfer-arch"
+    assert not any("tiny-0" in p.name for p in (transfer_dir / "runs" / "imagenet").iterdir())
+    meta = json.loads((transfer_dir / "transfer" / "imagenet" / "all" / "transfer.json").read_text())
+    assert str(runs / "imagenet-cppn-s0") in meta["runs"] and str(runs / "imagenet-patch-s0") in meta["runs"]
+    cppn = rows["Transfer across architectures (ImageNet, imagenet-cppn)"]
+    patch = rows["Transfer across architectures (ImageNet, imagenet-patch)"]
+    table = pd.read_csv(transfer_dir / "transfer" / "imagenet" / "imagenet-patch" / "transfer.csv")
+    cross = table[table["source"] != table["target"]]["fraction_at_99"]
+    assert patch["ours"] == pytest.approx(float(np.median(cross)))
+    assert "by the patch search" in patch["why"] and "not the paper's method" not in cppn["why"]
+
+    # the baselines: the labelled photos' medians, right and wrong, and which data they used
+    for experiment, folder in (
+        ("Real-image baseline, ImageNet photos", "baseline-tiny-0"),
+        ("Real-image baseline, ImageNet photos, fooling images of imagenet-patch", "baseline-tiny-0-patch"),
+    ):
+        result = json.loads((out / "work" / folder / "baseline.json").read_text())
+        row = rows[experiment]
+        assert result["images"] == 12 and result["correct"] + result["wrong"] == 12
+        assert (
+            row["ours"] == result["median_confidence"]
+            and "12 labelled photos in imagenet-sample/" in row["data"]
+        )
+        wrong = percent(result["median_confidence_wrong"])
+        assert f"wrong {wrong}" in row["ours_text"]
+        fooling = result["fooling_vs_real"]["median_fooling_confidence"]
+        assert (row["verdict"] == NOT_REPRODUCED) == (fooling < result["median_confidence"])
+    assert (
+        "by the patch search"
+        in rows["Real-image baseline, ImageNet photos, fooling images of imagenet-patch"]["why"]
+    )
+    assert json.loads((out / "paper.json").read_text())["photos"] == "imagenet-sample"
+    page = (out / "index.html").read_text()
+    assert "imagenet-sample/" in page and "beyond the paper" in page
+
+
+def test_missing_photos_are_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "paper"
+    proc = foolbench("paper", "--out", out, "--data", tmp_path / "no-photos", "--no-progress", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("foolbench: error: --data ")
+    assert "labelled ImageNet photos" in proc.stderr and not out.exists()

@@ -1,4 +1,4 @@
-"""The shipped presets say what the paper says (../shared/PAPER.md, the released code's settings).
+"""The shipped presets say what the paper says (docs/PAPER.md: the paper and its released code's settings).
 
 Each value below is copied from the paper's text or its released code, not from foolbench: a
 preset or default that drifts from it fails here. Deviations foolbench makes on purpose are

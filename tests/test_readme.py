@@ -388,3 +388,88 @@ def test_zoo_references_table_is_what_robust_zoo_json_says():
             f"{m['robust_accuracy'] * 100:.1f} %",
             noise,
         ], f"zoo/README.md's {name} row differs from results/robust_zoo.json"
+
+
+def _v3_grey():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    return board[(board["protocol"] == "v3") & (board["suite"] == "grey")].set_index("name")
+
+
+def test_protocol_v3_reading():
+    v3 = _v3_grey()
+    oe, defended = v3.loc["lenet-mnist-oe"], v3.loc["lenet-mnist-defended"]
+    plain = v3.loc[
+        [n for n in ("lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2", "mlp-mnist") if n in v3.index]
+    ]
+    assert (v3["ranked"] == "true").all() and (v3["attacks_scored"] == "all").all()
+    assert max(oe.fooling_score_high, defended.fooling_score_high) < plain["fooling_score_low"].min()
+    says(f"Outlier exposure (`lenet-mnist-oe`, {oe.fooling_score:.3f})")
+    assert oe["direct_score"] < 0.0005 and oe["gradient_score"] < 0.0005
+    says(f"(its direct and gradient areas are {oe['direct_score']:.3f})")
+    assert oe["cppn_median"] >= 0.9999 and oe["patch_median"] >= 0.9999
+    says(
+        f"only reach the middle of its confidences on real digits (fooled share at the end {oe['fooled_at_end']:.3f})"
+    )
+    says(f"(`lenet-mnist-defended`, {defended.fooling_score:.3f}) still falls to pixel gradient")
+    says(f"ascent ({defended['gradient_score']:.3f})")
+    lenet, mlp = v3.loc["lenet-mnist"], v3.loc["mlp-mnist"]
+    says(f"`mlp-mnist` at {mlp.fooling_score:.3f} and `lenet-mnist` at {lenet.fooling_score:.3f}")
+    record = json.loads((ROOT / "reports" / "v3" / "lenet-mnist" / "v3.json").read_text())
+    from foolbench.protocol import rank_curve
+
+    at400 = []
+    for run in record["runs"]["gradient"].values():
+        q, v = rank_curve(run["queries"], run["shares"])
+        at400.append(v[q <= 400][-1])
+    says(f"above {FIGURES.span(at400, share)} of its correctly classified real digits within 400 queries")
+    assert record["row"]["fooling_score"] == pytest.approx(lenet.fooling_score)
+    twins = v3.loc[["lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2"]]
+    assert twins["fooling_score_low"].max() <= twins["fooling_score_high"].min()  # "tie with it"
+    says(f"its seed twins tie with it ({FIGURES.span(twins['fooling_score'], lambda x: f'{x:.3f}')})")
+
+
+def test_v3_measures_reading():
+    data = json.loads((RESULTS / "v3_measures.json").read_text())["measures"]
+    for m in data.values():
+        for kind in ("ties-half", "margin", "no-judge"):  # "each move a score by at most 0.01"
+            assert abs(m[kind]["mean"] - m["v3"]["mean"]) <= 0.0105
+        assert 0 <= m["v3"]["mean"] - m["worst-area"]["mean"] <= 0.055  # "up to 0.05 less"
+    assert data["mlp-mnist"]["v3"]["mean"] - data["mlp-mnist"]["worst-area"]["mean"] > 0.05
+    plain = [
+        data[n]["end"]["mean"]
+        for n in data
+        if n in ("lenet-mnist", "lenet-mnist-s1", "lenet-mnist-s2", "mlp-mnist")
+    ]
+    says(f"squeezes the plain models together near 1 ({FIGURES.span(plain, lambda x: f'{x:.3f}')})")
+    for defence in ("lenet-mnist-oe", "lenet-mnist-defended"):
+        gap = {k: data["lenet-mnist"][k]["mean"] - data[defence][k]["mean"] for k in ("v2", "v3")}
+        assert gap["v2"] < gap["v3"], "README: v2 puts the defences nearer the plain models than v3 does"
+
+
+def test_v3_timing_reading():
+    lenet = json.loads((RESULTS / "v3_timing.json").read_text())["models"]["lenet-mnist"]
+    assert lenet["cpu_seconds"] <= 300
+    low, high = lenet["load_average"]
+    says(
+        f"`lenet-mnist` took {lenet['cpu_seconds']:.0f} s of CPU time ({lenet['wall_seconds']:.0f} s of wall time"
+    )
+    says(f"load average of {FIGURES.span([low, high], lambda x: f'{x:.0f}')}")
+    seconds = {k: v["seconds"] for k, v in lenet["runs"].items()}
+    cppn = [v for k, v in seconds.items() if k.startswith("gradient-cppn")]
+    other = [v for k, v in seconds.items() if not k.startswith("gradient-cppn")]
+    says(
+        f"({FIGURES.span(cppn, lambda x: f'{x:.0f}')} s of wall time per seed against {FIGURES.span(other, lambda x: f'{x:.0f}')} s"
+    )
+    row = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    committed = row[(row["protocol"] == "v3") & (row["name"] == "lenet-mnist")]["fooling_score"].iloc[0]
+    assert lenet["fooling_score"] == pytest.approx(committed)  # "The same score run twice gave the same row"
+
+
+def test_v1_pgd_correction():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    pgd = board[(board["protocol"] == "v2") & (board["name"] == "lenet-mnist-pgd")].iloc[0]
+    says(
+        f"its v2 row's CPPN and direct medians are {pct(pgd['cppn_median'])} and {pct(pgd['direct_median'])}"
+    )
+    assert not ((board["protocol"] == "v1") & (board["name"] == "lenet-mnist-pgd")).any()
+    says("it has no v1 row")

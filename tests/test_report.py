@@ -25,7 +25,9 @@ from foolbench.experiments.transfer import transfer
 from foolbench.models import ModelCard, ModelOptions
 from foolbench.report import write_report
 from foolbench.report.headline import (
+    BEYOND,
     NO_FIGURE,
+    NOT_MEASURED,
     NOT_REPRODUCED,
     REFERENCES,
     REPRODUCED,
@@ -203,6 +205,45 @@ def test_verdict_rule():
     no_value = Reference("share", None, "often", "twins")
     assert judge(0.3, reference=no_value)[0] == NO_FIGURE
     assert judge(0.3, effect=True, reference=no_value) == (REPRODUCED, "yes")
+
+
+def test_verdicts_say_when_a_figure_is_not_the_papers_method_or_cannot_show_its_effect():
+    ref = Reference("median of new champions after retraining", 0.117, "88.1% → 11.7%", "AlexNet", 2_000_000)
+
+    def judge(ours, reference=ref, **kw):
+        return Line("s", "e", "m", ours, "", reference, 40_000, effect_text=("falls", "stays"), **kw).judge()
+
+    # a search the paper did not run: beyond it, not "no figure" and not a reproduction
+    assert judge(0.99, reference=None, method="the patch search") == (
+        BEYOND,
+        "the patch search: a search the paper did not run, so it has no figure for it",
+    )
+    # the paper's experiment fed by another search: the rule's verdict, saying by which method
+    assert judge(0.05, effect=True, method="the patch search") == (
+        REPRODUCED_SMALLER,
+        "falls; 1/50 of the paper's budget; by the patch search, not the paper's method",
+    )
+    # a defence whose first iteration was never fooled measures nothing, whatever its last median
+    assert judge(0.001, effect=True, unmeasured="its first iteration is not fooled") == (
+        NOT_MEASURED,
+        "its first iteration is not fooled",
+    )
+
+
+def test_a_defence_that_starts_unfooled_is_not_measured(tmp_path):
+    """On the committed shape of defence.csv: iteration 0's median decides, not the fall after it."""
+    folder = tmp_path / "defence"
+    folder.mkdir()
+    unfooled = DEFENCE.replace(",0.9,0.8,4,1,0.7,", ",0.0241,0.03,0,0,0.0,").replace(
+        ",0.6,0.5,2,", ",0.0027,0.01,0,"
+    )
+    (folder / "defence.csv").write_text(unfooled)
+    (folder / "defence.json").write_text(
+        json.dumps({"settings": {"attack": "imagenet-cppn"}, "dataset": "imagenet"})
+    )
+    write_report([folder], tmp_path / "report")
+    row = pd.read_csv(tmp_path / "report" / "headline.csv").iloc[0]
+    assert row["verdict"] == NOT_MEASURED and "median 2.41% < 50%" in row["why"]
 
 
 def test_a_single_model_gets_the_same_page(results, tmp_path, foolbench):
@@ -399,3 +440,27 @@ def test_every_table_fits_a_1280_px_window_and_the_headline_comes_first(report, 
     assert m["viewport"] == 1280 and m["tables"] == report.html.count("<table") >= 6
     assert m["wide"] == [] and m["page"] <= 1280
     assert m["first"] == "headline" and m["headline"] < 200  # right under the title
+
+
+def test_cifar10_models_get_a_cifar10_section_and_baseline(tmp_path, monkeypatch):
+    """Runs of a model whose card says CIFAR-10 get sections titled CIFAR-10, between MNIST and
+    ImageNet, and its baseline reads as one on CIFAR-10's test images."""
+    from test_cifar10 import write_folder
+
+    from foolbench.data.cifar10 import CLASSES
+
+    write_folder(tmp_path / "data" / "cifar10")
+    monkeypatch.setenv("FOOLBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
+    card = ModelCard(dataset="cifar10", labels=list(CLASSES))
+    model = export(tiny(channels=3, size=32), tmp_path / "c10.onnx", (1, 3, 32, 32), card=card)
+    run = start_run(
+        RunRequest(
+            models=[str(model)], attack="cifar-cppn", generations=2, out=tmp_path / "run", progress=False
+        )
+    )
+    baseline(str(model), runs=[run], out=tmp_path / "baseline")
+    out = tmp_path / "report"
+    write_report([run, tmp_path / "baseline"], out, warn=lambda m: None)
+    experiments = list(pd.read_csv(out / "headline.csv")["experiment"])
+    assert experiments == ["CIFAR-10, CPPN encoding", "Real-image baseline, CIFAR-10 test images"]

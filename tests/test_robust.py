@@ -121,7 +121,9 @@ def test_recipe_ramps_eps_and_steps():
     eps, steps, alpha = recipe.at(249, 1000)
     assert (eps, steps, alpha) == (pytest.approx(0.15), 5, pytest.approx(2.5 * 0.15 / 5))
     assert recipe.at(999, 1000) == (pytest.approx(0.3), 10, pytest.approx(0.075))
-    assert RECIPES["lenet-mnist-pgd"].eps == 0.3 and RECIPES["lenet-mnist-oe"].method == "oe"
+    assert RECIPES["lenet-mnist-pgd"].recipe.eps == 0.3 and RECIPES["lenet-mnist-oe"].recipe.method == "oe"
+    fast = RECIPES["airnet-cifar10-at"].recipe  # FGSM from a random start, a step of 1.25 eps
+    assert fast.at(0, 100) == (pytest.approx(8 / 255), 1, pytest.approx(1.25 * 8 / 255))
 
 
 @pytest.mark.slow
@@ -188,13 +190,16 @@ def test_cheap_pgd_build_is_more_robust_than_plain_lenet(tmp_path, lenet):
     [
         (
             {"name": "lenet-mnist", "epochs": 3},
-            "--epochs: only lenet-mnist-pgd, .*lenet-mnist-defended take it",
+            "--epochs: only lenet-mnist-pgd, .*lenet-mnist-defended, airnet-cifar10, .* take it",
         ),
         (
             {"name": "efficientnet-lite0", "attack_digits": 10},
-            "--attack-digits: only lenet-mnist-pgd, lenet-mnist-oe take it",
+            "--attack-digits: only lenet-mnist-pgd, lenet-mnist-oe, airnet-cifar10, .* take it",
         ),
-        ({"name": "lenet-mnist-pgd", "generations": 5}, "--generations: only lenet-mnist-defended take it"),
+        (
+            {"name": "lenet-mnist-pgd", "generations": 5},
+            "--generations: only lenet-mnist-defended, airnet-cifar10-defended take it",
+        ),
         ({"name": "lenet-mnist-defended", "attack_digits": 10}, "not lenet-mnist-defended"),
         ({"name": "lenet-mnist-defended", "generations": 0}, "whole number >= 1"),
         ({"name": "lenet-mnist-defended", "data": "digits"}, "retrains lenet-mnist as built in the zoo"),

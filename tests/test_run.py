@@ -17,7 +17,7 @@ from conftest import export, tiny
 
 from foolbench.images import load_png
 from foolbench.models import load_model
-from foolbench.rundir import load_checkpoint
+from foolbench.rundir import load_checkpoint, read_snapshots
 
 CLI = [sys.executable, "-m", "foolbench.cli"]
 
@@ -94,13 +94,27 @@ def test_same_seed_same_archive_and_other_seed_differs(tiny_model, tmp_path):
     )
 
 
+def with_snapshots(attack: str, folder: Path, queries: list[int]) -> Path:
+    """The preset `attack` as a file that also saves the champions at these query counts."""
+    from foolbench.presets import load_preset
+    from foolbench.protocol import toml_text
+
+    preset = load_preset(attack)
+    tables = {k: v for k, v in preset.tables.items() if v}
+    tables["search"] = tables["search"] | {"snapshots": queries}
+    path = folder / f"{attack}-snapshots.toml"
+    path.write_text(toml_text(tables))
+    return path
+
+
 @pytest.mark.parametrize("attack", ["mnist-direct", "mnist-cppn"])
 def test_kill_9_then_resume_equals_uninterrupted(tiny_model, tmp_path, attack):
+    preset = with_snapshots(attack, tmp_path, [1000, 2000, 4100, 4300, 6000, 20_000])
     args = [
         "--model",
         tiny_model,
         "--attack",
-        attack,
+        preset,
         "--generations",
         150,
         "--checkpoint-every",
@@ -124,10 +138,19 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_model, tmp_path, attack):
     assert_same_archive(whole, killed)
     a, b = pd.read_csv(whole / "results.csv"), pd.read_csv(killed / "results.csv")
     pd.testing.assert_frame_equal(a, b)
-    cols = ["generation", "evaluations", "median_confidence", "classes_at_99"]
+    cols = ["generation", "evaluations", "queries", "median_confidence", "classes_at_99"]
     pd.testing.assert_frame_equal(
         pd.read_csv(whole / "metrics.csv")[cols], pd.read_csv(killed / "metrics.csv")[cols]
     )
+    # the champions saved on the way (before the kill, around it, after it) are the same, taken when
+    # the run's queries first reached each count, one snapshot per generation
+    snaps = [(s.queries, s.results) for s in read_snapshots(whole)]
+    assert [q for q, _ in snaps][:-1] == [1000, 2000, 4200, 4400, 6000, 20_000]
+    assert snaps[-1][0] == json.loads((whole / "summary.json").read_text())["queries"] == 200 * 151
+    for (q, a), b in zip(snaps, read_snapshots(killed), strict=True):
+        assert b.queries == q
+        pd.testing.assert_frame_equal(a, b.results)
+    assert not list(killed.rglob(".tmp-*"))
 
 
 # -- bad input: one line on stderr, exit 2, nothing written ------------------------------------------------

@@ -4,6 +4,7 @@ Nothing here touches the network: FOOLBENCH_OFFLINE is set and the torch hub cac
 empty folder, so AlexNet/GoogLeNet get their weights only from files the tests write.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_seed_twin_names(name, seed, expected):
     ("kwargs", "message"),
     [
         ({"name": "lenet-mnist-s2", "seed": 3}, "give only one"),
-        ({"name": "alexnet", "seed": 1}, "only the trained MNIST models"),
+        ({"name": "alexnet", "seed": 1}, "only the models trained here"),
         ({"name": "efficientnet-lite0-s1"}, "unknown zoo model"),
         ({"name": "lenet-mnist", "weights": "w.pth"}, "--weights is for alexnet"),
         ({"name": "googlenet", "data": "somewhere"}, "--data is for the MNIST models"),
@@ -277,3 +278,44 @@ def test_list_zoo_and_zoo_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("FOOLBENCH_ZOO")
     monkeypatch.chdir(tmp_path)  # from any working directory, a checkout's models stay in its zoo/
     assert zoo.zoo_dir() == Path(zoo.__file__).resolve().parents[2] / "zoo"
+
+
+def test_run_on_a_missing_zoo_file_builds_it_there(tmp_path, monkeypatch, foolbench):
+    """`--model zoo/NAME.onnx` where NAME is a zoo entry: the file is built into that folder (as
+    `--model NAME` builds into the zoo) and the run uses it. On the MLP with 1 epoch of its recipe on
+    256 digits (the full build is what the other zoo tests and `make run` cover)."""
+    from foolbench.zoo import mnist_models
+
+    factory, _, batch_size, summary = mnist_models.ARCHITECTURES["mlp-mnist"]
+    monkeypatch.setitem(mnist_models.ARCHITECTURES, "mlp-mnist", (factory, 1, batch_size, summary))
+    train = mnist_models.train_classifier
+    monkeypatch.setattr(
+        mnist_models, "train_classifier", lambda m, x, y, **kw: train(m, x[:256], y[:256], **kw)
+    )
+    monkeypatch.setenv("FOOLBENCH_ZOO", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    args = ["--attack", "mnist-cppn", "--classes", "0-1", "--generations", "1", "--out", "run"]
+    result = foolbench("run", "--model", "zoo/mlp-mnist.onnx", *args)
+    assert result.returncode == 0, result.stderr
+    built = tmp_path / "zoo" / "mlp-mnist.onnx"
+    assert built.is_file() and (tmp_path / "zoo" / "mlp-mnist.md").is_file()
+    assert card_of(built).extra["epochs"] == 1
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["models"][0]["sha256"] == sha256_file(built)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("name", ["alexnet", "googlenet"])
+def test_run_on_a_missing_torchvision_zoo_file_says_how_to_give_weights(
+    tmp_path, monkeypatch, foolbench, name
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    result = foolbench("run", "--model", f"zoo/{name}.onnx", "--out", "run")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    file = registry.TORCHVISION_URLS[name].rsplit("/", 1)[1]
+    assert f"foolbench zoo build {name} --weights FILE" in message and file in message
+    assert len(message.splitlines()) == 1
+    assert list((tmp_path / "zoo").iterdir()) == [] and not (tmp_path / "run").exists()

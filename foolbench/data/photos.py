@@ -7,6 +7,7 @@ time, so a large folder costs nothing until it is iterated.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -95,3 +96,45 @@ def image_folder(path: str | Path) -> tuple[FolderImages, np.ndarray, list[str]]
         ) from None
     labels = np.asarray(dataset.targets, dtype=np.int64)
     return FolderImages(dataset), labels, list(dataset.classes)
+
+
+def label_key(text: str) -> str:
+    """A class name as folders and labels are compared: case, spaces, underscores and hyphens ignored,
+    so a folder `golden_retriever` is the label "golden retriever"."""
+    return re.sub(r"[\s_-]+", "", text).casefold()
+
+
+def match_classes(folders: Sequence[str], labels: Sequence[str], where: str) -> np.ndarray:
+    """Each class folder's model class: the label of that exact text, else the label it names up to
+    case, spaces and underscores (`label_key`), else the folder name as a class index. A folder
+    that names no class is refused, so no image is scored against a made-up truth."""
+    by_key: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_key.setdefault(label_key(label), []).append(i)
+    out, unmatched = [], []
+    for name in folders:
+        hits = [i for i, label in enumerate(labels) if label == name] or by_key.get(label_key(name), [])
+        if len(hits) > 1:
+            raise FoolbenchError(
+                f"{where}: folder '{name}' matches {len(hits)} classes of the model ({hits}); "
+                "name it by its class index instead"
+            )
+        if hits:
+            out.append(hits[0])
+        elif name.isdigit() and int(name) < len(labels):
+            out.append(int(name))
+        else:
+            unmatched.append(name)
+    if unmatched:
+        example = ", ".join(f"'{label}'" for label in labels[:3])
+        which = (
+            f"none of its {len(folders)} class folders names a class of the model"
+            if len(unmatched) == len(folders)
+            else f"{len(unmatched)} of its {len(folders)} class folders name no class of the model"
+        )
+        raise FoolbenchError(
+            f"{where}: {which}: '{unmatched[0]}' is neither a label (case, spaces and underscores "
+            f"ignored) nor a class index in 0..{len(labels) - 1}; name class folders by the model's "
+            f"labels ({example}, ...) or by index"
+        )
+    return np.asarray(out, dtype=np.int64)

@@ -20,7 +20,8 @@ import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from foolbench.models.preprocess import resize
 
 INPUT_SCALE = 3.0  # x and y span [-3, 3]: a few periods of the sine units across the image
 GAIN = (
@@ -47,13 +48,26 @@ def init(n: int, rng: np.random.Generator, hidden: int = 16, gain: float = GAIN)
     }
 
 
+def planes(res: int, device=None) -> torch.Tensor:
+    """[4, res*res] on `device` (default the CPU): the inputs x, y, d (distance from the centre), 1,
+    each times INPUT_SCALE. Computed on the CPU and copied, so every device draws from the same
+    numbers."""
+    if device is None or torch.device(device).type == "cpu":
+        return _cpu_planes(res)
+    return _planes_on(res, torch.device(device))
+
+
 @functools.cache
-def planes(res: int) -> torch.Tensor:
-    """[4, res*res]: the inputs x, y, d (distance from the centre), 1, each times INPUT_SCALE."""
+def _cpu_planes(res: int) -> torch.Tensor:
     t = torch.linspace(-1.0, 1.0, res)
     gy, gx = torch.meshgrid(t, t, indexing="ij")
     d = torch.sqrt(gx**2 + gy**2)
     return (torch.stack([gx, gy, d, torch.ones_like(d)]).reshape(4, -1) * INPUT_SCALE).contiguous()
+
+
+@functools.cache
+def _planes_on(res: int, device: torch.device) -> torch.Tensor:
+    return _cpu_planes(res).to(device)
 
 
 def _activate(h: torch.Tensor) -> torch.Tensor:
@@ -65,7 +79,7 @@ def _activate(h: torch.Tensor) -> torch.Tensor:
 def draw(genome: dict[str, torch.Tensor], res: int) -> torch.Tensor:
     """[P, 3, res, res] in (0, 1) from torch tensors (differentiable when they require grad)."""
     g = genome
-    h = _activate(torch.einsum("pch,cn->phn", g["w0"], planes(res)) + g["b0"][:, :, None])
+    h = _activate(torch.einsum("pch,cn->phn", g["w0"], planes(res, g["w0"].device)) + g["b0"][:, :, None])
     h = _activate(torch.baddbmm(g["b1"][:, :, None], g["w1"].transpose(1, 2), h))
     h = _activate(torch.baddbmm(g["b2"][:, :, None], g["w2"].transpose(1, 2), h))
     out = torch.sigmoid(torch.baddbmm(g["bo"][:, :, None], g["wo"].transpose(1, 2), h))
@@ -74,10 +88,9 @@ def draw(genome: dict[str, torch.Tensor], res: int) -> torch.Tensor:
 
 def upsample(images: torch.Tensor, res: int) -> torch.Tensor:
     """Bilinear resize to res x res: drawing at a lower resolution and resizing is 4x cheaper at
-    128 -> 256 and gives the same pictures (the patterns are smooth)."""
-    if images.shape[-1] == res:
-        return images
-    return F.interpolate(images, size=(res, res), mode="bilinear", align_corners=False)
+    128 -> 256 and gives the same pictures (the patterns are smooth). On a GPU a fixed-kernel
+    resize, whose backward pass is deterministic (`models.preprocess.resize`)."""
+    return resize(images, (res, res), antialias=False)
 
 
 def render(genome: dict[str, np.ndarray], res: int, draw_res: int) -> np.ndarray:

@@ -11,12 +11,12 @@ images accepted at the threshold that keeps 95% of real images).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from foolbench.data.photos import label_key, match_classes
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import write_json
 from foolbench.models.card import FOOLING, real_labels
@@ -72,10 +72,37 @@ def fpr_at_tpr(
 
 # -- real images -------------------------------------------------------------------------------------------
 def default_data(model) -> str:
+    """mnist for digit models; cifar10 for CIFAR-10 models (their card says so, or 10 colour classes
+    at most 64 px wide) when the user's copy is found; else scikit-image's photos."""
     dataset = (model.card.dataset or "").lower()
     if dataset == "mnist" or (dataset != "imagenet" and model.spec.channels == 1):
         return "mnist"
+    if is_cifar10_model(model):
+        from foolbench.data.cifar10 import locate_cifar10
+
+        try:
+            cifar10_classes(model)  # labels that are CIFAR-10's, or none of its
+            locate_cifar10()
+            return "cifar10"
+        except FoolbenchError:
+            pass
     return "skimage"
+
+
+def is_cifar10_model(model) -> bool:
+    """A model for CIFAR-10: its card names the data set, or, with none named, 10 real classes of
+    colour images at most 64 px wide (the size the CIFAR presets draw at)."""
+    from foolbench.presets import SMALL_COLOUR_SIDE, drawing_side
+
+    dataset = (model.card.dataset or "").lower()
+    if dataset in ("cifar10", "cifar-10"):
+        return True
+    return (
+        not dataset
+        and model.spec.channels == 3
+        and real_classes(model) == 10
+        and drawing_side(model) <= SMALL_COLOUR_SIDE
+    )
 
 
 def real_images(data: str, model) -> dict:
@@ -103,6 +130,10 @@ def real_images(data: str, model) -> dict:
             "note": "these photos carry no ImageNet labels, so only the overall median is reported; "
             "the right/wrong medians and the accuracy are null",
         }
+    from foolbench.data.cifar10 import find_cifar10
+
+    if data == "cifar10" or find_cifar10(data) is not None:
+        return cifar10_test(model, None if data == "cifar10" else data)
     from foolbench.data.photos import image_folder
 
     images, folder_labels, classes = image_folder(data)
@@ -112,51 +143,41 @@ def real_images(data: str, model) -> dict:
     return {
         "images": images,
         "labels": index[folder_labels],
-        "source": f"image folder {Path(data).resolve()} ({len(classes)} classes)",
+        "source": f"{len(images):,} labelled photos in {Path(data).resolve().name}/ ({len(classes):,} class folders)",
         "names": [images.path(i) for i in range(len(images))] if len(images) <= PER_IMAGE_LIMIT else None,
     }
 
 
-def label_key(text: str) -> str:
-    """A class name as folders and labels are compared: case, spaces, underscores and hyphens ignored,
-    so a folder `golden_retriever` is the label "golden retriever"."""
-    return re.sub(r"[\s_-]+", "", text).casefold()
+def cifar10_test(model, given: str | None) -> dict:
+    """CIFAR-10's 10,000 test images (the user's copy, `given` or found through $FOOLBENCH_DATA), with
+    each image's class in the model's label order."""
+    from foolbench.data.cifar10 import load_split
 
-
-def match_classes(folders: Sequence[str], labels: Sequence[str], where: str) -> np.ndarray:
-    """Each class folder's model class: the label of that exact text, else the label it names up to
-    case, spaces and underscores (`label_key`), else the folder name as a class index. A folder
-    that names no class is refused, so no image is scored against a made-up truth."""
-    by_key: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_key.setdefault(label_key(label), []).append(i)
-    out, unmatched = [], []
-    for name in folders:
-        hits = [i for i, label in enumerate(labels) if label == name] or by_key.get(label_key(name), [])
-        if len(hits) > 1:
-            raise FoolbenchError(
-                f"{where}: folder '{name}' matches {len(hits)} classes of the model ({hits}); "
-                "name it by its class index instead"
-            )
-        if hits:
-            out.append(hits[0])
-        elif name.isdigit() and int(name) < len(labels):
-            out.append(int(name))
-        else:
-            unmatched.append(name)
-    if unmatched:
-        example = ", ".join(f"'{label}'" for label in labels[:3])
-        which = (
-            f"none of its {len(folders)} class folders names a class of the model"
-            if len(unmatched) == len(folders)
-            else f"{len(unmatched)} of its {len(folders)} class folders name no class of the model"
-        )
+    if real_classes(model) != 10:
         raise FoolbenchError(
-            f"{where}: {which}: '{unmatched[0]}' is neither a label (case, spaces and underscores "
-            f"ignored) nor a class index in 0..{len(labels) - 1}; name class folders by the model's "
-            f"labels ({example}, ...) or by index"
+            f"--data cifar10 needs a 10-class model (or one with an extra '{FOOLING}' class); "
+            f"{model.name} has {model.num_classes} classes"
         )
-    return np.asarray(out, dtype=np.int64)
+    test = load_split("test", given)
+    index, note = cifar10_classes(model, test.source)
+    x = test.x.astype(np.float32) / np.float32(255.0)
+    real = {"images": x, "labels": index[test.y], "source": test.describe(), "names": None, "name": "cifar10"}
+    return real | ({"note": note} if note else {})
+
+
+def cifar10_classes(model, where: str = "CIFAR-10") -> tuple[np.ndarray, str | None]:
+    """Each CIFAR-10 class's index among the model's classes, by label (case, spaces and underscores
+    ignored); a model whose labels name no CIFAR-10 class ("0".."9") is read in CIFAR-10's order,
+    with a note that says so. Raises if some labels name CIFAR-10 classes and others do not."""
+    from foolbench.data.cifar10 import CLASSES
+
+    labels = real_labels(model.labels)
+    if {label_key(label) for label in labels}.isdisjoint(label_key(c) for c in CLASSES):
+        return np.arange(len(CLASSES)), (
+            "the model's labels name no CIFAR-10 class, so its outputs are read in CIFAR-10's order "
+            "(airplane, automobile, bird, ...)"
+        )
+    return match_classes(list(CLASSES), labels, where), None
 
 
 def real_classes(model) -> int:
@@ -221,7 +242,9 @@ def baseline(
     result = {
         "model": model.name,
         "model_path": str(model.path) if model.path else None,
-        "data": data,
+        "data": str(data),
+        "data_name": real.get("name")
+        or (data if data in ("mnist", "skimage") else Path(data).resolve().name),
         "data_source": real["source"],
         "images": len(conf),
         "labels_known": real["labels"] is not None,

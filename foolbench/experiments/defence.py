@@ -79,6 +79,7 @@ PAPER = {
         "median_confidence_after": 0.117,
     },
 }
+BLACK_BOX = ("map-elites", "patch")  # searches on outputs alone, which any defended model file allows
 SUPPORTED = (
     "the defence supports MNIST models (28x28 grey, e.g. lenet-mnist; retrained as a LeNet) and the "
     "zoo's EfficientNet-Lite models (efficientnet-lite0/1/2; head fine-tuned)"
@@ -102,10 +103,14 @@ def defend(
     model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
+    evaluations: int | None = None,
+    reuse: dict[int, Path] | None = None,
 ) -> pd.DataFrame:
     """Run (or continue) the retraining defence into `out`; returns defence.csv as a DataFrame.
 
-    `generations` overrides the preset's budget per run; `epochs` the LeNet retraining's (MNIST
+    `generations` and `evaluations` override the preset's budget per run (the first reached ends a
+    run); `reuse` names run directories made elsewhere for iteration 0's runs (by run index), used
+    where they hold the very run asked for, so the same run is not made twice; `epochs` the LeNet retraining's (MNIST
     only; default: the zoo recipe's, as the paper retrains the same network); `data` is an MNIST
     folder (torchvision layout) for MNIST models, a folder of photos (one sub-folder per class) for
     ImageNet ones.
@@ -120,7 +125,10 @@ def defend(
             f"--epochs {epochs}: give 1 or more, and only for MNIST models (it sets LeNet's retraining; "
             "the ImageNet defence fine-tunes a head with its own fixed schedule)"
         )
-    setup.generations, setup.epochs = generations, epochs
+    if evaluations is not None and evaluations < 1:
+        raise FoolbenchError(f"--evaluations {evaluations}: give a whole number >= 1")
+    setup.generations, setup.epochs, setup.evaluations = generations, epochs, evaluations
+    setup.reuse = {int(r): Path(d) for r, d in (reuse or {}).items()}
     task = _task(setup, data)
     record = _open_record(out, _settings(setup, data, generations), setup, task)
     if setup.note:
@@ -180,6 +188,8 @@ class Setup:
     inherited_fooling: int
     note: str = ""
     generations: int | None = None
+    evaluations: int | None = None
+    reuse: dict[int, Path] = dataclasses.field(default_factory=dict)  # iteration 0's runs made elsewhere
     epochs: int | None = None  # LeNet retraining epochs (MNIST); None: the zoo recipe's
     model_options: ModelOptions = dataclasses.field(default_factory=ModelOptions)
 
@@ -198,10 +208,11 @@ def _prepare(spec, attack, iterations, scale, runs, seed, data, classes, model_o
     if seed < 0:
         raise FoolbenchError(f"--seed must be 0 or more (got {seed})")
     preset = load_preset(attack, scale)
-    if preset.method != "map-elites":
+    if preset.method not in BLACK_BOX:
         raise FoolbenchError(
-            f"{preset.name} is a {preset.method} preset; the defence evolves its images, as the paper "
-            "does: pass an evolutionary preset such as mnist-cppn or imagenet-cppn"
+            f"{preset.name} is a {preset.method} preset; the defence searches for its images with the "
+            "model's outputs alone, as the paper's evolution does: pass a black-box preset such as "
+            "mnist-cppn, imagenet-cppn or imagenet-patch"
         )
     model_options = model_options or ModelOptions()
     model = load_model(spec, model_options)
@@ -287,8 +298,9 @@ def _settings(setup: Setup, data, generations) -> dict:
         "classes": setup.classes,
         "generations": generations,
         "data": str(data) if data is not None else None,
-        # only when given, so defences recorded before --epochs existed still continue
+        # only when given, so defences recorded before --epochs (--evaluations) existed still continue
         **({"epochs": setup.epochs} if setup.epochs is not None else {}),
+        **({"evaluations": setup.evaluations} if setup.evaluations is not None else {}),
     }
 
 
@@ -317,7 +329,7 @@ def _open_record(out: Path, settings: dict, setup: Setup, task) -> dict:
         "dataset": setup.kind,
         "labels": setup.labels + [FOOLING],
         "target_classes": setup.classes,
-        "clean_accuracy": task.CLEAN,
+        "clean_accuracy": task.clean_text,
         **task.facts(),
         "class_share": task.SHARE,
         "paper": PAPER[setup.kind],
@@ -346,12 +358,13 @@ def _evolve(setup: Setup, out: Path, k: int, r: int, spec: str, model, progress:
     from foolbench.runner import RunRequest, ensure_run, run_state
 
     seed = setup.seed + RUN_SEED_STRIDE * k + r
-    run_dir = out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
+    run_dir = (k == 0 and setup.reuse.get(r)) or out / f"iter-{k}" / "runs" / f"{setup.preset.name}-s{seed}"
     req = RunRequest(
         models=[spec],
         attack=setup.preset.source,
         scale=setup.scale,
         generations=setup.generations,
+        evaluations=setup.evaluations,
         classes=",".join(map(str, setup.classes)),
         seed=seed,
         out=run_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,27 @@ def efficientnet_name(model) -> str | None:
 
 
 NATURAL_VIEWS = 128  # random crops of the training photos, in all, that keep the head's clean behaviour
-MAX_PHOTOS = 256
 HELD_OUT = 0.5  # share of the photos never fine-tuned on: the clean accuracy is measured on them
+
+
+class Photos(Sequence):
+    """Some of a collection's photos, by index, decoded only when indexed (a folder of 1,000 ImageNet
+    photos is about 1.4 GB as float32 arrays, so none is held longer than it is used)."""
+
+    def __init__(self, images, indices, labels=None):
+        self.images, self.indices = images, [int(i) for i in indices]
+        self.labels = None if labels is None else np.asarray(labels)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[self.indices[i]]
 
 
 class ImagenetDefence:
     """Fine-tune only the head of a zoo EfficientNet-Lite on pooled features, adding a fooling class."""
 
-    CLEAN = (
-        "agreement with the original model's top-1 on the held-out natural photos (each whole photo, "
-        "preprocessed as the card says), which the head is never fine-tuned on: see clean_photos"
-    )
     SHARE = "fooling images and natural photos each carry half of the fine-tuning loss in every iteration"
 
     def __init__(self, model, data, seed: int):
@@ -49,20 +60,38 @@ class ImagenetDefence:
         self._reference = None
         self._network = None
         self._natural = None
+        self._source = ""
 
-    def photos(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(training photos, held-out photos): a seeded split, the held-out share HELD_OUT (at least one)."""
+    @property
+    def labelled(self) -> bool:
+        return self.photos()[1].labels is not None
+
+    @property
+    def clean_text(self) -> str:
+        """What defence.json says the clean_accuracy column is."""
+        held = "the held-out photos (each whole photo, preprocessed as the card says), never fine-tuned on"
+        if self.labelled:
+            return f"top-1 accuracy against the photos' labels on {held} (the fooling class counts as wrong)"
+        return f"agreement with the original model's top-1 on {held} (they carry no labels)"
+
+    def photos(self) -> tuple[Photos, Photos]:
+        """(training photos, held-out photos): a seeded split of every photo, HELD_OUT of them held out
+        (at least one). A folder's photos carry the labels of their class folders."""
         if self._photos is None:
+            labels = None
             if self.data is None or str(self.data) == "skimage":
                 from foolbench.data.photos import natural_photos
 
                 images = [image for _, image in natural_photos()]
+                self._source = "scikit-image's photos"
             else:
                 from foolbench.data.photos import image_folder
+                from foolbench.experiments.baseline import match_classes
 
-                folder, _, _ = image_folder(self.data)
-                pick = np.sort(np.random.default_rng(self.seed).permutation(len(folder))[:MAX_PHOTOS])
-                images = [folder[int(i)] for i in pick]
+                images, folder_labels, classes = image_folder(self.data)
+                if self.original is not None:
+                    labels = match_classes(classes, self.original.labels, str(self.data))[folder_labels]
+                self._source = Path(self.data).resolve().name
             if len(images) < 2:
                 raise FoolbenchError(
                     f"the ImageNet defence needs at least 2 natural photos (one to fine-tune on, one held "
@@ -71,20 +100,33 @@ class ImagenetDefence:
             order = np.random.default_rng(self.seed).permutation(len(images))
             held = max(1, round(HELD_OUT * len(images)))
             self._photos = (
-                [images[int(i)] for i in np.sort(order[held:])],
-                [images[int(i)] for i in np.sort(order[:held])],
+                Photos(images, np.sort(order[held:]), labels),
+                Photos(images, np.sort(order[:held]), labels),
             )
         return self._photos
 
     def facts(self) -> dict:
         """What defence.json records about the photos, and a defended model's card about its training."""
         training, held_out = self.photos()
-        return {"clean_photos": {"held_out": len(held_out), "fine_tuned_on": len(training)}}
+        return {
+            "clean_photos": {
+                "held_out": len(held_out),
+                "fine_tuned_on": len(training),
+                "data": self._source,
+                "labelled": held_out.labels is not None,
+            }
+        }
 
     def _top1(self, model) -> np.ndarray:
-        return np.array([int(model.probs(p[None]).argmax(1)[0]) for p in self.photos()[1]])
+        from foolbench.experiments.baseline import top1
+
+        return top1(model, self.photos()[1])[0]
 
     def clean_accuracy(self, model) -> float:
+        """Accuracy on the held-out photos' labels, or, without labels, agreement with the original."""
+        held_out = self.photos()[1]
+        if held_out.labels is not None:
+            return float(np.mean(self._top1(model) == held_out.labels))
         if self._reference is None:
             self._reference = self._top1(self.original)
         return float(np.mean(self._top1(model) == self._reference))

@@ -21,8 +21,9 @@ import numpy as np
 
 from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
+from foolbench.experiments.score_v3 import gradient_masked, real_images, suite_judge, v3_cells
 from foolbench.fileio import sha256_file, write_json, write_text
-from foolbench.models.load import ModelOptions
+from foolbench.models.load import ModelOptions, as_evaluated
 from foolbench.presets import preset_from_dict
 from foolbench.protocol import (
     DEFAULT_PROTOCOL,
@@ -35,7 +36,9 @@ from foolbench.protocol import (
     stepped,
     toml_text,
 )
-from foolbench.runner import RunRequest, ensure_run, run_state
+from foolbench.rating.judge import with_people
+from foolbench.rating.summary import people_cells
+from foolbench.runner import RunRequest, check_outputs, ensure_run, run_state
 from foolbench.text import safe_name
 
 SCORE_DIR = Path("runs") / "score"
@@ -50,11 +53,14 @@ def score_model(
     model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
+    data: str | Path | None = None,
 ) -> dict:
     """Score the model under the protocol; with `leaderboard`, put its row there (replacing an older one).
 
-    Everything a user can get wrong (model, protocol, leaderboard file, name) is checked before the
-    first run starts, so a mistake costs no time and writes nothing.
+    Everything a user can get wrong (model, protocol, leaderboard file, name, and under a protocol
+    that reads real images, `data` and a model that returns NaN for them) is checked before the
+    first run starts, so a mistake costs no time and writes nothing. `data`: a folder of labelled
+    real images (one sub-folder per class) in place of the suite's own.
     """
     from foolbench.report.leaderboard import add_row, read_leaderboard
     from foolbench.resolve import load_model
@@ -70,12 +76,27 @@ def score_model(
     name = check_name(name if name is not None else model.name)
     if leaderboard is not None:
         read_leaderboard(leaderboard)  # a broken leaderboard fails now, not after the runs
-    suite = proto.suite_for(model.spec.channels)
+    check_outputs(model, model.spec.channels, resolution_of(model))
+    suite = proto.suite_for(model.spec.channels, max(model.spec.size), model.card.dataset)
     options = _with_crop(options, suite)
+    real = why_not_real = None
+    if proto.score == "real-rank":
+        real, why_not_real = real_images(
+            as_evaluated(model, {"crop": suite.crop} if suite.crop else {}, options), suite, data
+        )
+        if why_not_real:
+            log(f"score: not ranked: {why_not_real}")
+    elif data is not None:
+        raise FoolbenchError(
+            f"--data is for protocols that read real images (v3); protocol {proto.version} does not"
+        )
     sha = sha256_file(model.path)
     work = Path(work) if work is not None else work_dir(name, sha, proto.version)
     plan = _plan(proto, suite, model)
     gradient_skipped = _gradient_check(model, suite)
+    masked = None
+    if proto.score == "real-rank" and not gradient_skipped and any(stepped(a.method) for a in suite.attacks):
+        masked = gradient_masked(model, real)
     requests = {
         attack: [_request(work, attack, seed, model_spec, options, progress) for seed in proto.seeds]
         for attack in plan
@@ -96,8 +117,27 @@ def score_model(
             toml_text(tables, f"foolbench score: {tables['attack']['description']}"),
         )
         runs[attack.name] = [_run(req, log) for req in requests[attack]]
-    base, base_note = _baseline(model, model_spec, runs, work / "baseline", options)
-    row = make_row(name, sha, model, proto, suite, runs, base)
+    if proto.score == "real-rank":
+        base, base_note = None, None
+        judge, judge_text = suite_judge(suite, real, model, resolution_of(model))
+        judge, judge_text = with_people(judge, judge_text, [d for dirs in runs.values() for d in dirs])
+        row = make_row(name, sha, model, proto, suite, runs, None)
+        row |= v3_cells(
+            proto,
+            suite,
+            runs,
+            real,
+            why_not_real,
+            judge,
+            judge_text,
+            gradient_skipped,
+            model.spec.channels,
+            work,
+            masked,
+        )
+    else:
+        base, base_note = _baseline(model, model_spec, runs, work / "baseline", options)
+        row = make_row(name, sha, model, proto, suite, runs, base)
     record = {
         "row": row,
         "model": {"spec": model_spec, "path": str(model.path), "options": options.to_json()},
@@ -226,6 +266,9 @@ def make_row(
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
         "fooling_score": None,
     }
+    row |= people_cells([d for dirs in runs.values() for d in dirs])  # where people rated the champions
+    if proto.score == "real-rank":
+        return row  # v3's cells need the real images: score_v3.v3_cells
     if proto.score == "nines-auc":
         row |= v2_cells(proto, suite, runs)
     else:

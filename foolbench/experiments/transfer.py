@@ -253,6 +253,7 @@ class Experiment:
 
 
 MNIST_ATTACKS = ("mnist-cppn", "mnist-direct")
+IMAGENET_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 EXPERIMENTS = {
     "transfer-seeds": Experiment(
         "transfer-seeds",
@@ -262,13 +263,12 @@ EXPERIMENTS = {
     ),
     "transfer-arch": Experiment(
         "transfer-arch",
-        "Different architectures: LeNet vs an MLP on MNIST; EfficientNet-Lite0 vs -Lite2 on ImageNet",
+        "Different architectures: LeNet vs an MLP on MNIST; EfficientNet-Lite0, -Lite1 and -Lite2 on "
+        "ImageNet, with the paper's CPPN MAP-Elites and the patch search (beyond the paper)",
         "Sec. 3.4: across architectures (AlexNet to GoogLeNet) about 20% of the images transfer",
         (
             Group("mnist", ("lenet-mnist", "mlp-mnist"), MNIST_ATTACKS),
-            Group(
-                "imagenet", ("efficientnet-lite0", "efficientnet-lite2"), ("imagenet-cppn",), imagenet=True
-            ),
+            Group("imagenet", IMAGENET_MODELS, ("imagenet-cppn", "imagenet-patch"), imagenet=True),
         ),
     ),
 }
@@ -291,12 +291,17 @@ def run_experiment(
     model_options: ModelOptions | None = None,
     progress: bool = True,
     log=print,
+    evaluations: dict[str, int] | None = None,
+    reuse: dict[tuple[str, str], Path] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Evolve every (model, attack) of the experiment into DIR/runs/, then write DIR/transfer/<group>/.
 
-    `models` replaces a group's models (by group name). A run directory that already holds a finished run
-    with the same settings is reused and an unfinished one is resumed, so a killed experiment continues.
-    Returns the pooled transfer table of each group.
+    `models` replaces a group's models (by group name); `evaluations` sets a group's budget per run
+    (by group name; default: the presets'). `reuse` names run directories made elsewhere for some
+    (model, attack): they are used where they hold the run this experiment asks for (a different run
+    there is an error), so a run is not evolved twice. A run directory that already holds a finished
+    run with the same settings is reused and an unfinished one is resumed, so a killed experiment
+    continues. Returns the pooled transfer table of each group.
     """
     from foolbench.runner import RunRequest, ensure_run, run_state
 
@@ -313,6 +318,7 @@ def run_experiment(
         )
     tables, record = {}, {"experiment": exp.name, "description": exp.description, "paper": exp.paper}
     record |= {"seed": seed, "generations": generations, "scale": scale, "groups": []}
+    record |= {"evaluations": evaluations} if evaluations else {}
     for group in groups:
         specs = list(models.get(group.name, group.models))
         if len(specs) < 2:
@@ -320,12 +326,15 @@ def run_experiment(
         run_dirs = []
         for spec in specs:
             for attack in group.attacks:
-                run_dir = out / "runs" / group.name / f"{_stem(spec)}-{attack}"
+                run_dir = (reuse or {}).get(
+                    (spec, attack)
+                ) or out / "runs" / group.name / f"{_stem(spec)}-{attack}"
                 req = RunRequest(
                     models=[spec],
                     attack=attack,
                     scale=scale,
                     generations=generations,
+                    evaluations=(evaluations or {}).get(group.name),
                     seed=seed,
                     out=run_dir,
                     model_options=model_options or ModelOptions(),

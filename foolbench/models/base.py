@@ -4,6 +4,10 @@
 probabilities [B, K] as float64 (float64 so that 99.99% and 99.999% stay distinguishable). The
 adapter owns everything a model is particular about — see `preprocess.py` — so nothing outside it
 knows how a model wants its input.
+
+The adapter also owns the model's torch device (`Model.device`, see `device.py`): its torch form
+lives there, and every engine, encoding and judge that makes tensors for it takes the device from
+here rather than assuming the CPU. Inputs go to the device from pinned memory and are prepared there.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from foolbench.models.differentiable import ProbabilityModule
 from foolbench.models.preprocess import InputSpec, preprocess
 
 DEFAULT_BATCH = 256
-OUTPUTS = ("probs", "logits")
+OUTPUTS = ("probs", "logits", "log_probs")
 # Card fields an adapter can change after loading (`Model.with_options`): how images are prepared.
 PREPROCESSING = ("crop", "resize", "mean", "std")
 
@@ -45,8 +49,17 @@ class Model:
 
     backend = "?"
 
-    def __init__(self, name: str, card: ModelCard, spec: InputSpec, path: Path | None, batch_size: int):
+    def __init__(
+        self,
+        name: str,
+        card: ModelCard,
+        spec: InputSpec,
+        path: Path | None,
+        batch_size: int,
+        device: torch.device | None = None,
+    ):
         self.name = name
+        self.device = device if device is not None else torch.device("cpu")
         self.card = card
         self.spec = spec
         self.path = path
@@ -100,7 +113,7 @@ class Model:
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         n = chunk.shape[0]
-        x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        x = self._to_input_device(chunk)
         if not self.spec.is_identity_for(tuple(x.shape)):
             x = preprocess(x, self.spec)
         fixed = self.spec.fixed_batch
@@ -117,6 +130,23 @@ class Model:
         out = np.concatenate(outs)
         assert out.shape[0] == n * self.spec.views
         return out
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where inputs are prepared for `_forward`: the model's device (an ONNX session on the CPU
+        takes host arrays, so its inputs stay on the CPU)."""
+        return self.device
+
+    def _to_input_device(self, chunk: np.ndarray) -> torch.Tensor:
+        """The chunk as a float32 tensor on `input_device`; to a GPU from pinned memory, so the copy
+        runs asynchronously. On the CPU it is the array itself, untouched."""
+        x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        device = self.input_device
+        if device.type == "cpu":
+            return x
+        if device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(device, non_blocking=True)
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -146,11 +176,12 @@ class Model:
 
     def torch_module(self, output: str = "probs") -> torch.nn.Module:
         """A differentiable module from canonical images to `output`: "probs" (probabilities, as
-        `probs`) or "logits" (pre-softmax scores; for a model that outputs probabilities, their
-        log, a logit up to a constant shared by the classes). For gradient ascent."""
+        `probs`), "log_probs" (their logarithm, computed without underflow: a log-softmax) or
+        "logits" (pre-softmax scores; for a model that outputs probabilities, their log, a logit up
+        to a constant shared by the classes). For gradient ascent; on the model's device."""
         check_output(output)
         net = self._torch_net()
-        return ProbabilityModule(net, self.spec, self.output_kind, output)
+        return ProbabilityModule(net, self.spec, self.output_kind, output).to(self.device)
 
     def _torch_net(self) -> torch.nn.Module:
         """The network itself in PyTorch (raw outputs for preprocessed inputs), where there is one."""
@@ -171,6 +202,7 @@ class Model:
             "path": str(self.path) if self.path else None,
             "backend": self.backend,
             "provider": self.provider,
+            "device": self.device.type,
             "classes": self.num_classes,
             "labels": self.labels,
             "input": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -10,12 +12,18 @@ from foolbench.models.base import Model, check_output
 
 
 class _MeanModule(torch.nn.Module):
-    def __init__(self, members: list[torch.nn.Module]):
+    """The members' mean output; for log-probabilities, the log of their mean probability."""
+
+    def __init__(self, members: list[torch.nn.Module], output: str = "probs"):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
+        self.output = output
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(images) for m in self.members]).mean(0)
+        outs = torch.stack([m(images) for m in self.members])
+        if self.output == "log_probs":
+            return torch.logsumexp(outs, 0) - math.log(len(self.members))
+        return outs.mean(0)
 
 
 class Ensemble:
@@ -41,6 +49,8 @@ class Ensemble:
         self.spec = first.spec
         self.card = first.card
         self.path = None
+        self.device = first.device  # members are loaded alike, so they share their device
+        self.options = first.options
 
     def member_probs(self, images: np.ndarray) -> list[np.ndarray]:
         return [m.probs(images) for m in self.members]
@@ -51,7 +61,7 @@ class Ensemble:
     def torch_module(self, output: str = "probs") -> torch.nn.Module:
         """The mean of the members' modules: of their probabilities, or of their logits."""
         check_output(output)
-        return _MeanModule([m.torch_module(output) for m in self.members])
+        return _MeanModule([m.torch_module(output) for m in self.members], output).to(self.device)
 
     def with_options(self, batch_size: int | None = None, **card) -> Ensemble:
         """The ensemble of its members, each `with_options` (see `Model.with_options`)."""
@@ -65,6 +75,8 @@ class Ensemble:
         return {
             "name": self.name,
             "backend": self.backend,
+            "provider": self.provider,
+            "device": self.device.type,
             "classes": self.num_classes,
             "labels": self.labels,
             "members": [m.describe() for m in self.members],

@@ -1,6 +1,8 @@
 """ONNX models through onnxruntime: the fast path for scoring populations.
 
-The CUDA provider is asked for only when a GPU is present, so CPU-only machines log no errors.
+The CUDA provider is asked for only where CUDA is wanted (`device.cuda_wanted`: a GPU is visible, or
+`--device cuda`), so CPU-only machines log no errors, and the providers a session got are checked
+against those asked for (`device.check_session`): onnxruntime itself falls back to the CPU silently.
 External-data files must live beside the model: a path that leaves the model's folder is refused.
 """
 
@@ -13,21 +15,9 @@ import numpy as np
 import torch
 
 from foolbench.errors import FoolbenchError
+from foolbench.models import device as devices
 from foolbench.models.base import DEFAULT_BATCH, Model, spec_from_card
 from foolbench.models.card import CARD_METADATA_KEY, ModelCard, card_from_json
-
-
-def gpu_present() -> bool:
-    return torch.cuda.is_available()
-
-
-def providers() -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if gpu_present() and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def read_onnx(path: Path):
@@ -87,11 +77,17 @@ class OnnxModel(Model):
         threads = int(os.environ.get(THREADS_ENV) or 0)
         if threads > 0:  # several runs side by side (a sweep's workers) each take their share of the cores
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        providers = devices.onnx_providers()
+        devices.session_options(opts, providers)
+        if len(providers) > 1:  # its CUDA provider's own errors are said in one line of ours instead
+            ort.set_default_logger_severity(4)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers())
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs
             msg = str(e).splitlines()[0][:200]
             raise FoolbenchError(f"{path}: onnxruntime cannot load this model ({msg})") from None
+        devices.check_session(self.session, providers)
+        self.output_name = self.session.get_outputs()[0].name
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise FoolbenchError(
@@ -100,11 +96,40 @@ class OnnxModel(Model):
         self.input_name = inputs[0].name
         shape = [d if isinstance(d, int) else None for d in inputs[0].shape]
         spec = spec_from_card(card, shape, path.name)
-        super().__init__(card.name or path.stem, card, spec, path, batch_size)
+        super().__init__(card.name or path.stem, card, spec, path, batch_size, devices.torch_device())
         self._probe()
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider == devices.CUDA_PROVIDER
+
+    @property
+    def input_device(self) -> torch.device:
+        """The GPU where both the session and torch run there (inputs are prepared on it and handed
+        over in place), else the CPU (the session takes host arrays)."""
+        return self.device if self.on_gpu and self.device.type == "cuda" else torch.device("cpu")
+
     def _forward(self, x: torch.Tensor) -> np.ndarray:
+        if x.device.type == "cuda":
+            return self._forward_in_place(x)
         return self.session.run(None, {self.input_name: x.numpy()})[0]
+
+    def _forward_in_place(self, x: torch.Tensor) -> np.ndarray:
+        """Run the session on a tensor already on the GPU (I/O binding), with no trip to the host."""
+        x = x.contiguous()
+        torch.cuda.current_stream(x.device).synchronize()  # onnxruntime reads it on its own stream
+        binding = self.session.io_binding()
+        binding.bind_input(
+            name=self.input_name,
+            device_type="cuda",
+            device_id=x.device.index or 0,
+            element_type=np.float32,
+            shape=tuple(x.shape),
+            buffer_ptr=x.data_ptr(),
+        )
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     @property
     def provider(self) -> str:

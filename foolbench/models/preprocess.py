@@ -8,6 +8,7 @@ torch so the very same code is differentiable for gradient ascent.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -67,18 +68,52 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot turn {c}-channel images into {channels}-channel input")
 
 
+def resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize of [B, C, H, W] to `size` (half-pixel centres; `antialias` widens the kernel
+    when shrinking).
+
+    On the CPU this is `F.interpolate`. Elsewhere it is the same resize written as two products with
+    fixed interpolation matrices: `F.interpolate`'s backward pass on CUDA adds into the gradient with
+    atomics, in an order that changes from run to run, where a matrix product's does not. The two
+    agree to a float32 rounding (tested), and on the CPU nothing changes.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[2:]) == size:
+        return x
+    if x.device.type == "cpu":
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return resize_by_matrices(x, size, antialias)
+
+
+def resize_by_matrices(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """`resize` as rows @ x @ cols^T, with the interpolation weights `F.interpolate` itself uses."""
+    rows = interpolation_matrix(x.shape[2], size[0], antialias).to(x.device, x.dtype)
+    cols = interpolation_matrix(x.shape[3], size[1], antialias).to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.T)
+
+
+@functools.cache
+def interpolation_matrix(n_in: int, n_out: int, antialias: bool) -> torch.Tensor:
+    """[n_out, n_in]: the weights of a 1-D bilinear resize from n_in to n_out samples, read off
+    `F.interpolate` by resizing each unit vector (it resizes the two axes separately). The unit
+    vectors are two pixels wide: with antialias, F.interpolate mishandles an axis of size 1."""
+    units = torch.eye(n_in, dtype=torch.float32).reshape(n_in, 1, n_in, 1).expand(-1, -1, -1, 2)
+    out = F.interpolate(
+        units.contiguous(), size=(n_out, 2), mode="bilinear", align_corners=False, antialias=antialias
+    )
+    return out[:, 0, :, 0].T.contiguous()
+
+
 def resize_and_crop(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Bring images to the model's size; with ten-crop, B images become B*10 views (image-major)."""
     h, w = spec.size
     if spec.resize is None:
-        if tuple(x.shape[2:]) != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        return x
+        return resize(x, (h, w))
     short = min(x.shape[2:])
     if short != spec.resize:
         scale = spec.resize / short
         new = (max(h, round(x.shape[2] * scale)), max(w, round(x.shape[3] * scale)))
-        x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
+        x = resize(x, new)
     H, W = x.shape[2:]
     if spec.crop == "ten":
         return ten_crop(x, h, w)

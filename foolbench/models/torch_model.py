@@ -15,12 +15,9 @@ import numpy as np
 import torch
 
 from foolbench.errors import FoolbenchError
+from foolbench.models import device as devices
 from foolbench.models.base import DEFAULT_BATCH, Model, card_spec
 from foolbench.models.card import ModelCard
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def import_factory(target: str):
@@ -91,6 +88,7 @@ class TorchModel(Model):
         name: str,
         path: Path | None = None,
         batch_size: int = DEFAULT_BATCH,
+        device: torch.device | None = None,
     ):
         if not card.input_size or not card.channels:
             raise FoolbenchError(
@@ -98,10 +96,25 @@ class TorchModel(Model):
                 "in a model card (NAME.toml beside the file) or with --input-size H W --channels C"
             )
         spec = card_spec(card)
-        self.device = device()
+        device = device if device is not None else devices.torch_device()
+        super().__init__(card.name or name, card, spec, path, batch_size, device)
         self.net = module.eval().to(self.device)
-        super().__init__(card.name or name, card, spec, path, batch_size)
         self._probe()
+
+    def _probe(self) -> None:
+        """The base probe, with a failure of the user's network said in one line: a TorchScript file
+        traced on one device keeps that device's tensors and fails on another."""
+        try:
+            super()._probe()
+        except RuntimeError as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            hint = "check its input size and channels"
+            if "device" in first:
+                hint = "a TorchScript file traced on another device must be traced again on this one"
+                hint += ", or run with --device cpu"
+            raise FoolbenchError(
+                f"{self.name}: the model fails on a probe batch on {self.device.type} ({first}); {hint}"
+            ) from None
 
     @torch.no_grad()
     def _forward(self, x: torch.Tensor) -> np.ndarray:

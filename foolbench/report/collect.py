@@ -10,6 +10,7 @@ Recognised folders (searched recursively under each path given):
   transfer folder   transfer.csv + transfer.json + matrix_*.csv (`foolbench transfer`)
   defence folder    defence.csv (`foolbench defend`)
   baseline folder   baseline.json (`foolbench baseline`)
+  ratings folder    ratings.csv (`foolbench rate --out`; a run's own ratings.csv is read with the run)
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class Inputs:
     defences: list[Defence] = field(default_factory=list)
     baselines: list[Baseline] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # unfinished runs
+    ratings: list[Path] = field(default_factory=list)  # ratings.csv outside run directories (`rate --out`)
 
     def empty(self) -> bool:
         return not (self.runs or self.transfers or self.defences or self.baselines)
@@ -169,7 +171,15 @@ def _stderr(message: str) -> None:
 
 def _count(inputs: Inputs) -> int:
     return sum(
-        len(x) for x in (inputs.runs, inputs.transfers, inputs.defences, inputs.baselines, inputs.skipped)
+        len(x)
+        for x in (
+            inputs.runs,
+            inputs.transfers,
+            inputs.defences,
+            inputs.baselines,
+            inputs.skipped,
+            inputs.ratings,
+        )
     )
 
 
@@ -190,6 +200,8 @@ def _read_folder(folder: Path, inputs: Inputs, keys: set, warn) -> None:
             inputs.skipped.append(folder)
             return
         inputs.runs.append(read_run(folder, _key(folder, keys)))
+    elif "ratings.csv" in names:  # people's ratings of runs (`foolbench rate --out`); a run's own are its
+        inputs.ratings.append(folder / "ratings.csv")
     if {"transfer.csv", "transfer.json"} <= names:
         inputs.transfers.append(read_transfer(folder, _key(folder, keys)))
     if "defence.csv" in names:

@@ -6,7 +6,12 @@ A verdict is a stated rule, not a judgement call (`RULE`, printed on the page):
   goes the same way;
 - reproduced at a smaller budget: the same, with at most half the paper's evaluations (or steps);
 - not reproduced: neither;
-- no paper figure: the paper gives nothing to compare with (an attack it did not run).
+- not measured: the experiment could not show the paper's effect (a defence whose first iteration's
+  champions do not fool the model has no fooling to take away);
+- beyond the paper: a search the paper did not run (the patch search), with no paper figure for it;
+- no paper figure: the paper gives nothing to compare with.
+A figure made with another method than the paper's (an ensemble, a transfer or a defence fed by the
+patch search) is judged by the same rule, and its verdict says by which method.
 
 The paper's figures live here (`REFERENCES`), keyed by what an experiment is (dataset, method,
 encoding, ensemble; or transfer / defence / baseline), so that `foolbench report` on anyone's runs
@@ -27,14 +32,20 @@ SMALLER = 2.0  # "at a smaller budget": the paper spent at least this many times
 REPRODUCED = "reproduced"
 REPRODUCED_SMALLER = "reproduced at a smaller budget"
 NOT_REPRODUCED = "not reproduced"
+NOT_MEASURED = "not measured"
+BEYOND = "beyond the paper"
 NO_FIGURE = "no paper figure"
-VERDICTS = (REPRODUCED, REPRODUCED_SMALLER, NOT_REPRODUCED, NO_FIGURE)
+VERDICTS = (REPRODUCED, REPRODUCED_SMALLER, NOT_REPRODUCED, NOT_MEASURED, BEYOND, NO_FIGURE)
+FOOLED = 0.5  # a defence starts from fooling images when its first iteration's median is at least this
 RULE = (
     f"Verdict rule: reproduced when our figure is within {TOLERANCE * 100:.0f} percentage points of the "
     "paper's, or, where the paper reports an effect (images transfer to another model, confidence falls "
-    "after retraining, fooling images score above real ones), when ours goes the same way; at a smaller "
-    f"budget when we spent at most 1/{SMALLER:.0f} of the paper's evaluations (or steps); otherwise not "
-    "reproduced. A budget counts the images scored to reach the figure: initial population + generations × batch."
+    "after retraining, fooling images score above real ones, an ensemble is fooled on as many classes), "
+    f"when ours goes the same way; at a smaller budget when we spent at most 1/{SMALLER:.0f} of the "
+    "paper's evaluations (or steps); otherwise not reproduced. Not measured: a defence whose first "
+    f"iteration's median is below {FOOLED:.0%} has no fooling to take away. A figure from another method "
+    "than the paper's says so in its verdict; a search the paper did not run is beyond the paper. A budget "
+    "counts the images scored to reach the figure: initial population + generations × batch."
 )
 
 
@@ -99,7 +110,7 @@ REFERENCES: dict[tuple, Reference] = {
     ("baseline",): Reference(
         "median top-1 confidence on real images",
         0.603,
-        "real 60.3%, fooling 88.1%",
+        "real 60.3% (right 86.7%, wrong 33.7%), fooling 88.1%",
         "AlexNet, ImageNet validation set",
     ),
 }
@@ -122,6 +133,9 @@ class Line:
     effect_text: tuple[str, str] = ("", "")  # the effect as ours shows it: (when it holds, when not)
     detail: str = ""
     outputs: list[str] = field(default_factory=list)
+    method: str = ""  # the search behind our figure where it is not the paper's (e.g. "the patch search")
+    unmeasured: str = ""  # why the figure cannot show the paper's effect (verdict: not measured)
+    data: str = ""  # the real images the figure used, where it used any
 
     @property
     def measure(self) -> str:
@@ -131,7 +145,11 @@ class Line:
         """The verdict and why, by `RULE`."""
         ref = self.reference
         if ref is None or (ref.value is None and self.effect is None):
+            if self.method:
+                return BEYOND, f"{self.method}: a search the paper did not run, so it has no figure for it"
             return NO_FIGURE, "the paper has no figure for this"
+        if self.unmeasured:
+            return NOT_MEASURED, self.unmeasured + self._by()
         gap = None if ref.value is None else self.ours - ref.value
         close = gap is not None and abs(gap) <= TOLERANCE + 1e-12
         if close:
@@ -143,9 +161,13 @@ class Line:
         ratio = self.budget_ratio()
         if ratio is not None and ratio >= SMALLER:
             why += f"; 1/{ratio:,.0f} of the paper's budget"
+        why += self._by()
         if not (close or self.effect):
             return NOT_REPRODUCED, why
         return (REPRODUCED_SMALLER if ratio is not None and ratio >= SMALLER else REPRODUCED), why
+
+    def _by(self) -> str:
+        return f"; by {self.method}, not the paper's method" if self.method else ""
 
     def budget_ratio(self) -> float | None:
         """The paper's budget over ours, where both are known in the same unit."""
@@ -174,6 +196,7 @@ class Line:
             "verdict": verdict,
             "why": why,
             "detail": self.detail,
+            "data": self.data,
             "outputs": "; ".join(self.outputs),
         }
 

@@ -49,6 +49,7 @@ table.headline .sub { display: block; color: var(--muted); font-size: 12px; font
          font-weight: 600; }
 .badge.ok { background: var(--ok); } .badge.small { background: var(--small); }
 .badge.no { background: var(--no); } .badge.none { background: var(--none); }
+.badge.beyond { background: #5f3dc4; }
 figure { margin: 14px 0 20px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: 0 16px; }
 .grid figure { margin: 8px 0; }
@@ -62,6 +63,7 @@ BADGES = {
     "reproduced": "ok",
     "reproduced at a smaller budget": "small",
     "not reproduced": "no",
+    "beyond the paper": "beyond",
 }
 
 

@@ -35,7 +35,8 @@ BASE_COLUMNS = [
     "date",
     "fooling_score",
 ]
-SPREAD_COLUMNS = ["fooling_score_low", "fooling_score_high", "attacks_scored"]  # v2 rows only
+SPREAD_COLUMNS = ["fooling_score_low", "fooling_score_high", "attacks_scored"]  # v2 and v3 rows
+V3_COLUMNS = ["ranked", "not_ranked_why", "accuracy"]  # v3 rows: whether the row is ranked, and why not
 TAIL_COLUMNS = ["baseline_median", "fooling_auroc"]
 KEY = ("model_sha256", "protocol")
 TEXT_COLUMNS = (
@@ -48,6 +49,11 @@ TEXT_COLUMNS = (
     "date",
     "attacks_scored",
     "ties",
+    "ranked",
+    "not_ranked_why",
+    "real_data",
+    "judge",
+    "recognised_by_people",  # "k of n" champions, where people rated the runs (foolbench rate)
 )
 FORMATS = ("md", "html", "csv")
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process's update (each takes milliseconds)
@@ -62,7 +68,14 @@ ROBUSTNESS = (
     "fooling_score is, per seed, the worst case over the attacks of the run's score (the area under its "
     "median confidence over log-evaluations in nines, 1 = 99.99% from the first generation, look-alike "
     "classes counted as not fooled), then the mean over seeds; low/high: its min and max over seeds; "
-    "ties: the ranks whose low-high ranges overlap this row's, i.e. differences within seed noise."
+    "ties: the ranks whose low-high ranges overlap this row's, i.e. differences within seed noise. "
+    "Protocol v3: a fooling image counts by the share of the model's confidences on real images it "
+    "classifies correctly that are at or below its own (ties count as fooled); fooling_score is, per "
+    "seed, the mean over log-queries of the strongest attack's mean share over the target classes, "
+    "then the mean over seeds (1 = as confident as on its most confident real image from the first "
+    "query count on); classes the judge recognises count as not fooled; a row is ranked only when its "
+    "accuracy on the real images reaches the suite's floor and every attack ran (not_ranked_why says "
+    "otherwise); '–' is not measured."
 )
 
 
@@ -125,32 +138,47 @@ def add_row(path: str | Path, row: dict) -> pd.DataFrame:
 def ordered_columns(columns) -> list[str]:
     """Identity and score first, the attacks' columns in the order they appeared, the baseline last."""
     columns = list(columns)
-    fixed = set(BASE_COLUMNS) | set(SPREAD_COLUMNS) | set(TAIL_COLUMNS)
+    fixed = set(BASE_COLUMNS) | set(SPREAD_COLUMNS) | set(V3_COLUMNS) | set(TAIL_COLUMNS)
     middle = [c for c in columns if c not in fixed]
-    head = [c for c in BASE_COLUMNS + SPREAD_COLUMNS if c in columns]
+    head = [c for c in BASE_COLUMNS + SPREAD_COLUMNS + V3_COLUMNS if c in columns]
     return head + middle + [c for c in TAIL_COLUMNS if c in columns]
 
 
 # -- ranking and rendering ---------------------------------------------------------------------------
+def is_listed_only(df: pd.DataFrame) -> pd.Series:
+    """Rows a protocol lists without ranking them (v3: `ranked` is false)."""
+    if "ranked" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["ranked"].astype(str).str.lower().eq("false")
+
+
 def ranked(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by robustness (see ROBUSTNESS) with a `rank` column counted per protocol and suite."""
+    """Rows sorted by robustness (see ROBUSTNESS) with a `rank` column counted per protocol and suite;
+    rows listed without a rank (v3's `ranked` false) come after the ranked ones, with no rank."""
     evals = [c for c in df.columns if c.endswith("_evals_to_99")]
     quickest = df[evals].fillna(math.inf).min(axis=1) if evals else pd.Series(math.inf, index=df.index)
-    keyed = df.assign(_score=df["fooling_score"].fillna(math.inf), _quick=-quickest)
-    out = keyed.sort_values(["protocol", "suite", "_score", "_quick", "name"], kind="mergesort")
-    out = out.drop(columns=["_score", "_quick"]).reset_index(drop=True)
-    out.insert(0, "rank", out.groupby(["protocol", "suite"]).cumcount() + 1)
+    keyed = df.assign(
+        _listed=is_listed_only(df), _score=df["fooling_score"].fillna(math.inf), _quick=-quickest
+    )
+    out = keyed.sort_values(["protocol", "suite", "_listed", "_score", "_quick", "name"], kind="mergesort")
+    listed = out["_listed"].to_numpy()
+    out = out.drop(columns=["_listed", "_score", "_quick"]).reset_index(drop=True)
+    rank = out.groupby(["protocol", "suite"]).cumcount() + 1
+    out.insert(0, "rank", [None if skip else int(r) for r, skip in zip(rank, listed, strict=True)])
     if "fooling_score_low" in out.columns:
         out["ties"] = [_ties(out, i) for i in range(len(out))]
     return out
 
 
 def _ties(table: pd.DataFrame, i: int) -> str:
-    """The ranks in row i's protocol and suite whose seed ranges (low-high) overlap row i's."""
+    """The ranks in row i's protocol and suite whose seed ranges (low-high) overlap row i's (ranked
+    rows only: a row listed without a rank ties with nothing)."""
     row = table.iloc[i]
-    if pd.isna(row["fooling_score_low"]):
-        return None  # a protocol without a spread (v1): no ties column for its rows
-    same = table[(table["protocol"] == row["protocol"]) & (table["suite"] == row["suite"])]
+    if pd.isna(row["fooling_score_low"]) or pd.isna(row["rank"]):
+        return None  # a protocol without a spread (v1), or a row that is not ranked
+    same = table[
+        (table["protocol"] == row["protocol"]) & (table["suite"] == row["suite"]) & table["rank"].notna()
+    ]
     overlap = same[
         (same.index != table.index[i])
         & (same["fooling_score_low"] <= row["fooling_score_high"])
@@ -185,6 +213,18 @@ def render(df: pd.DataFrame, fmt: str = "md") -> str:
 # v2 rows carry more per attack than a page is wide: the ranking table keeps each attack's score, the
 # rest (v1-style figures, per-seed extremes, look-alikes) is folded below it with the provenance.
 _FOLDED_V2 = ("_evals_to_99", "_median", "_classes_at_99", "_score_min", "_score_max", "_lookalikes")
+# v3 rows fold the per-attack end states and judge counts, and where the real images came from
+_FOLDED_V3 = (
+    "_end",
+    "_recognised",
+    "ranked",
+    "real_images",
+    "real_data",
+    "judge",
+    "fpr_at_95_tpr",
+    "baseline_median",
+    "fooling_auroc",
+)
 PROVENANCE = ("model_sha256", "classes", "input_size", "protocol", "foolbench", "date")
 
 
@@ -198,6 +238,8 @@ def html_page(head: str, table: pd.DataFrame) -> str:
     for (protocol, suite), rows in table.groupby(["protocol", "suite"], sort=False):
         rows = rows.dropna(axis=1, how="all")
         folded = _FOLDED_V2 if "fooling_score_low" in rows.columns else ("_evals_to_99",)
+        if "ranked" in rows.columns:
+            folded = (*folded, *_FOLDED_V3)
         ranking = [c for c in rows.columns if c not in PROVENANCE and not c.endswith(folded)]
         ranking = [c for c in ranking if c not in ("suite",)]
         ids = ["rank", "name", *[c for c in rows.columns if c in PROVENANCE or c.endswith(folded)]]
@@ -216,18 +258,28 @@ def html_page(head: str, table: pd.DataFrame) -> str:
 def display(table: pd.DataFrame) -> pd.DataFrame:
     """Numbers as people read them: confidences in %, counts and evaluations as whole numbers."""
     out = pd.DataFrame(index=table.index)
+    v3 = table["ranked"].notna() if "ranked" in table.columns else pd.Series(False, index=table.index)
     for column in table.columns:
         values = table[column]
         if column == "fooling_score" and "fooling_score_low" in table.columns:
             out[column] = [
-                _score_text(v, low) for v, low in zip(values, table["fooling_score_low"], strict=True)
+                "–" if is_v3 and pd.isna(v) else _score_text(v, low)
+                for v, low, is_v3 in zip(values, table["fooling_score_low"], v3, strict=True)
             ]
             continue
-        if column != "fooling_score" and column.endswith(
-            ("_score", "_score_min", "_score_max", "_score_low", "_score_high")
+        if column == "rank":
+            fmt = lambda r: str(int(r))  # noqa: E731
+        elif column != "fooling_score" and column.endswith(
+            ("_score", "_score_min", "_score_max", "_score_low", "_score_high", "_end")
         ):
             fmt = "{:.3f}".format
-        elif column.endswith("_lookalikes"):
+        elif column in ("fooled_at_end", "fpr_at_95_tpr"):
+            fmt = "{:.3f}".format
+        elif column in ("accuracy", "real_median"):
+            fmt = percent
+        elif column == "real_images":
+            fmt = "{:,.0f}".format
+        elif column.endswith(("_lookalikes", "_recognised")):
             fmt = "{:.2g}".format
         elif column.endswith("_median") or column == "fooling_score":
             fmt = percent
@@ -241,7 +293,14 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             fmt = lambda s: s[:12]  # noqa: E731
         else:
             fmt = str
-        out[column] = [("" if pd.isna(v) else fmt(v)) for v in values]
+        out[column] = [
+            (
+                ("–" if is_v3 and column not in ("rank", "ties", "not_ranked_why") else "")
+                if pd.isna(v)
+                else fmt(v)
+            )
+            for v, is_v3 in zip(values, v3, strict=True)
+        ]
     return out
 
 

@@ -17,7 +17,16 @@ import numpy as np
 
 from foolbench.fileio import atomic_path
 from foolbench.report.collect import Defence, Run
-from foolbench.report.headline import MEDIAN, NO_FIGURE, NOT_REPRODUCED, REPRODUCED, REPRODUCED_SMALLER, Line
+from foolbench.report.headline import (
+    BEYOND,
+    MEDIAN,
+    NO_FIGURE,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    REPRODUCED_SMALLER,
+    Line,
+)
 from foolbench.text import percent
 
 DPI = 100
@@ -61,6 +70,8 @@ VERDICT_COLOURS = {
     REPRODUCED: "#2b8a3e",
     REPRODUCED_SMALLER: "#0b7285",
     NOT_REPRODUCED: "#c92a2a",
+    NOT_MEASURED: "#868e96",
+    BEYOND: "#5f3dc4",
     NO_FIGURE: "#868e96",
 }
 PAPER_COLOUR = "#adb5bd"

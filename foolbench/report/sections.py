@@ -19,19 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from foolbench.report.collect import Baseline, Defence, Inputs, Run, Transfer
-from foolbench.report.headline import REFERENCES, Line, median, share_text
+from foolbench.report.headline import FOOLED, REFERENCES, Line, median, share_text
 from foolbench.text import percent
 
-DATASETS = {"mnist": "MNIST", "imagenet": "ImageNet"}
-REAL_IMAGES = {"mnist": "MNIST digits", "imagenet": "ImageNet images", "skimage": "scikit-image photos"}
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar": "CIFAR-size colour", "imagenet": "ImageNet"}
+REAL_IMAGES = {
+    "mnist": "MNIST digits",
+    "cifar10": "CIFAR-10 test images",
+    "imagenet": "ImageNet images",
+    "imagenet-sample": "ImageNet photos",
+    "skimage": "scikit-image photos",
+}
 ENCODINGS = {"direct": "direct encoding", "cppn": "CPPN encoding"}
 # Searches that are not MAP-Elites over an encoding: named by method (foolbench.search.ENGINES)
 METHODS = {"patch": "patch search", "gradient-cppn": "gradient ascent on CPPN weights"}
+PAPER_METHODS = ("map-elites", "gradient")  # the paper's searches; any other is beyond it
 TRANSFER_TITLES = {
     "transfer-seeds": "Transfer between seed twins",
     "transfer-arch": "Transfer across architectures",
 }
-ORDER = {"mnist": 0, "imagenet": 2}  # datasets: MNIST first, ImageNet last, anything else between
+ORDER = {"mnist": 0, "cifar10": 1, "imagenet": 3}  # datasets: MNIST, CIFAR-10, others, ImageNet last
 
 
 @dataclass
@@ -84,11 +91,11 @@ def arrange(inputs: Inputs) -> list[Section]:
         section.transfers = sorted(inputs.transfers, key=_transfer_rank)
     if inputs.defences:
         section = sections.setdefault("defence", Section("defence", "Retraining defence", "defence"))
-        section.defences = sorted(inputs.defences, key=lambda d: (ORDER.get(_defence_facts(d)[1], 1), d.key))
+        section.defences = sorted(inputs.defences, key=lambda d: (ORDER.get(_defence_facts(d)[1], 2), d.key))
     if inputs.baselines:
         section = sections.setdefault("baseline", Section("baseline", "Real-image baseline", "baseline"))
         section.baselines = sorted(
-            inputs.baselines, key=lambda b: (ORDER.get(str(b.result.get("data")), 1), b.key)
+            inputs.baselines, key=lambda b: (ORDER.get(str(b.result.get("data")), 2), b.key)
         )
     for run in owned:
         key = "defence" if _inside(run.path, [d.path for d in inputs.defences]) else "transfer"
@@ -98,7 +105,7 @@ def arrange(inputs: Inputs) -> list[Section]:
         for group in section.groups:
             group.runs.sort(key=lambda r: (r.seed if isinstance(r.seed, int) else 0, r.key))
         section.groups.sort(  # MNIST first, single models before ensembles, then by name
-            key=lambda g: (ORDER.get(g.first.dataset, 1), g.first.ensemble, g.first.attack, g.first.model)
+            key=lambda g: (ORDER.get(g.first.dataset, 2), g.first.ensemble, g.first.attack, g.first.model)
         )
         section.lines = _lines(section, inputs.runs)
     return ordered
@@ -127,7 +134,7 @@ def _rank(section: Section) -> tuple:
     if section.kind != "evolution":
         return (kinds.index(section.kind),)
     run = section.groups[0].first
-    return (0, ORDER.get(run.dataset, 1), run.dataset, {"direct": 0, "cppn": 1}.get(run.encoding, 2))
+    return (0, ORDER.get(run.dataset, 2), run.dataset, {"direct": 0, "cppn": 1}.get(run.encoding, 2))
 
 
 def _add_to_group(section: Section, run: Run) -> None:
@@ -144,21 +151,39 @@ def _lines(section: Section, runs: list[Run]) -> list[Line]:
     if section.kind in ("evolution", "gradient"):
         return [group_line(section, g) for g in section.groups]
     if section.kind == "transfer":
-        return [line for t in headline_transfers(section.transfers) if (line := transfer_line(t, runs))]
+        return [line for t in headline_transfers(section.transfers, runs) if (line := transfer_line(t, runs))]
     if section.kind == "defence":
-        return [defence_line(d) for d in section.defences if len(d.table)]
-    return [baseline_line(b) for b in section.baselines]
+        return [defence_line(d, section.owned) for d in section.defences if len(d.table)]
+    return [baseline_line(b, runs) for b in section.baselines]
+
+
+def method_name(method: str) -> str:
+    """'' for the paper's own searches, else what the headline calls the search behind a figure."""
+    return "" if method in PAPER_METHODS else f"the {METHODS.get(method, method)}"
 
 
 def group_line(section: Section, group: Group) -> Line:
-    """Seeds of one attack on one model: the median over seeds of each run's figure."""
+    """Seeds of one attack on one model: the median over seeds of each run's figure.
+
+    A search the paper did not run has no paper figure of its own; on an ensemble it is still set
+    beside the paper's ensemble figure (MAP-Elites over CPPNs), saying by which method ours was made."""
     run = group.first
     ref = REFERENCES.get((run.dataset, run.method, run.encoding, run.ensemble))
+    method = method_name(run.method)
+    if ref is None and method and run.ensemble:
+        ref = REFERENCES.get((run.dataset, "map-elites", "cppn", True))
     summaries = [r.summary for r in group.runs]
     classes = int(median([r.summary.get("classes") or len(r.results) for r in group.runs]))
+    effect, effect_text = None, ("", "")
     if run.ensemble:
         at_90 = median([s.get("classes_at_90", 0) for s in summaries])
         ours, text = at_90 / max(classes, 1), f"{at_90:g} of {classes} classes"
+        if ref is not None and ref.value is not None:
+            effect = ours >= ref.value
+            effect_text = (
+                "same way: as large a share of classes ≥ 90% as the paper's ensemble, or larger",
+                "a smaller share of classes ≥ 90% than the paper's ensemble",
+            )
     else:
         ours = median([s["median_confidence"] for s in summaries])
         text = percent(ours)
@@ -167,7 +192,10 @@ def group_line(section: Section, group: Group) -> Line:
     at_99 = median([s.get("classes_at_99", 0) for s in summaries])
     detail = f"{at_99:g} of {classes} classes ≥ 99%"
     if len(group.runs) > 1:
-        detail += f"; median of {len(group.runs)} seeds"
+        seeds = [s["median_confidence"] for s in summaries]
+        detail += f"; median of {len(group.runs)} seeds (medians {percent(min(seeds))}–{percent(max(seeds))})"
+    if run.ensemble:
+        detail += "; " + member_detail(group)
     experiment = section.title
     if run.ensemble:
         experiment += ", ensemble"
@@ -182,19 +210,58 @@ def group_line(section: Section, group: Group) -> Line:
         ref,
         budget or None,
         "steps" if gradient else "evaluations",
+        effect=effect,
+        effect_text=effect_text,
         detail=detail,
         outputs=[str(r.path) for r in group.runs],
+        method=method,
     )
 
 
-def headline_transfers(transfers: list[Transfer]) -> list[Transfer]:
-    """One transfer table per experiment group: `all` (every attack together) where there is one."""
-    chosen: dict[tuple, Transfer] = {}
+def member_detail(group: Group) -> str:
+    """An ensemble's champions scored on each member alone (results.csv's confidence_<member>):
+    classes at >= 90 % per member, the median over seeds."""
+    members = [
+        c.removeprefix("confidence_") for c in group.first.results.columns if c.startswith("confidence_")
+    ]
+    if not members:
+        return "not scored on each member"
+    counts = [
+        median(
+            [
+                int((r.results[f"confidence_{m}"] >= 0.9).sum())
+                for r in group.runs
+                if f"confidence_{m}" in r.results
+            ]
+        )
+        for m in members
+    ]
+    return "on each member alone ≥ 90%: " + ", ".join(
+        f"{m} {c:g}" for m, c in zip(members, counts, strict=True)
+    )
+
+
+def headline_transfers(transfers: list[Transfer], runs: list[Run] | None = None) -> list[Transfer]:
+    """One transfer table per experiment group: `all` (every attack together) where there is one,
+    unless its champions come from searches of different kinds (the paper's and another): then one
+    per attack, so the paper's figure is set beside its own method's champions only."""
+    chosen: dict[tuple, list[Transfer]] = {}
     for t in transfers:
         key = (str(t.root), t.meta.get("group")) if t.root is not None else (str(t.path),)
-        if key not in chosen or t.path.name == "all":
-            chosen[key] = t
-    return sorted(chosen.values(), key=_transfer_rank)
+        chosen.setdefault(key, []).append(t)
+    out = []
+    for group in chosen.values():
+        pooled = [t for t in group if t.path.name == "all"]
+        if pooled and len({bool(method_name(m)) for m in transfer_methods(pooled[0], runs or [])}) <= 1:
+            out.append(pooled[0])
+        else:
+            out += [t for t in group if t.path.name != "all"] or group
+    return sorted(out, key=_transfer_rank)
+
+
+def transfer_methods(t: Transfer, runs: list[Run]) -> set[str]:
+    """The search methods of a transfer table's source runs (those the report has read)."""
+    return {r.method for p in t.meta.get("runs", []) if (r := find_run(str(p), runs)) is not None}
 
 
 def _transfer_rank(t: Transfer) -> tuple:
@@ -214,7 +281,11 @@ def transfer_title(t: Transfer) -> str:
     """Transfer between seed twins (MNIST), or for a `foolbench transfer` folder: Transfer: its path."""
     group = str(t.meta.get("group") or "")
     title = TRANSFER_TITLES.get(t.experiment.get("experiment") or t.meta.get("experiment") or "", "Transfer")
-    return title + (f" ({dataset_name(group)})" if group else f": {'/'.join(t.path.resolve().parts[-2:])}")
+    attacks = t.meta.get("attacks") or []
+    one = f", {attacks[0]}" if t.path.name != "all" and len(attacks) == 1 else ""
+    return title + (
+        f" ({dataset_name(group)}{one})" if group else f": {'/'.join(t.path.resolve().parts[-2:])}"
+    )
 
 
 def transfer_line(t: Transfer, runs: list[Run]) -> Line | None:
@@ -225,9 +296,15 @@ def transfer_line(t: Transfer, runs: list[Run]) -> Line | None:
         return None
     name = t.experiment.get("experiment") or t.meta.get("experiment") or ""
     ours = float(np.median(cross))
-    sources = [r for p in t.meta.get("runs", []) if (r := find_run(str(p), runs)) is not None]
+    attacks = set(t.meta.get("attacks") or [])  # a per-attack table's meta lists its group's every run
+    sources = [
+        r
+        for p in t.meta.get("runs", [])
+        if (r := find_run(str(p), runs)) is not None and (not attacks or r.attack in attacks)
+    ]
     budget = median([r.summary["evaluations"] for r in sources]) if sources else None
     detail = f"on the model they were evolved on: {share_text(float(np.median(own)))}" if len(own) else ""
+    methods = sorted({name for r in sources if (name := method_name(r.method))})
     return Line(
         "transfer",
         transfer_title(t),
@@ -243,6 +320,7 @@ def transfer_line(t: Transfer, runs: list[Run]) -> Line | None:
         ),
         detail=detail,
         outputs=[str(t.path)],
+        method=" and ".join(methods),
     )
 
 
@@ -275,13 +353,24 @@ def defence_title(d: Defence) -> str:
     return f"Retraining defence, {dataset_name(dataset)}" + (f" ({attack})" if attack else "")
 
 
-def defence_line(d: Defence) -> Line:
+def defence_line(d: Defence, owned: list[Run] | None = None) -> Line:
+    """The defence's medians over iterations. It shows the paper's effect only if its first iteration
+    starts from fooling images (median >= FOOLED): otherwise there is nothing to defend against."""
     t = d.table
     attack, dataset = _defence_facts(d)
     ref = REFERENCES.get(("defence", dataset))
     medians = [float(m) for m in t["median_confidence"]]
     falls = len(medians) > 1 and medians[-1] < medians[0]
     every = ref is not None and ref.value is not None and ref.value > 0.99  # "99.99% in every iteration"
+    unmeasured = ""
+    if not every and medians[0] < FOOLED:
+        unmeasured = (
+            f"its first iteration is not fooled (median {percent(medians[0])} < {FOOLED:.0%}), so there is "
+            "no fooling for retraining to take away"
+        )
+    methods = sorted(
+        {name for r in owned or [] if _inside(r.path, [d.path]) and (name := method_name(r.method))}
+    )
     ours = min(medians) if every else medians[-1]
     shown = medians if len(medians) <= 4 else [medians[0], medians[-1]]
     text = " → ".join(percent(m) for m in shown)
@@ -292,6 +381,8 @@ def defence_line(d: Defence) -> Line:
         detail += (
             f"; last new champions put in the fooling class: {share_text(float(t['fooled_share'].iloc[-1]))}"
         )
+    if "clean_accuracy" in t and len(t):
+        detail += f"; clean accuracy {' → '.join(percent(float(a)) for a in t['clean_accuracy'])}"
     return Line(
         "defence",
         defence_title(d),
@@ -307,21 +398,49 @@ def defence_line(d: Defence) -> Line:
         ),
         detail=detail,
         outputs=[str(d.path)],
+        method=" and ".join(methods),
+        unmeasured=unmeasured,
+        data=_defence_data(d),
     )
 
 
-def baseline_line(b: Baseline) -> Line:
+def _defence_data(d: Defence) -> str:
+    """The photos the clean accuracy was measured on (defence.json's clean_photos), if any."""
+    photos = d.meta.get("clean_photos")
+    if not isinstance(photos, dict) or "held_out" not in photos:
+        return ""
+    where = photos.get("data") or "natural photos"
+    return (
+        f"clean accuracy on {photos['held_out']:,} photos of {where} held out of fine-tuning on the "
+        f"other {photos.get('fine_tuned_on', '?'):,}"
+    )
+
+
+def baseline_line(b: Baseline, runs: list[Run] | None = None) -> Line:
+    """Real images' median top-1 confidence (right and wrong too, where the photos are labelled) beside
+    the fooling images' median, as the paper sets 60.3 % (86.7 / 33.7 %) beside 88.1 %."""
     r = b.result
     real = float(r["median_confidence"])
-    fooling = (r.get("fooling_vs_real") or {}).get("median_fooling_confidence")
-    text = f"real {percent(real)}" + (f", fooling {percent(fooling)}" if fooling is not None else "")
-    auroc = (r.get("fooling_vs_real") or {}).get("auroc")
-    detail = f"{r.get('images', '?')} real images" + (
-        f"; fooling-vs-real AUROC {auroc:.2f}" if auroc is not None else ""
-    )
+    versus = r.get("fooling_vs_real") or {}
+    fooling = versus.get("median_fooling_confidence")
+    text = f"real {percent(real)}"
+    if r.get("correct") is not None:  # labelled photos: the medians where the model is right and wrong
+        right, wrong = (r.get(f"median_confidence_{k}") for k in ("correct", "wrong"))
+        text += f" (right {'–' if right is None else percent(right)}, wrong {'–' if wrong is None else percent(wrong)})"
+    text += f", fooling {percent(fooling)}" if fooling is not None else ""
+    auroc = versus.get("auroc")
+    detail = f"{r.get('images', '?'):,} real images" if isinstance(r.get("images"), int) else "real images"
+    if r.get("correct") is not None:
+        detail += f", {r['correct']:,} right"
+    detail += f"; fooling-vs-real AUROC {auroc:.2f}" if auroc is not None else ""
+    sources = [found for x in versus.get("runs", []) if (found := find_run(str(x.get("path")), runs or []))]
+    methods = sorted({name for run in sources if (name := method_name(run.method))})
+    attacks = sorted({str(x.get("attack")) for x in versus.get("runs", []) if x.get("attack")})
+    data = str(r.get("data_name") or r.get("data") or "real images")
+    name = REAL_IMAGES.get(data, f"photos ({data})")
     return Line(
         "baseline",
-        f"Real-image baseline, {REAL_IMAGES.get(str(r.get('data')), str(r.get('data') or 'real images'))}",
+        f"Real-image baseline, {name}" + (f", fooling images of {', '.join(attacks)}" if methods else ""),
         str(r.get("model") or ""),
         real,
         text,
@@ -334,4 +453,6 @@ def baseline_line(b: Baseline) -> Line:
         ),
         detail=detail,
         outputs=[str(b.path)],
+        method=" and ".join(methods),
+        data=str(r.get("data_source") or ""),
     )

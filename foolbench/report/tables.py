@@ -149,12 +149,13 @@ def baselines_table(baselines: Sequence[Baseline]) -> pd.DataFrame:
         rows.append(
             {
                 "model": r.get("model"),
-                "data": r.get("data"),
+                "data": r.get("data_name") or r.get("data"),
                 "images": r.get("images"),
                 "median_confidence": r.get("median_confidence"),
                 "median_confidence_correct": r.get("median_confidence_correct"),
                 "median_confidence_wrong": r.get("median_confidence_wrong"),
                 "accuracy": r.get("accuracy"),
+                "fooling_attacks": ", ".join(sorted({str(x.get("attack")) for x in fooling.get("runs", [])})),
                 "fooling_images": fooling.get("fooling_images"),
                 "median_fooling_confidence": fooling.get("median_fooling_confidence"),
                 "auroc": fooling.get("auroc"),
@@ -282,6 +283,12 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def _data(record: dict) -> str:
+    """Which real images a headline figure used (a line without any has no `data`)."""
+    data = _text(record.get("data"))
+    return f"data: {data}" if data else ""
+
+
 def _sub(text: str) -> str:
     return f'<span class="sub">{escape(text)}</span>' if text else ""
 
@@ -300,7 +307,7 @@ def headline_html(records: pd.DataFrame) -> str:
             (
                 "figure",
                 escape(_text(r["ours_text"]))
-                + _sub("; ".join(filter(None, (r["model"], _text(r["detail"]))))),
+                + _sub("; ".join(filter(None, (r["model"], _text(r["detail"]), _data(r))))),
             ),
             ("figure paper", escape(_text(r["paper_text"]) or "–") + _sub(_text(r["paper_model"]))),
             ("", escape(ours_budget) + _sub(f"paper: {paper_budget}")),
@@ -323,7 +330,7 @@ def headline_markdown(records: pd.DataFrame) -> str:
         rows.append(
             {
                 "experiment": r["experiment"],
-                "ours": f"{_text(r['ours_text'])}; {r['model']}",
+                "ours": "; ".join(filter(None, (_text(r["ours_text"]), r["model"], _data(r)))),
                 "the paper": f"{_text(r['paper_text']) or '–'}; {_text(r['paper_model']) or '–'}",
                 "budget: ours / paper": f"{ours_budget} / {paper_budget}",
                 "verdict": f"{r['verdict']} — {_text(r['why'])}",

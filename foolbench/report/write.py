@@ -31,7 +31,7 @@ from foolbench import __version__, rundir
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path, read_json, write_json, write_text
 from foolbench.images import load_png
-from foolbench.report import html, plots, tables
+from foolbench.report import html, people, plots, tables
 from foolbench.report.collect import GALLERY_LIMIT, Inputs, Run, Transfer, collect
 from foolbench.report.gallery import gallery
 from foolbench.report.headline import RULE, Line, budget_text
@@ -70,13 +70,17 @@ def write_report(
     if out.exists() and not out.is_dir():
         raise FoolbenchError(f"{out} is a file; --out must be a folder")
     inputs = collect(paths, warn)
+    rated = people.read(inputs.runs, inputs.ratings)
     sections = arrange(inputs)
     writer = _Writer(out)
+    writer.people = rated
     for t in headline_transfers(inputs.transfers):
         writer.transfer_images[t.key] = _transfer_champions(t, inputs.runs)
     lines = [line for s in sections for line in s.lines]
     parts = [_headline(lines, note, writer)]
     links = [(s.key, s.title) for s in sections]
+    if rated is not None:
+        links.append(("people", people.TITLE))
     if inputs.runs:
         links.append(("runs", f"All runs ({len(inputs.runs)})"))
         writer.table(tables.runs_table(inputs.runs), "runs")
@@ -85,6 +89,8 @@ def write_report(
     shown: set[str] = set()  # runs whose gallery a section shows in full
     for s in sections:
         parts.append(SECTIONS[s.kind](s, writer, shown))
+    if rated is not None:
+        parts.append(people.section(rated, inputs.runs, writer))
     if inputs.runs:
         parts.append(_all_runs(sections, writer, shown))
     index = writer.page(title, _subtitle(inputs), parts)
@@ -138,6 +144,8 @@ def _runs_section(section: Section, writer: _Writer, shown: set) -> str:
         seed = f", seed {run.seed}" if run.seed is not None else ""
         body.append(_gallery(run, writer, SECTION_GALLERY, f"{group.title}{seed}", shown))
         body.append(_lookalikes(run))
+        if people.run_line(writer.people, run):
+            body.append(html.paragraph(people.run_line(writer.people, run)))
     return html.section(section.key, section.title, "\n".join(body))
 
 
@@ -320,6 +328,8 @@ def _run(run: Run, writer: _Writer, shown: set) -> str:
             + (f" in {s['seconds']:.1f} s" if isinstance(s.get("seconds"), int | float) else "")
         ),
     ]
+    if people.run_line(writer.people, run):
+        body.append(html.paragraph(people.run_line(writer.people, run)))
     if run.key not in shown:
         body.append(_gallery(run, writer, GALLERY_LIMIT, run.title))
     body.append(
@@ -361,6 +371,7 @@ class _Writer:
         self.written: set[Path] = set()
         self.drawn: set[Path] = set()  # galleries already drawn (a run's may be shown twice)
         self.transfer_images: dict[str, tuple[list, list]] = {}  # read before anything is written
+        self.people = None  # people's ratings of the runs (report/people.py), where there are any
 
     def path(self, relative: str) -> Path:
         p = self.out / relative

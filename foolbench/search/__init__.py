@@ -43,6 +43,7 @@ class EngineType:
     budget_key: str | None = None  # a key of that table that is the run's budget in generations
     default_budget: int | None = None  # its value when the table does not set it
     plan: Callable[[dict, int], dict] | None = None  # its table for a run of N evaluations (plans over N)
+    gradient_passes: int = 0  # model passes per target image per step the engine runs itself (white-box: 2)
 
 
 ENGINES: dict[str, EngineType] = {
@@ -55,6 +56,7 @@ ENGINES: dict[str, EngineType] = {
         check=gradient.check_options,
         budget_key="steps",
         default_budget=gradient.GradientAscent.DEFAULTS["steps"],
+        gradient_passes=2,
     ),
     "gradient-cppn": EngineType(
         gradient_cppn.build,
@@ -64,6 +66,7 @@ ENGINES: dict[str, EngineType] = {
         check=gradient_cppn.check_options,
         budget_key="steps",
         default_budget=gradient_cppn.CPPNGradient.DEFAULTS["steps"],
+        gradient_passes=2,
     ),
     "patch": EngineType(
         patch.build,
@@ -85,5 +88,6 @@ def engine_type(method: str) -> EngineType:
 def make_search(model, method: str, classes, seed: int, tables: dict[str, dict]) -> Search:
     """The engine `method` built from a preset's tables, with an evaluator scoring it on `model`."""
     classes = np.asarray(classes, dtype=np.int64)
-    engine = engine_type(method).build(model, classes, seed, tables)
-    return Search(engine, Evaluator(model, engine.encoding, classes))
+    kind = engine_type(method)
+    engine = kind.build(model, classes, seed, tables)
+    return Search(engine, Evaluator(model, engine.encoding, classes), kind.gradient_passes)

@@ -96,10 +96,15 @@ class Evaluator:
 
 @dataclass
 class Search:
-    """An engine and its evaluator: one `step` is ask, evaluate, tell. Checkpointable."""
+    """An engine and its evaluator: one `step` is ask, evaluate, tell. Checkpointable.
+
+    `gradient_passes`: model passes per target image that the engine runs itself at each step after
+    the first (a white-box engine's forward and backward pass: 2), beyond the evaluator's scoring.
+    They count in `queries`, so every method's cost sits on one axis: images through the model."""
 
     engine: Engine
     evaluator: Evaluator
+    gradient_passes: int = 0
 
     @property
     def generation(self) -> int:
@@ -108,6 +113,13 @@ class Search:
     @property
     def evaluations(self) -> int:
         return self.evaluator.evaluations
+
+    @property
+    def queries(self) -> int:
+        """Model queries so far: every image scored, plus each forward and backward pass a white-box
+        engine ran on one image to take its gradient."""
+        steps = max(self.engine.generation, 0)
+        return self.evaluator.evaluations + self.gradient_passes * len(self.engine.classes) * steps
 
     @property
     def nonfinite(self) -> int:

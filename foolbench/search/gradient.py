@@ -33,7 +33,7 @@ from foolbench.options import Choice, Float, Int, check_table
 from foolbench.search.archive import EMPTY, Archive
 
 OBJECTIVES = ("probability", "logit")
-GRADIENT_BATCH = 64  # model inputs (images x crops) per backward pass, for memory
+GRADIENT_BATCH = 64  # model inputs (images x crops) per backward pass on the CPU, unless --batch-size says
 
 
 class GradientAscent:
@@ -65,7 +65,7 @@ class GradientAscent:
         self.best_generation = np.full(len(self.classes), -1, dtype=np.int64)
         self.best_images: np.ndarray | None = None  # the image that scored it
         self.module = differentiable(model, self.options["objective"])
-        self.device = _module_device(self.module)
+        self.device = device_of(model)
         self.batch = gradient_batch(model)
 
     @property
@@ -212,35 +212,38 @@ def check_options(given: dict, model=None) -> dict:
 
 
 # -- the model as a differentiable function ---------------------------------------------------------
-OUTPUT_OF = {"probability": "probs", "logit": "logits"}  # objective -> what the module outputs
+# objective -> what the module outputs; "log-probability" is gradient-cppn's (not a preset choice)
+OUTPUT_OF = {"probability": "probs", "logit": "logits", "log-probability": "log_probs"}
 
 
 def differentiable(model, objective: str = "probability") -> torch.nn.Module:
     """The model's `torch_module` for the objective (probabilities, or logits), in eval mode with
-    frozen weights, on the device torch models use.
+    frozen weights, on the model's device (`device_of`).
 
     Raises the model's one-line FoolbenchError where it has no PyTorch form (it names the attacks
     that still work).
     """
-    from foolbench.models.torch_model import device
-
     module = model.torch_module(OUTPUT_OF[objective]).eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return module.to(device())
+    return module.to(device_of(model))
+
+
+def device_of(model) -> torch.device:
+    """The device the model's adapter owns: every tensor an engine makes for it goes there."""
+    return getattr(model, "device", None) or torch.device("cpu")
 
 
 def gradient_batch(model) -> int:
-    """Images per backward pass: GRADIENT_BATCH model inputs (or the model's batch size), each image
-    being 10 inputs with ten-crop evaluation."""
+    """Images per backward pass, each image being 10 inputs with ten-crop evaluation: the batch size
+    the user gave (--batch-size), else the model's on a GPU, else GRADIENT_BATCH model inputs (for
+    memory on the CPU). Images do not interact in eval mode, so results do not depend on it."""
     views = getattr(getattr(model, "spec", None), "views", 1)
-    return max(1, min(GRADIENT_BATCH, getattr(model, "batch_size", GRADIENT_BATCH)) // views)
-
-
-def _module_device(module: torch.nn.Module) -> torch.device:
-    for t in (*module.parameters(), *module.buffers()):
-        return t.device
-    return torch.device("cpu")
+    inputs = getattr(model, "batch_size", GRADIENT_BATCH)
+    given = getattr(getattr(model, "options", None), "batch_size", None)
+    if not given and device_of(model).type == "cpu":
+        inputs = min(GRADIENT_BATCH, inputs)
+    return max(1, inputs // views)
 
 
 def objective_scores(module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ Parameterizations", Distill 2018): the white-box counterpart of the patch search
 
 The paper's gradient ascent moves pixels, and its images are noise-like. Here each target class
 owns one fixed-topology CPPN (`encodings/fixed_cppn.py`) and Adam moves the CPPN's weights along
-the gradient of log p(class) of the image it draws, so the images keep the paper's CPPN look:
+the gradient of log p(class) of the image it draws (a log-softmax: finite where p underflows
+float32), so the images keep the paper's CPPN look:
 regular, smooth, repeating patterns. The gradient is taken through the model's PyTorch form, as
 the pixel gradient engine does (`gradient.differentiable`); the shared evaluator scores the 8-bit
 images, as the runner saves them.
@@ -25,7 +26,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.images import as_uint8
 from foolbench.options import Choice, Float, Int, check_table
 from foolbench.search.archive import EMPTY
-from foolbench.search.gradient import differentiable, gradient_batch, objective_scores
+from foolbench.search.gradient import device_of, differentiable, gradient_batch, objective_scores
 from foolbench.search.patch import Canvases
 
 SECTION = "gradient-cppn"
@@ -51,13 +52,14 @@ class CPPNGradient:
         self.rng = np.random.default_rng(seed)
         self.generation = -1  # -1: not started; 0: the random CPPNs have been scored
         self.nonfinite = 0  # images whose gradient was NaN or infinite (their CPPN then stays put)
+        self.device = device_of(model)  # the CPPNs, their inputs and the targets live with the model
         genome = fixed_cppn.init(len(self.classes), self.rng, hidden=o["cppn_hidden"])
-        self.params = {k: torch.tensor(v, requires_grad=True) for k, v in genome.items()}
+        self.params = {k: torch.tensor(v, device=self.device, requires_grad=True) for k, v in genome.items()}
         self.adam = torch.optim.Adam(list(self.params.values()), lr=o["lr"])
         self.best_fitness = np.full(len(self.classes), EMPTY)
         self.best_generation = np.full(len(self.classes), -1, dtype=np.int64)
         self.best_images: np.ndarray | None = None
-        self.module = differentiable(model, "probability")
+        self.module = differentiable(model, "log-probability")
         self.batch = gradient_batch(model)
 
     @property
@@ -69,7 +71,7 @@ class CPPNGradient:
         if self.generation >= 0:
             self._ascend()
         with torch.no_grad():
-            return {"canvas": as_uint8(self._draw(self.params).numpy())}
+            return {"canvas": as_uint8(self._draw(self.params).cpu().numpy())}
 
     def tell(self, pop: Population, fitness: np.ndarray) -> int:
         self.generation += 1
@@ -94,25 +96,25 @@ class CPPNGradient:
     def _ascend(self) -> None:
         """One Adam step on every CPPN's weights towards log p(its class), in chunks for memory."""
         self.adam.zero_grad()
-        targets = torch.from_numpy(self.classes)
+        targets = torch.from_numpy(self.classes).to(self.device)
         for s in range(0, len(self.classes), self.batch):
             part = {k: v[s : s + self.batch] for k, v in self.params.items()}
-            p = objective_scores(self.module, self._draw(part), targets[s : s + self.batch])
-            (-torch.log(p + 1e-30)).sum().backward()
-        finite = torch.ones(len(self.classes), dtype=torch.bool)
+            log_p = objective_scores(self.module, self._draw(part), targets[s : s + self.batch])
+            (-log_p).sum().backward()
+        finite = torch.ones(len(self.classes), dtype=torch.bool, device=self.device)
         for v in self.params.values():
             finite &= torch.isfinite(v.grad).reshape(len(v), -1).all(dim=1)
         self.nonfinite += int((~finite).sum())
         for v in self.params.values():  # a broken gradient leaves that class's CPPN where it is
-            v.grad[~finite] = 0.0
+            v.grad.masked_fill_(~finite.view(-1, *[1] * (v.dim() - 1)), 0.0)
         self.adam.step()
 
     # -- checkpointing: plain arrays, so np.savez/np.load need no pickle -----------------------------
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"{SECTION}/{k}": v.detach().numpy().copy() for k, v in self.params.items()}
+        out = {f"{SECTION}/{k}": v.detach().cpu().numpy().copy() for k, v in self.params.items()}
         for k, v in zip(self.params, self.adam.param_groups[0]["params"], strict=True):
             for name, value in self.adam.state.get(v, {}).items():
-                out[f"{SECTION}/adam/{k}/{name}"] = value.detach().numpy().copy()
+                out[f"{SECTION}/adam/{k}/{name}"] = value.detach().cpu().numpy().copy()
         out |= {
             f"{SECTION}/best_fitness": self.best_fitness,
             f"{SECTION}/best_generation": self.best_generation,
@@ -132,14 +134,16 @@ class CPPNGradient:
         with torch.no_grad():
             for k, v in self.params.items():
                 v.copy_(torch.from_numpy(np.array(state[f"{SECTION}/{k}"])))
-        for k, v in self.params.items():
+        saved = self.adam.state_dict()
+        for i, k in enumerate(self.params):
             moments = {
                 name: torch.from_numpy(np.array(state[f"{SECTION}/adam/{k}/{name}"]))
                 for name in ("step", "exp_avg", "exp_avg_sq")
                 if f"{SECTION}/adam/{k}/{name}" in state
             }
             if moments:
-                self.adam.state[v] = moments
+                saved["state"][i] = moments
+        self.adam.load_state_dict(saved)  # puts each moment where Adam keeps it (its weight's device)
         self.best_fitness = np.array(state[f"{SECTION}/best_fitness"])
         self.best_generation = np.array(state[f"{SECTION}/best_generation"])
         best = state.get(f"{SECTION}/best_images")

@@ -25,7 +25,7 @@ def run_sweep(
     jobs: int | None = None,
     address: str | None = None,
     cpus_per_job: int = 1,
-    gpus_per_job: float = 0.0,
+    gpus_per_job: float | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every job of the sweep not finished yet, merge shards; returns the finished run directories.
@@ -39,7 +39,7 @@ def run_sweep(
         raise FoolbenchError(f"unknown executor '{executor}'; use one of {', '.join(EXECUTORS)}")
     if jobs is not None and jobs < 1:
         raise FoolbenchError(f"--jobs must be 1 or more, not {jobs}")
-    if cpus_per_job < 1 or gpus_per_job < 0:
+    if cpus_per_job < 1 or (gpus_per_job is not None and gpus_per_job < 0):
         raise FoolbenchError("--cpus-per-job must be 1 or more and --gpus-per-job 0 or more")
     if executor == "ray":
         executors.ray_address(address)  # an unreachable cluster is refused before anything runs
@@ -51,7 +51,7 @@ def run_sweep(
     results: list[dict] = []
     if todo:
         if executor == "ray":
-            workers = executors.connect_ray(address, jobs, cpus_per_job, gpus_per_job)
+            workers, gpus_per_job = executors.connect_ray(address, jobs, cpus_per_job, gpus_per_job)
             stream = executors.run_ray(todo, workers, cpus_per_job, gpus_per_job)
         else:
             stream = executors.run_local(todo, jobs or 1)

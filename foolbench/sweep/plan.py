@@ -36,6 +36,7 @@ class Sweep:
     checkpoint_every: int | None = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     out: Path = DEFAULT_OUT
+    allow_device_change: bool = False  # resume runs started on another device (they then diverge)
 
 
 @dataclass
@@ -131,6 +132,7 @@ def plan(sweep: Sweep) -> list[Job]:
                         checkpoint_every=sweep.checkpoint_every,
                         model_options=sweep.model_options,
                         progress=False,
+                        allow_device_change=sweep.allow_device_change,
                     )
                     jobs.append(Job(name, group, seed, req, run_state(req)))
     return jobs

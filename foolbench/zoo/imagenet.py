@@ -190,9 +190,19 @@ def _hash_prefix(url: str) -> str:
     return re.search(r"-([0-9a-f]+)\.pth$", url)[1]
 
 
+def _hub_file(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def cached_weights(name: str) -> Path | None:
+    """torchvision's weights for alexnet or googlenet in the torch hub cache, if they are there."""
+    dest = _hub_file(TORCHVISION_URLS[name])
+    return dest if dest.is_file() else None
+
+
 def _cached_or_downloaded(name: str, url: str, progress: bool) -> Path:
     """The torch hub cache's copy of `url`, downloading it there (with a timeout) if allowed."""
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    dest = _hub_file(url)
     if dest.is_file():
         return dest
     if not downloads_allowed():

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
 from foolbench.data.mnist import load_mnist
 from foolbench.models.card import ModelCard
 from foolbench.zoo.common import Built
-from foolbench.zoo.lenet import MLP, LeNet, accuracy, as_images, seeded, train_classifier
+from foolbench.zoo.lenet import MLP, LeNet, accuracy, as_images, random_shift, seeded, train_classifier
+from foolbench.zoo.outliers import MNIST_SHAPE, outlier_mix
+from foolbench.zoo.training import AdamOneCycle
 
 # name -> (architecture, epochs, batch size, what it is).
 # LeNet: 40 epochs of batch 64 (2,520 steps; ~50 s on 2 cores, 98.7% held-out). Caffe's LeNet, the
@@ -99,3 +102,23 @@ def build_mnist(name: str, seed: int, data, progress: bool) -> Built:
     ]
     example = as_images(digits.test_x[:CHECK_IMAGES])
     return Built(module=module, card=card, example=example, summary=summary, how=how)
+
+
+class MnistTask:
+    """MNIST for the shared recipes (`foolbench.zoo.training`): LeNet, Adam with a one-cycle learning
+    rate, random shifts, and 28x28 grey outliers."""
+
+    shape = MNIST_SHAPE
+    sum_loss = False
+
+    def network(self, seed: int, classes: int = 10) -> torch.nn.Module:
+        return seeded(LeNet if classes == 10 else lambda: LeNet(num_classes=classes), seed)
+
+    def optimiser(self, module: torch.nn.Module, recipe, total: int) -> AdamOneCycle:
+        return AdamOneCycle(module, recipe, total)
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator, recipe) -> torch.Tensor:
+        return random_shift(images, generator, recipe.max_shift) if recipe.max_shift else images
+
+    def outliers(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return outlier_mix(n, rng)

@@ -70,17 +70,47 @@ ENTRIES = {
             "LeNet after the paper's retraining defence (11th class 'fooling'): reference",
             "defended",
         ),
+        Entry(
+            "airnet-cifar10",
+            "cifar10",
+            "airbench94's network at half width, trained here on CIFAR-10: plain reference",
+            "cifar10",
+        ),
+        Entry(
+            "airnet-cifar10-at",
+            "cifar10",
+            "AirNet adversarially trained (FGSM with random start, L-inf 8/255): robust reference",
+            "cifar10",
+        ),
+        Entry(
+            "airnet-cifar10-oe",
+            "cifar10",
+            "AirNet with outlier exposure (colour noise, random CPPNs): reference",
+            "cifar10",
+        ),
+        Entry(
+            "airnet-cifar10-defended",
+            "cifar10",
+            "AirNet after the paper's retraining defence (11th class 'fooling'): reference",
+            "defended",
+        ),
     )
 }
 ZOO_NAMES = tuple(ENTRIES)
-TRAINED = ("mnist", "robust", "defended")  # kinds trained here, on MNIST: they take --seed
+TRAINED = ("mnist", "robust", "defended", "cifar10")  # kinds trained here: they take --seed
 # The recipe flags each kind takes (`build`'s `recipe`), beyond --seed
-RECIPE_FLAGS = {"robust": ("epochs", "attack_digits"), "defended": ("epochs", "generations")}
-DEFENDED_BASE = "lenet-mnist"  # the model the defended entry starts from (its seed twin for --seed)
+RECIPE_FLAGS = {
+    "robust": ("epochs", "attack_digits"),
+    "cifar10": ("epochs", "attack_digits"),
+    "defended": ("epochs", "generations"),
+}
+DEFENDED_BASE = "lenet-mnist"  # the model the MNIST defended entry starts from (its seed twin for --seed)
 _NEEDS = {
     "mnist": "nothing (trains on the CPU: LeNet ~50 s, the MLP ~15 s)",
     "robust": "nothing (trains on the CPU: PGD ~20 min, OE ~3 min)",
+    "cifar10": "CIFAR-10 (--data DIR or $FOOLBENCH_DATA/cifar10; trains on the CPU for 1-2 h)",
     "defended": "nothing (lenet-mnist, then evolves and retrains on the CPU: ~5 min)",
+    "defended-cifar10": "CIFAR-10, as airnet-cifar10 (which it builds first); evolves and retrains: ~2 h",
     "efficientnet": "nothing (weights in a pip package)",
     "torchvision": "internet or --weights FILE",
 }
@@ -105,7 +135,9 @@ def list_zoo(out_dir: str | Path | None = None) -> list[dict]:
             "name": e.name,
             "dataset": e.dataset,
             "description": e.description,
-            "needs": _NEEDS[e.kind],
+            "needs": _NEEDS[
+                "defended-cifar10" if e.kind == "defended" and e.dataset == "cifar10" else e.kind
+            ],
             "needs_internet_or_weights": e.kind == "torchvision",
             "weights_url": e.weights_url,
             "path": str(folder / f"{e.name}.onnx"),
@@ -131,9 +163,7 @@ def resolve(name: str, seed: int = 0) -> tuple[Entry, int, str]:
         )
     entry = ENTRIES[name]
     if seed < 0 or (seed and entry.kind not in TRAINED):
-        raise FoolbenchError(
-            f"--seed {seed}: only the trained MNIST models take a seed (a whole number >= 0)"
-        )
+        raise FoolbenchError(f"--seed {seed}: only the models trained here take a seed (a whole number >= 0)")
     return entry, seed, name if seed == 0 else f"{name}-s{seed}"
 
 
@@ -167,7 +197,10 @@ def build(
     work = folder / f".{stem}.build"
     built = _run_builder(entry, seed, data, weights, progress, work, recipe, folder)
     built.card.name = stem
-    built.card.extra["rebuild"] = _rebuild_command(stem, data, weights, recipe)
+    # a data path would make the same weights another file: CIFAR-10 cards name their data by digest
+    built.card.extra["rebuild"] = _rebuild_command(
+        stem, None if entry.dataset == "cifar10" else data, weights, recipe
+    )
     from foolbench.zoo.export import export_onnx
 
     export_onnx(built.module, path, built.card, built.example, built.check)
@@ -183,15 +216,39 @@ def build(
     return path
 
 
-def ensure(name: str, out_dir: str | Path | None = None) -> Path:
-    """The built model file, building it first if it is not there yet (models are built on first use)."""
-    _, _, stem = resolve(name)
+def ensure(name: str, out_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
+    """The built model file, building it first if it is not there yet (models are built on first use);
+    `data` is a CIFAR-10 model's training data (the others train on data they bring)."""
+    entry, _, stem = resolve(name)
     path = (Path(out_dir) if out_dir else zoo_dir()) / f"{stem}.onnx"
-    return path if path.is_file() else build(name, out_dir=out_dir)
+    if path.is_file():
+        return path
+    return build(name, out_dir=out_dir, data=data if entry.dataset == "cifar10" else None)
+
+
+def ensure_file(path: Path) -> Path:
+    """A missing zoo model file someone named (`zoo/efficientnet-lite1.onnx`), built into its folder.
+
+    Models that need nothing are built; alexnet and googlenet need ImageNet weights that foolbench
+    does not ship, so unless torch's hub cache holds them the answer is one line saying how to give
+    them, rather than a download started by a command that was asked to run a model."""
+    entry, _, stem = resolve(path.stem)
+    if entry.kind == "torchvision":
+        from foolbench.zoo.imagenet import cached_weights
+
+        if cached_weights(entry.name) is None:
+            url = TORCHVISION_URLS[entry.name]
+            out = "" if path.parent.resolve() == zoo_dir().resolve() else f" --out {path.parent}"
+            raise FoolbenchError(
+                f"{path} does not exist, and {entry.name} needs ImageNet weights foolbench does not ship: "
+                f"build it with `foolbench zoo build {entry.name} --weights FILE{out}`, FILE being "
+                f"torchvision's {url.rsplit('/', 1)[1]} ({url})"
+            )
+    return ensure(stem, out_dir=path.parent)
 
 
 def _check_options(entry: Entry, data, weights, recipe: dict) -> None:
-    if data is not None and entry.kind not in ("mnist", "robust"):
+    if data is not None and entry.kind not in ("mnist", "robust", "cifar10") and entry.dataset != "cifar10":
         raise FoolbenchError(
             f"--data is for the MNIST models trained from the digits alone; {entry.name} "
             + (
@@ -225,15 +282,17 @@ def _run_builder(
         from foolbench.zoo.mnist_models import build_mnist
 
         return build_mnist(entry.name, seed, data, progress)
-    if entry.kind == "robust":
+    if entry.kind in ("robust", "cifar10"):
         from foolbench.zoo.robust import build_robust
 
         return build_robust(entry.name, seed, data, progress, work, recipe)
     if entry.kind == "defended":
+        from foolbench.zoo.defended import RECIPES as DEFENCES
         from foolbench.zoo.defended import build_defended
 
-        base = ensure(resolve(DEFENDED_BASE, seed)[2], out_dir=folder)
-        return build_defended(base, seed, progress, work, recipe)
+        defence = DEFENCES[entry.name]
+        base = ensure(resolve(defence.base, seed)[2], out_dir=folder, data=data)
+        return build_defended(base, seed, progress, work, recipe, entry.name, data)
     from foolbench.zoo import imagenet
 
     if entry.kind == "efficientnet":

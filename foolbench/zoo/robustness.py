@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from foolbench.zoo.outliers import KINDS, outlier_images
+from foolbench.zoo.outliers import KINDS, MNIST_SHAPE, outlier_images
 
 CONFIDENT = 0.95
 NOISE_IMAGES = 1000  # per outlier kind
@@ -99,10 +99,16 @@ def confident_share(probs: Callable[[np.ndarray], np.ndarray], images: np.ndarra
     return float((probs(images).max(1) > CONFIDENT).mean())
 
 
-def noise_figures(probs: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-    """`confident_share` on 1,000 fresh images of each outlier kind (seed NOISE_SEED, never trained on)."""
+def noise_figures(
+    probs: Callable[[np.ndarray], np.ndarray], shape: tuple[int, int, int] = MNIST_SHAPE
+) -> dict[str, float]:
+    """`confident_share` on 1,000 fresh images of each outlier kind at the model's input `shape`
+    (seed NOISE_SEED, never trained on)."""
     rng = np.random.default_rng(NOISE_SEED)
-    return {kind: round(confident_share(probs, outlier_images(kind, NOISE_IMAGES, rng)), 4) for kind in KINDS}
+    return {
+        kind: round(confident_share(probs, outlier_images(kind, NOISE_IMAGES, rng, shape)), 4)
+        for kind in KINDS
+    }
 
 
 def module_probs(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
