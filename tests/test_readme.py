@@ -290,9 +290,16 @@ def test_patch_search_prose():
     )
 
 
-def test_patch_tuning_prose():
-    """What the tuning runs say, as the README words it, from the JSON and the runs' committed curves."""
+def test_patch_tuning_prose(monkeypatch):
+    """What the tuning runs say, as the README words it, from the JSON and the runs' committed curves;
+    the tuning sets are the draw the README describes, apart from every reported set."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    reach = importlib.import_module("imagenet_reach")
+    assert [[int(c) for c in s.split(",")] for s in reach.TUNING_SETS.values()] == reach.tuning_sets()
+    for name, spec in reach.TUNING_SETS.items():
+        says(f"{name} ({spec.replace(',', ', ')})")
     tuning = json.loads((RESULTS / "imagenet_reach.json").read_text())["tuning"]
+    assert tuning["sets"] == reach.TUNING_SETS
     median = {k: r["median"] for k, r in tuning["runs"].items()}
 
     def of(variant: str, seed: int = 0) -> list[float]:
