@@ -267,6 +267,16 @@ def test_patch_search_prose():
     runs, span, count = data["imagenet"], FIGURES.span, (lambda v: f"{v:,}")
     for key, r in runs.items():  # every run the figures come from is in the repository
         assert (ROOT / r["run"] / "metrics.csv").is_file(), key
+    patch = {k: r for k, r in runs.items() if k.startswith("patch/")}
+    assert all(r["finished"] for r in patch.values())
+    says(f"Of the goal's 18 runs (3 sets × 3 seeds × 2 budgets), {len(patch)} ha")
+    for key, r in patch.items():
+        _, cset, budget, seed = key.split("/")
+        assert (budget, seed) == ("e10000", "s0"), "README: only seed 0 with 10,000 evaluations was measured"
+        says(f"on the {cset} classes {pct(r['final_median_rescored'])} ({r['classes_at_90']} classes ≥ 90 %)")
+    says(
+        f"planned over 40,000 evaluations, had {pct(data['earlier']['runs']['patch/s0']['median_at']['10000'])} at 10,000"
+    )
     direct, cppn = runs["map-elites-direct/cpu/e40000/s0"], runs["map-elites/cpu/e40000/s0"]
     assert direct["finished"] and not cppn["finished"]
     says(f"(`imagenet-direct`, seed 0) the median ends at {pct(direct['median_at']['40000'])}")
