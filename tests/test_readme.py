@@ -269,11 +269,16 @@ def test_patch_search_prose():
         assert (ROOT / r["run"] / "metrics.csv").is_file(), key
     patch = {k: r for k, r in runs.items() if k.startswith("patch/")}
     assert all(r["finished"] for r in patch.values())
-    says(f"Of the goal's 18 runs (3 sets × 3 seeds × 2 budgets), {len(patch)} ha")
+    says(
+        f"Of the goal's 18 runs (3 sets × 3 seeds × 2 budgets), {len(patch)} have been measured, all with seed 0"
+    )
     for key, r in patch.items():
         _, cset, budget, seed = key.split("/")
-        assert (budget, seed) == ("e10000", "s0"), "README: only seed 0 with 10,000 evaluations was measured"
+        assert seed == "s0", "README: only seed 0 was measured"
         says(f"on the {cset} classes {pct(r['final_median_rescored'])} ({r['classes_at_90']} classes ≥ 90 %)")
+        if budget == "e20000":
+            assert r["evaluations_to"]["0.99"] is None, "README: short of 99 %"
+            says(f"the median past 90 % after {count(r['evaluations_to']['0.9'])} evaluations, short of 99 %")
     says(
         f"planned over 40,000 evaluations, had {pct(data['earlier']['runs']['patch/s0']['median_at']['10000'])} at 10,000"
     )
