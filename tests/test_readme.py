@@ -427,3 +427,52 @@ def test_v1_pgd_correction():
     )
     assert not ((board["protocol"] == "v1") & (board["name"] == "lenet-mnist-pgd")).any()
     says("it has no v1 row")
+
+
+def test_v3_gradient_cppn_fix_reading():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    defended = board[board["name"] == "lenet-mnist-defended"].set_index("protocol")
+    v2, v3 = defended.loc["v2"], defended.loc["v3"]
+    assert v2["gradient-cppn_median"] < 1e-30  # the underflow the fix removed
+    says(f"ended at a median of {v2['gradient-cppn_median']:.1e} in its v2 row")
+    says(f"ends at {v3['gradient-cppn_median'] * 100:.1f} % in its v3 row")
+    says(f"its area is only {v3['gradient-cppn_score']:.3f}")
+    assert v3["gradient_score"] == pytest.approx(
+        v3["fooling_score"], abs=0.01
+    )  # "pixel gradient ascent decides"
+
+
+def test_v3_colour_reading():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    lite0 = board[(board["protocol"] == "v3") & (board["name"] == "efficientnet-lite0")].iloc[0]
+    assert lite0["suite"] == "imagenet" and lite0["ranked"] == "true" and lite0["judge"] == "none"
+    says(f"`efficientnet-lite0` ({lite0['accuracy'] * 100:.1f} % of the 1,000 labelled photos right) scores")
+    says(
+        f"{lite0['fooling_score']:.3f} ({lite0['fooling_score_low']:.3f}–{lite0['fooling_score_high']:.3f}): after 20 steps"
+    )
+    assert (
+        lite0["gradient_score"] == lite0["fooling_score"] and lite0["gradient_end"] == lite0["fooled_at_end"]
+    )
+    says(f"above {lite0['fooled_at_end'] * 100:.1f} % of its correctly classified photos")
+    says(
+        f"(area {lite0['patch_score']:.3f};\n{lite0['patch_end'] * 100:.0f} % at 10,000 evaluations)".replace(
+            "\n", " "
+        )
+    )
+    says(
+        f"CPPN gradient ascent ({lite0['gradient-cppn_score']:.3f}; {lite0['gradient-cppn_end'] * 100:.0f} %)"
+    )
+    timing = json.loads((RESULTS / "v3_timing.json").read_text())["models"]["efficientnet-lite0"]
+    assert timing["wall_seconds"] <= 30 * 60 and timing["fooling_score"] == pytest.approx(
+        lite0["fooling_score"]
+    )
+    says(
+        f"`efficientnet-lite0` took {timing['cpu_seconds']:,.0f} s of CPU time ({timing['wall_seconds']:,.0f} s of wall time"
+    )
+    low, high = timing["load_average"]
+    says(f"average of {FIGURES.span([low, high], lambda x: f'{x:.0f}')}), under the 30 minutes asked for")
+    seconds = {k: v["seconds"] for k, v in timing["runs"].items()}
+    patch = [v for k, v in seconds.items() if k.startswith("patch")]
+    other = [v for k, v in seconds.items() if not k.startswith("patch")]
+    says(f"({FIGURES.span(patch, lambda x: f'{x:.0f}')} s per seed")
+    says(f"against {FIGURES.span(other, lambda x: f'{x:.0f}')} s for each gradient ascent)")
