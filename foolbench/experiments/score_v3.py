@@ -78,7 +78,8 @@ def real_images(model, suite: Suite, data: str | Path | None) -> tuple[RealImage
             found = labelled(suite.data)
             index = class_index(found, model, suite.data)
         except FoolbenchError as e:
-            return None, f"no real images for it ({e})"
+            hint = "" if "--data" in str(e) else "; pass --data DIR (labelled images, one folder per class)"
+            return None, f"no real images for it ({e}){hint}"
     top, conf = top1(model, found.images)
     conf = np.asarray(conf, dtype=np.float64)
     if not np.isfinite(conf).any():
