@@ -476,3 +476,26 @@ def test_v3_colour_reading():
     other = [v for k, v in seconds.items() if not k.startswith("patch")]
     says(f"({FIGURES.span(patch, lambda x: f'{x:.0f}')} s per seed")
     says(f"against {FIGURES.span(other, lambda x: f'{x:.0f}')} s for each gradient ascent)")
+
+
+def test_v3_lite1_reading():
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
+    v3 = board[board["protocol"] == "v3"].set_index("name")
+    lite0, lite1 = v3.loc["efficientnet-lite0"], v3.loc["efficientnet-lite1"]
+    says(f"`efficientnet-lite1` ({lite1['accuracy'] * 100:.1f} %) scores {lite1['fooling_score']:.3f}")
+    says(f"({lite1['fooling_score_low']:.3f}–{lite1['fooling_score_high']:.3f}) the same way")
+    assert lite1["gradient_score"] == lite1["fooling_score"]
+    gap = lite1["fooling_score_low"] - lite0["fooling_score_high"]
+    assert 0 < gap < 0.0015
+    says("does not overlap lite0's, by 0.001, so the two are not tied")
+    timing = json.loads((RESULTS / "v3_timing.json").read_text())["models"]["efficientnet-lite1"]
+    assert (
+        timing["wall_seconds"] > 30 * 60 >= timing["cpu_seconds"]
+    )  # "over ... wall time, under them in CPU time"
+    says(
+        f"`efficientnet-lite1` took {timing['cpu_seconds']:,.0f} s of CPU time and {timing['wall_seconds']:,.0f} s"
+    )
+    low, high = timing["load_average"]
+    says(
+        f"of wall time at a load average of {FIGURES.span([low, high], lambda x: f'{x:.0f}')}: over the 30 minutes"
+    )
