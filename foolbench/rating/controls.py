@@ -23,7 +23,12 @@ from foolbench.errors import FoolbenchError
 from foolbench.images import to_uint8
 
 # A run's dataset -> its labelled real images in `data.labelled`.
-KEYS = {"mnist": "mnist-heldout", "imagenet": "imagenet-sample"}
+KEYS = {
+    "mnist": "mnist-heldout",
+    "cifar10": "cifar10-test",  # a CIFAR-10 zoo card's dataset
+    "cifar": "cifar10-test",  # the cifar-* presets' dataset
+    "imagenet": "imagenet-sample",
+}
 
 
 @dataclass
