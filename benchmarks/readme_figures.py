@@ -213,7 +213,7 @@ def leaderboard() -> str:
         "real-image median",
         "fooling-vs-real AUROC",
     ]
-    caption = f"{source(LEADERBOARD, 'foolbench score --model NAME')} Scored: {dates}."
+    caption = f"{source(LEADERBOARD, 'foolbench score --model NAME --protocol v1')} Scored: {dates}."
     return f"{caption}\n\n{table(header, body)}"
 
 

@@ -319,7 +319,7 @@ def score(
     model,
     name: str | None = None,
     *,
-    protocol: str = "v1",
+    protocol: str = "v3",
     out: str | Path | None = None,
     leaderboard: str | Path | None = None,
     progress: bool = False,

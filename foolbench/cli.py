@@ -498,9 +498,9 @@ def report_cmd(paths, out, title):
 @click.option("--name", help="Its name on the leaderboard (default: the model's name).")
 @click.option(
     "--protocol",
-    default="v1",
+    default="v3",
     show_default=True,
-    help="Scoring protocol: a version in attacks/protocols/ or a .toml file.",
+    help="Scoring protocol: a version in attacks/protocols/ (v1, v2, v3) or a .toml file.",
 )
 @click.option(
     "--leaderboard",
@@ -519,16 +519,19 @@ def report_cmd(paths, out, title):
     "--data",
     type=click.Path(path_type=Path),
     help="Protocol v3: labelled real images, one sub-folder per class named by label or class index, "
-    "in place of the suite's own (grey: MNIST's held-out digits; imagenet: $FOOLBENCH_DATA/imagenet-sample).",
+    "in place of the suite's own (grey: MNIST's held-out digits; cifar: CIFAR-10 test from "
+    "$FOOLBENCH_DATA/cifar10, and a CIFAR-10 copy given here is read as CIFAR-10; imagenet: "
+    "$FOOLBENCH_DATA/imagenet-sample).",
 )
 @progress_option
 @model_options
 def score_cmd(model, name, protocol, board, work, data, progress, **kw):
     """Run the scoring protocol on MODEL and put its row on the leaderboard.
 
-    The protocol fixes the attacks, budgets (model evaluations), seeds and target classes, picked by
-    the model's input (grey: MNIST-style, colour: ImageNet-style), so every model gets the same effort.
-    Protocol v3 reads each fooling image against the model's confidence on real images of its task.
+    The protocol fixes the attacks, budgets (model queries), seeds and target classes, picked by the
+    model's input (grey, CIFAR-size colour, ImageNet-size colour), so every model gets the same effort.
+    Protocol v3 (the default) reads each fooling image against the model's confidence on real images
+    of its task; a model whose real images cannot be found is listed, not ranked, and says why.
     """
     from foolbench.experiments.score import score_model
     from foolbench.report.leaderboard import row_text

@@ -42,7 +42,7 @@ from foolbench.presets import ATTACKS_DIR, load_preset
 from foolbench.search import engine_type
 
 PROTOCOLS_DIR = ATTACKS_DIR / "protocols"
-DEFAULT_PROTOCOL = "v1"
+DEFAULT_PROTOCOL = "v3"  # the one a score gets unless it names another (cli and api say the same)
 _BUDGET_KEYS = ("generations", "evaluations", "seconds", "seed")
 
 # table -> key -> rule (foolbench.options)

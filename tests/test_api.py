@@ -4,6 +4,7 @@ input in one FoolbenchError line without writing anything."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -16,8 +17,9 @@ import torch
 from conftest import export, tiny
 
 import foolbench
-from foolbench import rundir, runner
+from foolbench import protocol, rundir, runner
 from foolbench.errors import FoolbenchError
+from foolbench.protocol import PROTOCOLS_DIR
 
 LABELS = [f"thing {i}" for i in range(10)]
 
@@ -205,7 +207,26 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_the_readmes_python_examples_run_as_written(here, lenet, capsys):
+def shrunk_v3(folder: Path) -> Path:
+    """attacks/protocols/v3.toml with every budget cut to a test's size (one seed, a few hundred
+    queries): the examples call the default protocol, whose full budgets take minutes."""
+    text = (PROTOCOLS_DIR / "v3.toml").read_text(encoding="utf-8")
+    for pattern, small in [
+        (r"(?m)^seeds = .*$", "seeds = [0]"),
+        (r"(?m)^queries = .*$", "queries = [100, 200, 400]"),
+        (r"(?m)^evaluations = .*$", "evaluations = 400"),
+        (r"(?m)^batch = .*$", "batch = 100"),
+        (r"(?m)^steps = .*$", "steps = 3"),
+    ]:
+        text = re.sub(pattern, small, text)
+    folder.mkdir()
+    (folder / "v3.toml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_the_readmes_python_examples_run_as_written(here, lenet, capsys, monkeypatch, tmp_path):
+    assert inspect.signature(foolbench.score).parameters["protocol"].default == "v3"
+    monkeypatch.setattr(protocol, "PROTOCOLS_DIR", shrunk_v3(tmp_path / "protocols"))
     blocks = readme_python_blocks()
     assert len(blocks) >= 3, "the README's From Python section lost its examples"
     namespace: dict = {}
@@ -215,4 +236,7 @@ def test_the_readmes_python_examples_run_as_written(here, lenet, capsys):
     assert "RunResult(mnist-cppn on lenet-mnist" in printed and "cifar-cppn" in printed
     assert rundir.read_summary(here / "runs" / "py-lenet")["generations"] == 20
     assert pd.read_csv(here / "my-leaderboard.csv")["name"].tolist() == ["tiny cifar net"]
-    assert namespace["scored"].row["gradient_median"] is not None  # the example's net converts for gradients
+    row = namespace["scored"].row
+    assert row["protocol"] == "v3" and row["suite"] == "cifar"
+    assert row["gradient_median"] is not None  # the example's net converts for gradients
+    assert row["ranked"] == "false" and row["not_ranked_why"]  # untrained (or no CIFAR-10 here): says why

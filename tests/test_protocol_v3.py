@@ -447,3 +447,41 @@ def test_an_all_nan_model_is_one_line_and_writes_nothing(lenet, tmp_path, foolbe
         "run", "--model", model, "--attack", "mnist-cppn", "--out", tmp_path / "run", "--no-progress"
     )
     assert result.returncode == 2 and "NaN or infinity" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_v3_is_the_default_protocol_everywhere():
+    """`foolbench score` and `foolbench.score` without a protocol both score under v3."""
+    import inspect
+
+    import foolbench
+    from foolbench.cli import cli
+    from foolbench.protocol import DEFAULT_PROTOCOL
+
+    option = next(p for p in cli.commands["score"].params if p.name == "protocol")
+    api_default = inspect.signature(foolbench.score).parameters["protocol"].default
+    assert DEFAULT_PROTOCOL == option.default == api_default == "v3"
+    assert load_protocol().version == "v3"
+
+
+def test_data_naming_a_cifar10_copy_is_read_as_cifar10_test(tmp_path, foolbench, monkeypatch):
+    """A CIFAR-size model's --data may name a CIFAR-10 copy, as every other command's --data does: its
+    test split is the yardstick (not its train/ and test/ folders read as two classes)."""
+    from conftest import export, tiny
+    from test_cifar10 import TEST, write_folder
+
+    monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FOOLBENCH_DATA", raising=False)
+    write_folder(tmp_path / "c10")
+    protocol = tmp_path / "t3.toml"
+    protocol.write_text(
+        '[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.cifar]\nchannels = 3\n'
+        'max_side = 64\ndata = "cifar10-test"\nmin_accuracy = 0.5\nqueries = [20, 60]\n\n'
+        '[suite.cifar.attacks.gradient]\npreset = "gradient"\nsteps = 2\n'
+    )
+    model = export(tiny(channels=3, size=32), tmp_path / "c.onnx", (1, 3, 32, 32))
+    done = foolbench("score", "--model", model, "--protocol", protocol, "--leaderboard", tmp_path / "b.csv",
+                     "--work", tmp_path / "w", "--data", tmp_path / "c10", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = read_leaderboard(tmp_path / "b.csv").iloc[0]
+    assert (row["suite"], row["real_images"], row["real_data"]) == ("cifar", 10 * TEST, str(tmp_path / "c10"))
+    assert row["accuracy"] < 0.5 and "floor" in row["not_ranked_why"]  # an untrained net: listed, not ranked

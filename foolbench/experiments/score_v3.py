@@ -65,21 +65,21 @@ def real_images(model, suite: Suite, data: str | Path | None) -> tuple[RealImage
     that names no class of the model is a one-line error, as is a model that returns NaN or infinity
     for every image. A suite without default images, or whose default images do not fit the model
     (another set of classes), gives (None, the reason): the row is then listed, not ranked."""
-    from foolbench.data.labelled import image_folder, labelled
-    from foolbench.experiments.baseline import match_classes, top1
-    from foolbench.models.card import real_labels
+    from foolbench.data.labelled import labelled
+    from foolbench.experiments.baseline import top1
 
     if data is not None:
-        found = image_folder(data)
-        index = match_classes(found.classes, real_labels(model.labels), str(data))
+        found = given_images(suite, data)
+        index = class_index(found, model, str(data))
     elif suite.data is None:
         return None, f"suite {suite.name} has no labelled real images; pass --data DIR (one folder per class)"
     else:
         try:
             found = labelled(suite.data)
-            index = match_classes(found.classes, real_labels(model.labels), suite.data)
+            index = class_index(found, model, suite.data)
         except FoolbenchError as e:
-            return None, f"no real images for it ({e})"
+            hint = "" if "--data" in str(e) else "; pass --data DIR (labelled images, one folder per class)"
+            return None, f"no real images for it ({e}){hint}"
     top, conf = top1(model, found.images)
     conf = np.asarray(conf, dtype=np.float64)
     if not np.isfinite(conf).any():
@@ -92,6 +92,30 @@ def real_images(model, suite: Suite, data: str | Path | None) -> tuple[RealImage
     )
     real.images = found.images
     return real, None
+
+
+def class_index(found, model, where: str) -> np.ndarray:
+    """Each of the real images' classes as the model's class index: by label, or by index for folders
+    named 0..K-1; CIFAR-10 test as the baseline reads it (a 10-class model whose labels name no
+    CIFAR-10 class, "0".."9" or none, in CIFAR-10's order)."""
+    from foolbench.experiments.baseline import cifar10_classes, match_classes, real_classes
+    from foolbench.models.card import real_labels
+
+    if found.key == "cifar10-test" and real_classes(model) == 10:
+        return cifar10_classes(model, where)[0]
+    return match_classes(found.classes, real_labels(model.labels), where)
+
+
+def given_images(suite: Suite, data: str | Path):
+    """The user's `--data`: where the suite reads CIFAR-10 test and DATA holds a CIFAR-10 copy (any
+    layout `data.cifar10` reads, as the other commands' --data takes it), its test split; else a folder
+    of labelled images, one sub-folder per class."""
+    from foolbench.data.cifar10 import find_cifar10
+    from foolbench.data.labelled import image_folder, labelled
+
+    if suite.data == "cifar10-test" and find_cifar10(data) is not None:
+        return labelled("cifar10-test", data)
+    return image_folder(data)
 
 
 def suite_judge(suite: Suite, real: RealImages | None, model, side: int) -> tuple[Judge | None, str]:

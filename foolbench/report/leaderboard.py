@@ -58,10 +58,11 @@ TEXT_COLUMNS = (
 FORMATS = ("md", "html", "csv")
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process's update (each takes milliseconds)
 ROBUSTNESS = (
-    "Sorted by robustness within each protocol and suite: fooling_score ascending (the mean over the "
-    "protocol's ranked attacks of the median best confidence per target class; lower = more robust), "
-    "ties by more evaluations until the quickest attack put a first class at >= 99% (empty = never). "
-    "ATTACK_median: median best confidence, mean over seeds; _classes_at_99: target classes at "
+    "Sorted by robustness within each protocol and suite (rows of different protocols or suites do not "
+    "compare): fooling_score ascending (lower = more robust; what it is depends on the protocol, below; "
+    "v3 is the default). Protocol v1: fooling_score is the mean over the protocol's ranked attacks of "
+    "the median best confidence per target class, ties by more evaluations until the quickest attack "
+    "put a first class at >= 99% (empty = never). ATTACK_median: median best confidence, mean over seeds; _classes_at_99: target classes at "
     ">= 99%, mean over seeds; _evals_to_99: evaluations until the first class reached 99%, median "
     "over seeds. baseline_median: median top-1 confidence on real images; fooling_auroc: how well "
     "max-softmax tells real images from the fooling ones (0.5 = not at all). Protocol v2: "
