@@ -409,17 +409,25 @@ def test_data_replaces_the_suites_real_images(tmp_path, foolbench):
     )
 
 
+def colour_protocol(folder, suite: str, side: str, data: str, queries: str, preset: str):
+    """A one-seed v3 protocol file with one colour suite whose only attack is two gradient steps."""
+    path = folder / "t3.toml"
+    path.write_text(
+        f'[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.{suite}]\nchannels = 3\n'
+        f'{side}\ndata = "{data}"\nmin_accuracy = 0.5\nqueries = {queries}\n\n'
+        f'[suite.{suite}.attacks.gradient]\npreset = "{preset}"\nsteps = 2\n'
+    )
+    return path
+
+
 def test_a_suite_without_real_images_for_the_model_lists_it_unranked(tmp_path, foolbench, monkeypatch):
     """A colour model when no labelled photos can be found: its row says why and is not ranked, and
     nothing it could not measure reads as 0."""
     from conftest import export, tiny
 
     monkeypatch.delenv("FOOLBENCH_DATA", raising=False)
-    protocol = tmp_path / "t3.toml"
-    protocol.write_text(
-        '[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.imagenet]\nchannels = 3\n'
-        'min_side = 65\ndata = "imagenet-sample"\nmin_accuracy = 0.5\nqueries = [50, 300]\n\n'
-        '[suite.imagenet.attacks.gradient]\npreset = "gradient-imagenet"\nsteps = 2\n'
+    protocol = colour_protocol(
+        tmp_path, "imagenet", "min_side = 65", "imagenet-sample", "[50, 300]", "gradient-imagenet"
     )
     model = export(tiny(channels=3, size=96), tmp_path / "colour.onnx", (1, 3, 96, 96))
     done = foolbench("score", "--model", model, "--protocol", protocol, "--leaderboard", tmp_path / "b.csv",
@@ -472,12 +480,7 @@ def test_data_naming_a_cifar10_copy_is_read_as_cifar10_test(tmp_path, foolbench,
     monkeypatch.setenv("FOOLBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FOOLBENCH_DATA", raising=False)
     write_folder(tmp_path / "c10")
-    protocol = tmp_path / "t3.toml"
-    protocol.write_text(
-        '[protocol]\nversion = "t3c"\nseeds = [0]\nscore = "real-rank"\n\n[suite.cifar]\nchannels = 3\n'
-        'max_side = 64\ndata = "cifar10-test"\nmin_accuracy = 0.5\nqueries = [20, 60]\n\n'
-        '[suite.cifar.attacks.gradient]\npreset = "gradient"\nsteps = 2\n'
-    )
+    protocol = colour_protocol(tmp_path, "cifar", "max_side = 64", "cifar10-test", "[20, 60]", "gradient")
     model = export(tiny(channels=3, size=32), tmp_path / "c.onnx", (1, 3, 32, 32))
     done = foolbench("score", "--model", model, "--protocol", protocol, "--leaderboard", tmp_path / "b.csv",
                      "--work", tmp_path / "w", "--data", tmp_path / "c10", "--no-progress")  # fmt: skip
