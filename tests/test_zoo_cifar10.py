@@ -106,6 +106,23 @@ def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp
     )  # the flat-softmax term is added to the same batches
 
 
+def test_outlier_exposure_keeps_batch_norm_statistics_of_what_it_trained_on():
+    """AirNet's batch norm must see the real images and the outliers in one batch: in two passes its
+    running statistics (used at test time) drift to the outliers' and test accuracy collapsed."""
+    task = Cifar10Task(load_cifar10())
+    module = task.network(0).train()
+    first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    first.register_forward_hook(lambda layer, args, out: seen.append(args[0].detach()))
+    images = as_float(task.data.train_x[:8])
+    outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
+    recipe = replace(RECIPES["airnet-cifar10-oe"].recipe, epochs=1)
+    training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
+    assert len(seen) == 1 and len(seen[0]) == 16  # one pass over both halves
+    expected = first.momentum * seen[0].mean((0, 2, 3))
+    assert torch.allclose(first.running_mean, expected, atol=1e-6)
+
+
 def test_defended_cifar10_build_is_the_defence_loop_with_the_cifar_network(tmp_path, monkeypatch):
     base = zoo.build("airnet-cifar10", out_dir=tmp_path, epochs=1, attack_digits=4, progress=False)
     small = defended.Recipe(attack="cifar-cppn", iterations=1, runs=1)
