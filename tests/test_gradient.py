@@ -239,18 +239,20 @@ def test_unconvertible_model_is_one_line_error_without_run_directory(grey, tmp_p
     assert not out.exists()
 
 
-def test_the_onnx_opsets_torch_exports_convert_exactly(tmp_path):
-    """Reshape (allowzero=1) and ReduceMean (axes as input) as torch exports them at opset 20."""
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_the_onnx_opsets_torch_exports_convert_exactly(tmp_path, approximate):
+    """Reshape (allowzero=1), ReduceMean (axes as input) and Gelu as torch exports them at opset 20."""
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             torch.manual_seed(0)
             self.conv = torch.nn.Conv2d(1, 8, 3)
+            self.gelu = torch.nn.GELU(approximate=approximate)
             self.fc = torch.nn.Linear(8 * 26 * 26 + 8, 10)
 
         def forward(self, x):
-            y = self.conv(x)
+            y = self.gelu(self.conv(x))
             return self.fc(torch.cat([y.reshape(y.shape[0], -1), y.mean((2, 3))], 1))
 
     model = load_model(str(export(Net(), tmp_path / "net.onnx", (1, 1, 28, 28))))

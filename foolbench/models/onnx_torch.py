@@ -92,7 +92,21 @@ def register_onnx_opsets() -> None:
         add(op, 18, _convert_reduce_18)
         if op in ("ReduceMax", "ReduceMin"):
             add(op, 20, _convert_reduce_18)  # opset 20 added boolean inputs only
+    add("Gelu", 20, _convert_gelu)
     _registered = True
+
+
+def _convert_gelu(node, graph):
+    """Gelu, an operator since opset 20 (torch exports nn.GELU as it; airnet-cifar10 has it), which
+    onnx2torch 1.5 does not know: torch's GELU with the same approximation ('none' or 'tanh')."""
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    approximate = node.attributes.get("approximate", "none")
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    return OperationConverterResult(
+        torch_module=torch.nn.GELU(approximate=approximate), onnx_mapping=onnx_mapping_from_node(node)
+    )
 
 
 def _convert_reshape(node, graph):
