@@ -696,6 +696,43 @@ def cppn_size() -> str:
     return f"{source(path, 'python benchmarks/cppn_size.py')}\n\n{table(header, rows)}"
 
 
+def cifar_zoo() -> str:
+    """The CIFAR-10 references' card figures (and the accuracy re-measured from each file); models not
+    built yet are listed as such."""
+    path = RESULTS / "cifar_zoo.json"
+    payload = read_json(path)
+    body = []
+    for name, m in payload["models"].items():
+        if m.get("built") is False:
+            body.append([f"`{name}`", "not built yet", *["–"] * 5])
+            continue
+        noise = " / ".join(
+            pct(m["confident_on_noise"][k]).removesuffix(" %") for k in ("uniform", "smoothed", "cppn")
+        )
+        wrong = m["median_confidence_wrong"]
+        body.append(
+            [
+                f"`{name}`",
+                f"{m['card_accuracy'] * 100:.2f} % ({m['measured_accuracy'] * 100:.2f} %)",
+                f"{pct(m['median_confidence_right'])} / {'–' if wrong is None else pct(wrong)}",
+                f"{m['robust_accuracy'] * 100:.1f} %",
+                f"{noise} %",
+                f"{m['training_seconds_wall']:,} s",
+                m["recipe"]["method"],
+            ]
+        )
+    header = [
+        "model",
+        "test accuracy, card (re-measured from the file)",
+        "median confidence right / wrong",
+        "PGD-20 at 8/255",
+        "> 95 % on uniform / smoothed / CPPN",
+        "training time (wall)",
+        "recipe",
+    ]
+    return f"{source(path, 'python benchmarks/cifar_zoo.py')}\n\n{table(header, body)}"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "presets": presets,
     "leaderboard": leaderboard,
@@ -713,6 +750,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "overhead": overhead,
     "peer-pyribs": peer_pyribs,
     "cppn-size": cppn_size,
+    "cifar-zoo": cifar_zoo,
 }
 
 
