@@ -622,3 +622,34 @@ def test_v3_pgd_timing_reading():
     row = pd.read_csv(ROOT / "reports" / "leaderboard.csv")
     committed = row[(row["protocol"] == "v3") & (row["name"] == "lenet-mnist-pgd")]["fooling_score"].iloc[0]
     assert pgd["fooling_score"] == pytest.approx(committed)
+
+
+def test_v3_cifar_reading():
+    """The CIFAR-size suite's prose quotes airnet-cifar10's v3 row and its card figures."""
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    row = board[(board["protocol"] == "v3") & (board["name"] == "airnet-cifar10")].iloc[0]
+    assert row["suite"] == "cifar" and row["ranked"] == "true" and row["judge"] == "none"
+    says(
+        f"`airnet-cifar10` ({row['accuracy'] * 100:.1f} % of CIFAR-10's\n10,000 test images right)".replace(
+            "\n", " "
+        )
+    )
+    says(
+        f"scores {row['fooling_score']:.3f} ({row['fooling_score_low']:.3f}–{row['fooling_score_high']:.3f})"
+    )
+    assert row["gradient_score"] == row["fooling_score"] and row["gradient_end"] == row["fooled_at_end"]
+    says(f"above {row['fooled_at_end'] * 100:.1f} % of its correctly classified test images")
+    for attack, words in [
+        ("cppn", "CPPN MAP-Elites (area\n{:.3f})"),
+        ("patch", "the patch search ({:.3f})"),
+        ("gradient-cppn", "CPPN gradient ascent ({:.3f})"),
+        ("direct", "direct MAP-Elites ({:.3f})"),
+    ]:
+        says(words.format(row[f"{attack}_score"]).replace("\n", " "))
+    plain = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]["airnet-cifar10"]
+    assert plain["card_accuracy"] == plain["measured_accuracy"] == pytest.approx(row["accuracy"])
+    says(f"without either, {plain['card_accuracy'] * 100:.1f} %)")
+    says(
+        f"It gives > 95 % confidence to {plain['confident_on_noise']['uniform'] * 100:.1f} % of uniform noise"
+    )
+    assert plain["robust_accuracy"] == 0  # "no test image survives"

@@ -106,30 +106,23 @@ def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp
     )  # the flat-softmax term is added to the same batches
 
 
-@pytest.mark.parametrize("reference", ["airnet-cifar10-oe", "airnet-cifar10-at"])
-def test_batch_norm_statistics_are_the_clean_images_and_perturbed_images_meet_the_test_time_network(
-    reference,
-):
-    """AirNet's running statistics (used at test time) must come from the clean training images:
-    when FGSM examples or outliers set them, clean test accuracy fell to 9-11 %. The perturbed images
-    themselves go through the network as it will be at test time."""
+def test_outlier_exposure_leaves_batch_norm_statistics_to_the_real_images():
+    """AirNet's running statistics (used at test time) must be the real images': when the outliers'
+    pass moved them, clean test accuracy fell to 14 % after one epoch (58 % for the plain build)."""
     task = Cifar10Task(load_cifar10())
     module = task.network(0).train()
     first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    seen = []
-    first.register_forward_hook(lambda layer, args, out: seen.append((layer.training, args[0].detach())))
+    batches, normed = [], []
+    module.register_forward_hook(lambda net, args, out: batches.append(args[0].detach()))
+    first.register_forward_hook(lambda layer, args, out: normed.append(args[0].detach()))
     images = as_float(task.data.train_x[:8])
-    labels = torch.as_tensor(task.data.train_y[:8])
-    recipe = RECIPES[reference].recipe
-    if recipe.method == "oe":
-        outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
-        training._oe_loss(module, images, labels, outliers, recipe)
-    else:
-        training._pgd_loss(module, images, labels, recipe, 10**6, 10**6, torch.Generator().manual_seed(0))
-    clean = [x for training_mode, x in seen if training_mode]
-    assert len(clean) == 1 and len(seen) >= 2 and not any(mode for mode, _ in seen[1:])
-    assert torch.allclose(first.running_mean, first.momentum * clean[0].mean((0, 2, 3)), atol=1e-6)
-    assert module.training and first.training  # back to training afterwards
+    outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
+    recipe = RECIPES["airnet-cifar10-oe"].recipe
+    training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
+    assert len(batches) == 2 and torch.equal(batches[0], outliers) and torch.equal(batches[1], images)
+    expected = first.momentum * normed[1].mean((0, 2, 3))  # the real images' pass alone moved them
+    assert torch.allclose(first.running_mean, expected, atol=1e-6)
+    assert first.momentum > 0  # restored after the outliers' pass
 
 
 def test_defended_cifar10_build_is_the_defence_loop_with_the_cifar_network(tmp_path, monkeypatch):

@@ -40,15 +40,10 @@ def outlier_images(
     raise ValueError(f"unknown outlier kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def outlier_mix(
-    n: int,
-    rng: np.random.Generator,
-    shape: tuple[int, int, int] = MNIST_SHAPE,
-    kinds: tuple[str, ...] = KINDS,
-) -> np.ndarray:
-    """`n` images, an equal share of each kind, in random order."""
-    counts = np.diff(np.linspace(0, n, len(kinds) + 1).round().astype(int))
-    images = np.concatenate([outlier_images(k, c, rng, shape) for k, c in zip(kinds, counts, strict=True)])
+def outlier_mix(n: int, rng: np.random.Generator, shape: tuple[int, int, int] = MNIST_SHAPE) -> np.ndarray:
+    """`n` images, a third of each kind, in random order."""
+    counts = np.diff(np.linspace(0, n, len(KINDS) + 1).round().astype(int))
+    images = np.concatenate([outlier_images(k, c, rng, shape) for k, c in zip(KINDS, counts, strict=True)])
     return images[rng.permutation(n)]
 
 
