@@ -1,7 +1,7 @@
 """Does the proposed CIFAR-10 look-alike judge hold up? Measured before any run relies on it.
 
     python benchmarks/cifar_judge.py [--features zoo/airnet-cifar10-at.onnx] [RUN_DIR ...]
-        -> results/cifar_judge.json (and results/cifar_judge_pairs/<run>.png with run directories)
+        -> results/cifar_judge-<features>.json (and results/cifar_judge_pairs/<features>/<run>.png)
 
 The judge (`foolbench.lookalike` with `embed=onnx_features(model)`): CIFAR-10's 10,000 test images as
 the reference, compared in the feature space of a robust model (the input of its last linear layer);
@@ -50,7 +50,7 @@ def main() -> None:
     real, truth = cifar.train_x[pick] / np.float32(255), cifar.train_y[pick]
     other = (truth + rng.integers(1, 10, len(truth))) % 10
     result = {
-        "features": str(features),
+        "features": features.name,
         "reference": cifar.test.describe(),
         "reference_seconds": round(seconds, 1),
         "typical": ref.typical,
@@ -70,7 +70,7 @@ def main() -> None:
         champions = read_champions(run_dir)
         images = champions.images()
         found = compare(images, champions.classes, ref)
-        pairs = RESULTS / "cifar_judge_pairs" / f"{run_dir.name}.png"
+        pairs = RESULTS / "cifar_judge_pairs" / features.stem / f"{run_dir.name}.png"
         pairs.parent.mkdir(parents=True, exist_ok=True)
         captions = [
             f"{c}\n{'alike' if v else 'not alike'}"
@@ -78,9 +78,9 @@ def main() -> None:
         ]
         gallery([*images, *found.nearest], captions + [f"d {d:.2f}" for d in found.table["distance"]], pairs)
         result["runs"].append(
-            {"run": str(run_dir), "lookalike_share": found.share, "records": found.records()}
+            {"run": "/".join(run_dir.parts[-3:]), "lookalike_share": found.share, "records": found.records()}
         )
-    write("cifar_judge", result)
+    write(f"cifar_judge-{features.stem}", result)
 
 
 if __name__ == "__main__":

@@ -653,3 +653,18 @@ def test_v3_cifar_reading():
         f"It gives > 95 % confidence to {plain['confident_on_noise']['uniform'] * 100:.1f} % of uniform noise"
     )
     assert plain["robust_accuracy"] == 0  # "no test image survives"
+
+
+def test_cifar_judge_reading():
+    """The colour judge's negative result, as its results file has it."""
+    judge = json.loads((RESULTS / "cifar_judge-airnet-cifar10.json").read_text())
+    assert judge["features"] == "airnet-cifar10.onnx"
+    says(
+        f"it accepts {judge['held_out_own_class'] * 100:.1f} % of held-out training images of their own class"
+    )
+    says(f"{judge['held_out_other_class'] * 100:.1f} % asked about another class")
+    shares = {r["run"].split("/")[-1]: r["lookalike_share"] for r in judge["runs"]}
+    assert (
+        shares["cppn-s0"] == shares["gradient-s0"] == 1.0
+    )  # "every champion of ... CPPN MAP-Elites and pixel gradient ascent"
+    assert (RESULTS / "cifar_judge_pairs" / "airnet-cifar10" / "cppn-s0.png").is_file()
