@@ -57,6 +57,7 @@ def figures(path: Path, cifar) -> dict:
         "robust_attack": extra.get("robust_attack"),
         "confident_on_noise": extra.get("confident_on_noise"),
         "training_seconds_wall": int(seconds.group(1)) if seconds else None,
+        "final_loss": extra.get("final_loss"),
         "recipe": extra.get("recipe"),
     }
 

@@ -668,3 +668,13 @@ def test_cifar_judge_reading():
         shares["cppn-s0"] == shares["gradient-s0"] == 1.0
     )  # "every champion of ... CPPN MAP-Elites and pixel gradient ascent"
     assert (RESULTS / "cifar_judge_pairs" / "airnet-cifar10" / "cppn-s0.png").is_file()
+
+
+def test_cifar_at_failure_reading():
+    """The README calls airnet-cifar10-at a failed reference because its card says so."""
+    at = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]["airnet-cifar10-at"]
+    assert (
+        at["robust_accuracy"] == 0 and at["card_accuracy"] < 0.5
+    )  # "no test image survives", "under ... 50 %"
+    says(f"clean accuracy is {at['card_accuracy'] * 100:.1f} %, under the colour suite's 50 % floor")
+    says(f"fell to {at['final_loss']:.2f} in the last epoch")
