@@ -678,3 +678,14 @@ def test_cifar_at_failure_reading():
     )  # "no test image survives", "under ... 50 %"
     says(f"clean accuracy is {at['card_accuracy'] * 100:.1f} %, under the colour suite's 50 % floor")
     says(f"fell to {at['final_loss']:.2f} in the last epoch")
+
+
+def test_cifar_oe_reading():
+    """The README says the OE reference is more often confident on noise than plain: its card says so."""
+    models = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]
+    oe, plain = (
+        models["airnet-cifar10-oe"]["confident_on_noise"],
+        models["airnet-cifar10"]["confident_on_noise"],
+    )
+    assert oe["uniform"] > plain["uniform"] and oe["cppn"] > plain["cppn"]
+    says("more often > 95 % confident on uniform noise and random CPPNs than the plain model is")
