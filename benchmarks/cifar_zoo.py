@@ -18,11 +18,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnx
 from common import load_average, write
 
 from foolbench.data.cifar10 import load_cifar10
-from foolbench.models.card import CARD_METADATA_KEY, card_from_json
 from foolbench.models.load import load_model
 from foolbench.zoo.cifar import as_float
 from foolbench.zoo.registry import zoo_dir
@@ -40,10 +38,9 @@ ANCHORS = {
 
 def figures(path: Path, cifar) -> dict:
     """The card's figures and the accuracy measured here from the file."""
-    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    card = card_from_json(props[CARD_METADATA_KEY], str(path))
-    extra = card.extra
     model, test = load_model(str(path)), as_float(cifar.test_x).numpy()
+    card = model.card  # read from the file's ONNX metadata by the loader
+    extra = card.extra
     answers = np.concatenate([model.probs(test[i : i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
     measured = float(np.mean(answers == cifar.test_y))
     text = path.with_suffix(".md").read_text() if path.with_suffix(".md").exists() else ""
