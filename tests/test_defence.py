@@ -297,7 +297,7 @@ def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(
 ):
     """`foolbench zoo build lenet-mnist-defended` runs the defence in memory: the same recipe as the
     shared `defend` fixture (1 iteration, 2 runs of 5 generations, 2 epochs) gives the same weights,
-    also when the build is interrupted after the retraining and run again."""
+    also when the build is interrupted after the retraining and run again from another checkout."""
     import shutil
 
     import onnx
@@ -322,7 +322,17 @@ def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         build("lenet-mnist-defended", out_dir=zoo, generations=5, epochs=2, progress=False)
     assert not (zoo / "lenet-mnist-defended.onnx").exists()
+    load_preset = defended.load_preset  # resumed from another checkout: the preset file has moved
+
+    def moved(*args):
+        preset = load_preset(*args)
+        return type(preset)(preset.name, "/elsewhere/" + Path(preset.source).name, preset.scale, preset.tables)
+
+    monkeypatch.setattr(defended, "load_preset", moved)
+    make_search, searched = defended.make_search, []
+    monkeypatch.setattr(defended, "make_search", lambda *a: searched.append(a) or make_search(*a))
     path = build("lenet-mnist-defended", out_dir=zoo, generations=5, epochs=2, progress=False)
+    assert len(searched) == 1  # only the interrupted run evolved again; the others were kept
     assert not (
         zoo / ".lenet-mnist-defended.build"
     ).exists()  # the work folder goes once the model is written

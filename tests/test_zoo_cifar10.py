@@ -87,11 +87,12 @@ def test_plain_build_resumed_or_built_elsewhere_is_the_same_file(tmp_path, monke
 
 def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp_path):
     plain, at, oe = (RECIPES[f"airnet-cifar10{s}"].recipe for s in ("", "-at", "-oe"))
-    assert at == replace(plain, method="pgd", eps=8 / 255, steps=1, step_size=1.25)
+    assert at == replace(plain, method="pgd", eps=8 / 255, steps=1, step_size=1.25, whitening=1.0)
     assert oe == replace(plain, method="oe")
     path = zoo.build("airnet-cifar10-at", out_dir=tmp_path, epochs=1, attack_digits=4, progress=False)
     card = card_of(path)
     assert card.extra["recipe"]["method"] == "pgd" and card.extra["recipe"]["step_size"] == 1.25
+    assert card.extra["recipe"]["whitening"] == 1.0 and "eigenvalues + 1;" in card.extra["whitening"]
     assert "FGSM from a uniform random start" in path.with_suffix(".md").read_text()
     task = Cifar10Task(load_cifar10())
     outliers = task.outliers(6, np.random.default_rng(0))
@@ -104,6 +105,20 @@ def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp
     assert (
         facts["final_loss"] > plain_facts["final_loss"]
     )  # the flat-softmax term is added to the same batches
+
+
+def test_adversarial_reference_caps_the_whitening_gain_that_broke_its_first_build():
+    """An L-inf step of 8/255 must not move any whitened direction by more than it moves the pixels:
+    with airbench's eps the rarest direction's gain is 1 / sqrt(eps) (~45 at most), which made FGSM
+    training overfit catastrophically (clean 38.5 %, PGD-20 0 %)."""
+    data = load_cifar10()
+
+    def gains(whitening):
+        module = Cifar10Task(data, whitening=whitening).network(0)
+        return module.whiten.weight.flatten(1).norm(dim=1)  # each filter: eigenvector / sqrt(value + eps)
+
+    capped, plain = gains(RECIPES["airnet-cifar10-at"].recipe.whitening), gains(None)
+    assert capped.max() <= 1 + 1e-6 and plain.max() > 2 * capped.max()
 
 
 def test_outlier_exposure_leaves_batch_norm_statistics_to_the_real_images():

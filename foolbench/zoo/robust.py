@@ -6,7 +6,8 @@ construction, in two different senses, beside the plain model they are compared 
   (MNIST: Madry et al. 2018, eps 0.3, 10 steps, the radius ramped up over the first 30 % of the
   steps, so that a small net trained on 4,000 digits does not get stuck predicting one class);
   CIFAR-10: FGSM with a random start and a step of 1.25 eps at eps 8/255, Wong et al.'s "fast"
-  adversarial training, which costs two passes per batch instead of PGD-10's eleven);
+  adversarial training, which costs two passes per batch instead of PGD-10's eleven, with AirNet's
+  input whitening capped at a gain of 1, `foolbench.zoo.cifar.AirNet.init_whitening`);
 - `*-oe`, outlier exposure (Hendrycks et al. 2019): beside each batch as many images that are no
   class (`foolbench.zoo.outliers`: uniform noise, smoothed noise, random CPPNs) trained towards the
   flat softmax;
@@ -69,9 +70,10 @@ RECIPES = {
     ),
     "airnet-cifar10-at": Entry(
         "cifar10",
-        dataclasses.replace(CIFAR_RECIPE, method="pgd", eps=CIFAR_EPS, steps=1, step_size=1.25),
+        dataclasses.replace(CIFAR_RECIPE, method="pgd", eps=CIFAR_EPS, steps=1, step_size=1.25, whitening=1.0),
         "The zoo's CIFAR-10 AirNet adversarially trained at L-inf eps 8/255 with FGSM from a random start "
-        "(Wong et al. 2020): robust to small pixel changes, a reference that is not robust to fooling by design.",
+        "(Wong et al. 2020), its input whitening capped at a gain of 1: robust to small pixel changes, a "
+        "reference that is not robust to fooling by design.",
     ),
     "airnet-cifar10-oe": Entry(
         "cifar10",
@@ -132,7 +134,7 @@ def _build_cifar10(entry: Entry, recipe: Recipe, seed: int, data, progress: bool
     from foolbench.zoo.cifar import CHECK_IMAGES, LABELS, Cifar10Task, as_float, build_threads, cifar_card
 
     cifar = load_cifar10(data)
-    task = Cifar10Task(cifar)
+    task = Cifar10Task(cifar, whitening=recipe.whitening)
     images, labels = as_float(cifar.train_x), torch.as_tensor(cifar.train_y)
     with build_threads():
         module, facts = train(

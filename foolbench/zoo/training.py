@@ -60,6 +60,7 @@ class Recipe:
     attack_digits: int = 1000  # held-out images the card's robust accuracy is measured on
     step_size: float | None = None  # PGD step as a multiple of eps; None: Madry's 2.5 / steps
     flip: bool | None = None  # augmentation: random left-right flips (None: no)
+    whitening: float | None = None  # the network's input-whitening eps, where it has one (None: its default)
 
     def at(self, step: int, total: int) -> tuple[float, int, float]:
         """(eps, PGD steps, step size) at training step `step` of `total`: by default 2.5 eps / steps
