@@ -326,7 +326,9 @@ def test_zoo_build_of_the_defended_model_is_the_defence_model_and_resumes(
 
     def moved(*args):
         preset = load_preset(*args)
-        return type(preset)(preset.name, "/elsewhere/" + Path(preset.source).name, preset.scale, preset.tables)
+        return type(preset)(
+            preset.name, "/elsewhere/" + Path(preset.source).name, preset.scale, preset.tables
+        )
 
     monkeypatch.setattr(defended, "load_preset", moved)
     make_search, searched = defended.make_search, []

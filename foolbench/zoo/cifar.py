@@ -213,7 +213,9 @@ class Cifar10Task:
     shape = SHAPE
     sum_loss = True  # airbench's learning rate is per 1,024 examples of summed loss
 
-    def __init__(self, data: Cifar10Data, widths: tuple[int, int, int] = WIDTHS, whitening: float | None = None):
+    def __init__(
+        self, data: Cifar10Data, widths: tuple[int, int, int] = WIDTHS, whitening: float | None = None
+    ):
         """`whitening`: the whitening layer's eps (None: airbench's). The adversarially trained
         reference needs 1: with airbench's the build overfit catastrophically (clean 38.5 %, PGD-20 0 %),
         while a 2-epoch pilot on 10,000 random images with eps 1 reached 12.5 % PGD-10 accuracy."""

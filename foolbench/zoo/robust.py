@@ -70,7 +70,9 @@ RECIPES = {
     ),
     "airnet-cifar10-at": Entry(
         "cifar10",
-        dataclasses.replace(CIFAR_RECIPE, method="pgd", eps=CIFAR_EPS, steps=1, step_size=1.25, whitening=1.0),
+        dataclasses.replace(
+            CIFAR_RECIPE, method="pgd", eps=CIFAR_EPS, steps=1, step_size=1.25, whitening=1.0
+        ),
         "The zoo's CIFAR-10 AirNet adversarially trained at L-inf eps 8/255 with FGSM from a random start "
         "(Wong et al. 2020), its input whitening capped at a gain of 1: robust to small pixel changes, a "
         "reference that is not robust to fooling by design.",
