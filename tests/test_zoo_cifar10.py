@@ -88,7 +88,7 @@ def test_plain_build_resumed_or_built_elsewhere_is_the_same_file(tmp_path, monke
 def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp_path):
     plain, at, oe = (RECIPES[f"airnet-cifar10{s}"].recipe for s in ("", "-at", "-oe"))
     assert at == replace(plain, method="pgd", eps=8 / 255, steps=1, step_size=1.25, whitening=1.0)
-    assert oe == replace(plain, method="oe")
+    assert oe == replace(plain, method="oe", whitening=1.0, joint_outliers=True)
     path = zoo.build("airnet-cifar10-at", out_dir=tmp_path, epochs=1, attack_digits=4, progress=False)
     card = card_of(path)
     assert card.extra["recipe"]["method"] == "pgd" and card.extra["recipe"]["step_size"] == 1.25
@@ -121,10 +121,10 @@ def test_adversarial_reference_caps_the_whitening_gain_that_broke_its_first_buil
     assert capped.max() <= 1 + 1e-6 and plain.max() > 2 * capped.max()
 
 
-def test_outlier_exposure_leaves_batch_norm_statistics_to_the_real_images():
-    """AirNet's running statistics (used at test time) must be the real images': when the outliers'
-    pass moved them, clean test accuracy fell to 14 % after one epoch (58 % for the plain build)."""
-    task = Cifar10Task(load_cifar10())
+def test_joint_outlier_exposure_normalises_real_images_and_outliers_together():
+    """The CIFAR-10 OE reference passes real images and outliers as one batch, so that batch norm's
+    running statistics (used at test time) are those both were trained with."""
+    task = Cifar10Task(load_cifar10(), whitening=1.0)
     module = task.network(0).train()
     first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
     batches, normed = [], []
@@ -133,6 +133,32 @@ def test_outlier_exposure_leaves_batch_norm_statistics_to_the_real_images():
     images = as_float(task.data.train_x[:8])
     outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
     recipe = RECIPES["airnet-cifar10-oe"].recipe
+    loss = training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
+    assert len(batches) == 1 and torch.equal(batches[0], torch.cat((images, outliers)))
+    assert torch.allclose(first.running_mean, first.momentum * normed[0].mean((0, 2, 3)), atol=1e-6)
+    separate = training._oe_loss(
+        task.network(0).train(),
+        images,
+        torch.as_tensor(task.data.train_y[:8]),
+        outliers,
+        replace(recipe, joint_outliers=None),
+    )
+    assert not torch.isclose(loss, separate)  # normalised with the mix's statistics, not each pass's own
+
+
+def test_separate_outlier_pass_leaves_batch_norm_statistics_to_the_real_images():
+    """Without `joint_outliers`, AirNet's running statistics (used at test time) must be the real
+    images': when the outliers' pass moved them, clean test accuracy fell to 14 % after one epoch
+    (58 % for the plain build)."""
+    task = Cifar10Task(load_cifar10())
+    module = task.network(0).train()
+    first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    batches, normed = [], []
+    module.register_forward_hook(lambda net, args, out: batches.append(args[0].detach()))
+    first.register_forward_hook(lambda layer, args, out: normed.append(args[0].detach()))
+    images = as_float(task.data.train_x[:8])
+    outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
+    recipe = replace(RECIPES["airnet-cifar10-oe"].recipe, joint_outliers=None)
     training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
     assert len(batches) == 2 and torch.equal(batches[0], outliers) and torch.equal(batches[1], images)
     expected = first.momentum * normed[1].mean((0, 2, 3))  # the real images' pass alone moved them
