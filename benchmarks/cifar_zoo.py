@@ -10,16 +10,21 @@ whole build's for the defence, with its iterations' median confidence of fresh r
 test accuracy measured again here from the ONNX file through foolbench's loader, so that a card
 cannot claim what its file does not do. Models not built are listed as such. The anchors are the
 published figures the issue names; the README sets ours beside them.
+
+A model rebuilt with another recipe (or not built any more) keeps its earlier figures under
+`earlier`, so that what a recipe change lost or won stays on record.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import numpy as np
-from common import load_average, write
+from common import RESULTS, load_average, write
 
 from foolbench.data.cifar10 import load_cifar10
 from foolbench.models.load import load_model
@@ -47,6 +52,7 @@ def figures(path: Path, cifar) -> dict:
     text = path.with_suffix(".md").read_text() if path.with_suffix(".md").exists() else ""
     seconds = re.search(r"(?:Training|Build) time (\d+) s", text)  # the defence's: evolution and training
     return {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "card_accuracy": card.accuracy,
         "measured_accuracy": round(measured, 4),
         "median_confidence_right": extra.get("median_confidence_right"),
@@ -61,6 +67,25 @@ def figures(path: Path, cifar) -> dict:
     }
 
 
+def kept_earlier(path: Path, models: dict) -> dict:
+    """The previous results' `earlier` builds, plus each previous entry that is no longer the built
+    file (another recipe, or gone), by model name, oldest first."""
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    earlier = previous.get("earlier", {})
+    for name, old in previous["models"].items():
+        new = models.get(name, {"built": False})
+        if old.get("built") is False:
+            continue
+        other_file = "sha256" in old and new.get("sha256") != old["sha256"]
+        if new.get("built") is False or new.get("recipe") != old.get("recipe") or other_file:
+            entry = {**old, "date": old.get("date", previous.get("date"))}
+            if entry not in earlier.get(name, []):
+                earlier.setdefault(name, []).append(entry)
+    return earlier
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--zoo", type=Path, default=None)
@@ -71,9 +96,16 @@ def main() -> None:
     for name in MODELS:
         path = folder / f"{name}.onnx"
         models[name] = figures(path, cifar) if path.exists() else {"built": False}
+    earlier = kept_earlier(RESULTS / "cifar_zoo.json", models)
     path = write(
         "cifar_zoo",
-        {"data": cifar.test.describe(), "load_average": load_average(), "models": models, "anchors": ANCHORS},
+        {
+            "data": cifar.test.describe(),
+            "load_average": load_average(),
+            "models": models,
+            "anchors": ANCHORS,
+            "earlier": earlier,
+        },
     )
     print(path)
 

@@ -698,13 +698,15 @@ def cppn_size() -> str:
 
 def cifar_zoo() -> str:
     """The CIFAR-10 references' card figures (and the accuracy re-measured from each file); models not
-    built yet are listed as such."""
+    built yet are listed as such, and builds that a recipe change replaced follow as "earlier"."""
     path = RESULTS / "cifar_zoo.json"
     payload = read_json(path)
     body = []
-    for name, m in payload["models"].items():
+    rows = [(f"`{name}`", m) for name, m in payload["models"].items()]
+    rows += [(f"`{name}`, earlier build", m) for name, ms in payload.get("earlier", {}).items() for m in ms]
+    for name, m in rows:
         if m.get("built") is False:
-            body.append([f"`{name}`", "not built yet", *["–"] * 5])
+            body.append([name, "not built yet", *["–"] * 5])
             continue
         noise = " / ".join(
             pct(m["confident_on_noise"][k]).removesuffix(" %") for k in ("uniform", "smoothed", "cppn")
@@ -712,7 +714,7 @@ def cifar_zoo() -> str:
         wrong = m["median_confidence_wrong"]
         body.append(
             [
-                f"`{name}`",
+                name,
                 f"{m['card_accuracy'] * 100:.2f} % ({m['measured_accuracy'] * 100:.2f} %)",
                 f"{pct(m['median_confidence_right'])} / {'–' if wrong is None else pct(wrong)}",
                 f"{m['robust_accuracy'] * 100:.1f} %",
