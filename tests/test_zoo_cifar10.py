@@ -88,7 +88,7 @@ def test_plain_build_resumed_or_built_elsewhere_is_the_same_file(tmp_path, monke
 def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp_path):
     plain, at, oe = (RECIPES[f"airnet-cifar10{s}"].recipe for s in ("", "-at", "-oe"))
     assert at == replace(plain, method="pgd", eps=8 / 255, steps=1, step_size=1.25, whitening=1.0)
-    assert oe == replace(plain, method="oe", whitening=1.0, joint_outliers=True)
+    assert oe == replace(plain, method="oe", whitening=1.0, joint_outliers=True, recalibrate=20)
     path = zoo.build("airnet-cifar10-at", out_dir=tmp_path, epochs=1, attack_digits=4, progress=False)
     card = card_of(path)
     assert card.extra["recipe"]["method"] == "pgd" and card.extra["recipe"]["step_size"] == 1.25
@@ -144,6 +144,31 @@ def test_joint_outlier_exposure_normalises_real_images_and_outliers_together():
         replace(recipe, joint_outliers=None),
     )
     assert not torch.isclose(loss, separate)  # normalised with the mix's statistics, not each pass's own
+
+
+def test_recalibrated_statistics_are_the_final_weights_and_survive_a_resume(tmp_path):
+    """The OE reference's batch norm statistics are recomputed after training (they lagged the weights:
+    15 % clean accuracy against 54 % recomputed); resuming a finished build gives the same ones."""
+    task = Cifar10Task(load_cifar10(), whitening=1.0)
+    recipe = replace(RECIPES["airnet-cifar10-oe"].recipe, epochs=1, batch_size=8, recalibrate=2)
+    one = dict(images=as_float(task.data.train_x), labels=torch.as_tensor(task.data.train_y), seed=0)
+    first, _ = training.train(task, recipe=recipe, work=tmp_path, progress=False, data="tiny", **one)
+    again, facts = training.train(task, recipe=recipe, work=tmp_path, progress=False, data="tiny", **one)
+    kept, _ = training.train(
+        task,
+        recipe=replace(recipe, recalibrate=None),
+        work=tmp_path / "k",
+        progress=False,
+        data="tiny",
+        **one,
+    )
+    state, resumed, stale = first.state_dict(), again.state_dict(), kept.state_dict()
+    assert facts["resumed"] == 1 and all(torch.equal(state[k], resumed[k]) for k in state)
+    means = [k for k in state if k.endswith("running_mean")]
+    weights, same = dict(first.named_parameters()), dict(kept.named_parameters())
+    assert all(torch.equal(weights[k], same[k]) for k in weights)
+    assert not all(torch.allclose(state[k], stale[k]) for k in means)  # same weights, other statistics
+    assert all(int(state[k.replace("running_mean", "num_batches_tracked")]) == 2 for k in means)
 
 
 def test_separate_outlier_pass_leaves_batch_norm_statistics_to_the_real_images():

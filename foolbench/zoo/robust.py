@@ -79,7 +79,7 @@ RECIPES = {
     ),
     "airnet-cifar10-oe": Entry(
         "cifar10",
-        dataclasses.replace(CIFAR_RECIPE, method="oe", whitening=1.0, joint_outliers=True),
+        dataclasses.replace(CIFAR_RECIPE, method="oe", whitening=1.0, joint_outliers=True, recalibrate=20),
         "The zoo's CIFAR-10 AirNet trained with outlier exposure (Hendrycks et al. 2019) towards a flat "
         "softmax on colour noise and random CPPN images, in the same batches as the real images and with "
         "its input whitening capped at a gain of 1: a defence aimed at images that are no class.",

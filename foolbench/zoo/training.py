@@ -62,6 +62,7 @@ class Recipe:
     flip: bool | None = None  # augmentation: random left-right flips (None: no)
     whitening: float | None = None  # the network's input-whitening eps, where it has one (None: its default)
     joint_outliers: bool | None = None  # OE: real images and outliers in one batch (None: separate passes)
+    recalibrate: int | None = None  # batch norm's statistics recomputed over this many batches at the end
 
     def at(self, step: int, total: int) -> tuple[float, int, float]:
         """(eps, PGD steps, step size) at training step `step` of `total`: by default 2.5 eps / steps
@@ -142,8 +143,38 @@ def train(
         if progress:
             extra = f"; {monitor(module)} ({seconds:.0f} s)" if monitor is not None else ""
             print(f"  epoch {epoch}/{recipe.epochs}: loss {loss:.4f}{extra}", file=sys.stderr, flush=True)
+    if recipe.recalibrate:
+        _recalibrate(task, module, images, recipe, seed)
     module.eval()
     return module, {"final_loss": round(loss, 6), "seconds": seconds, "resumed": resumed}
+
+
+def _recalibrate(task: Task, module, images, recipe: Recipe, seed: int) -> None:
+    """Batch norm's running statistics recomputed with the final weights over `recipe.recalibrate`
+    batches of training images (augmented, with the outliers where they trained in the same batch),
+    drawn from generators seeded by (seed, epochs) (torch's `update_bn`, as for averaged weights).
+
+    The running statistics kept during training can lag the weights (which the task's optimiser may
+    average). Measured on airnet-cifar10-oe (joint outliers) after 3 of 12 epochs: clean test accuracy
+    14.6 % with the kept statistics, 54.9 % with the batch's own, 54.1 % with statistics recomputed
+    like this (and 0 % of 500 uniform, smoothed or CPPN images each given > 95 % confidence)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + recipe.epochs)
+    n = min(len(images), recipe.recalibrate * recipe.batch_size)
+    order = torch.randperm(len(images), generator=generator)[:n]
+    outliers = None
+    if recipe.method == "oe" and recipe.joint_outliers:
+        outliers = torch.from_numpy(task.outliers(n, np.random.default_rng([seed, recipe.epochs])))
+
+    def batches():
+        for first in range(0, n, recipe.batch_size):
+            inputs = task.augment(images[order[first : first + recipe.batch_size]], generator, recipe)
+            yield (
+                inputs
+                if outliers is None
+                else torch.cat((inputs, outliers[first : first + recipe.batch_size]))
+            )
+
+    torch.optim.swa_utils.update_bn(batches(), module)
 
 
 def _epoch(task: Task, module, optimiser, images, labels, recipe: Recipe, seed: int, epoch: int, total: int):
@@ -197,7 +228,8 @@ def _oe_loss(module, inputs, labels, outliers, recipe: Recipe) -> torch.Tensor:
     `foolbench.zoo.cifar.AirNet.init_whitening`): with airbench's whitening the mix's statistics were
     the noise's and clean accuracy fell to 10 % (below). A 2-epoch pilot on 10,000 random training
     images with the whitening capped: 29 % clean, > 95 % confident on none of 500 uniform, smoothed
-    and CPPN images each.
+    and CPPN images each. The full build's running statistics lagged its weights (15 % after epoch 3),
+    so this recipe recomputes them at the end (`recalibrate`, see `_recalibrate`).
 
     Otherwise the outliers go through the network in their own pass. With batch norm that pass leaves
     the running statistics alone, so that they stay the real images' (used at test time). Measured on
