@@ -668,6 +668,21 @@ def test_cifar_judge_reading():
         shares["cppn-s0"] == shares["gradient-s0"] == 1.0
     )  # "every champion of ... CPPN MAP-Elites and pixel gradient ascent"
     assert (RESULTS / "cifar_judge_pairs" / "airnet-cifar10" / "cppn-s0.png").is_file()
+    robust = json.loads((RESULTS / "cifar_judge-airnet-cifar10-at.json").read_text())
+    says(f"accepts only {robust['held_out_own_class'] * 100:.1f} % of held-out images")
+    says(f"{robust['held_out_other_class'] * 100:.1f} % asked about another class, and 9–10 % of uniform")
+    assert all(0.09 <= v <= 0.10 for v in robust["no_class"].values())
+    assert (
+        min(robust["no_class"].values()) > robust["held_out_other_class"]
+    )  # "more than real images of the wrong class"
+    shares = {r["run"].split("/")[-1]: r["lookalike_share"] for r in robust["runs"]}
+    assert shares == {
+        "cppn-s0": 0.5,
+        "patch-s0": 0.3,
+        "direct-s0": 0.1,
+        "gradient-s0": 0.1,
+        "gradient-cppn-s0": 0.0,
+    }
 
 
 def test_cifar_at_failure_reading():
