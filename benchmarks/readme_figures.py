@@ -742,8 +742,13 @@ def _cifar_recipe(m: dict) -> str:
         medians = " → ".join(pct(row["median_confidence"]) for row in m["defence_iterations"])
         n = len(m["defence_iterations"]) - 1
         return f"retraining defence, {n} iteration{'s' * (n != 1)} (fresh runs' median: {medians})"
-    whitening = m["recipe"].get("whitening")
-    return m["recipe"]["method"] + (f", whitening eps {whitening:g}" if whitening else "")
+    recipe = m["recipe"]
+    method = recipe["method"]
+    if method == "pgd":
+        method = "FGSM, random start" if recipe["steps"] == 1 else f"PGD-{recipe['steps']}"
+    if recipe.get("joint_outliers"):
+        method += ", outliers in the same batches"
+    return method + (f", whitening eps {recipe['whitening']:g}" if recipe.get("whitening") else "")
 
 
 BLOCKS: dict[str, Callable[[], str]] = {

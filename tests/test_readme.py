@@ -696,6 +696,16 @@ def test_cifar_at_failure_reading():
     says(f"fell to {at['final_loss']:.2f} in the last epoch")
 
 
+def test_cifar_at_reading():
+    """The adversarially trained reference's figures in the prose are its card's."""
+    at = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]["airnet-cifar10-at"]
+    assert at["recipe"]["whitening"] == 1.0 and at["recipe"]["steps"] == 1
+    says(
+        f"{at['card_accuracy'] * 100:.1f} % clean and {at['robust_accuracy'] * 100:.1f} % under PGD-20 at 8/255"
+    )
+    says(f"in {at['training_seconds_wall']:,} s on one thread")
+
+
 def test_cifar_oe_reading():
     """The README says the first OE build was more often confident on noise than plain: its card said so."""
     results = json.loads((RESULTS / "cifar_zoo.json").read_text())
