@@ -121,10 +121,9 @@ def test_adversarial_reference_caps_the_whitening_gain_that_broke_its_first_buil
     assert capped.max() <= 1 + 1e-6 and plain.max() > 2 * capped.max()
 
 
-def test_joint_outlier_exposure_normalises_real_images_and_outliers_together():
-    """The CIFAR-10 OE reference passes real images and outliers as one batch, so that batch norm's
-    running statistics (used at test time) are those both were trained with."""
-    task = Cifar10Task(load_cifar10(), whitening=1.0)
+def oe_step(task, joint: bool):
+    """One OE loss on 8 images and 8 outliers through a fresh network in training mode: (loss, the
+    network's input batches, the first batch norm layer and its input batches)."""
     module = task.network(0).train()
     first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
     batches, normed = [], []
@@ -132,17 +131,20 @@ def test_joint_outlier_exposure_normalises_real_images_and_outliers_together():
     first.register_forward_hook(lambda layer, args, out: normed.append(args[0].detach()))
     images = as_float(task.data.train_x[:8])
     outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
-    recipe = RECIPES["airnet-cifar10-oe"].recipe
+    recipe = replace(RECIPES["airnet-cifar10-oe"].recipe, joint_outliers=joint or None)
     loss = training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
+    return loss, (images, outliers), batches, first, normed
+
+
+def test_joint_outlier_exposure_normalises_real_images_and_outliers_together():
+    """The CIFAR-10 OE reference passes real images and outliers as one batch, so that batch norm's
+    running statistics (used at test time) are those both were trained with."""
+    task = Cifar10Task(load_cifar10(), whitening=1.0)
+    assert RECIPES["airnet-cifar10-oe"].recipe.joint_outliers
+    loss, (images, outliers), batches, first, normed = oe_step(task, joint=True)
     assert len(batches) == 1 and torch.equal(batches[0], torch.cat((images, outliers)))
     assert torch.allclose(first.running_mean, first.momentum * normed[0].mean((0, 2, 3)), atol=1e-6)
-    separate = training._oe_loss(
-        task.network(0).train(),
-        images,
-        torch.as_tensor(task.data.train_y[:8]),
-        outliers,
-        replace(recipe, joint_outliers=None),
-    )
+    separate = oe_step(task, joint=False)[0]
     assert not torch.isclose(loss, separate)  # normalised with the mix's statistics, not each pass's own
 
 
@@ -175,16 +177,7 @@ def test_separate_outlier_pass_leaves_batch_norm_statistics_to_the_real_images()
     """Without `joint_outliers`, AirNet's running statistics (used at test time) must be the real
     images': when the outliers' pass moved them, clean test accuracy fell to 14 % after one epoch
     (58 % for the plain build)."""
-    task = Cifar10Task(load_cifar10())
-    module = task.network(0).train()
-    first = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    batches, normed = [], []
-    module.register_forward_hook(lambda net, args, out: batches.append(args[0].detach()))
-    first.register_forward_hook(lambda layer, args, out: normed.append(args[0].detach()))
-    images = as_float(task.data.train_x[:8])
-    outliers = torch.from_numpy(task.outliers(8, np.random.default_rng(0)))
-    recipe = replace(RECIPES["airnet-cifar10-oe"].recipe, joint_outliers=None)
-    training._oe_loss(module, images, torch.as_tensor(task.data.train_y[:8]), outliers, recipe)
+    _, (images, outliers), batches, first, normed = oe_step(Cifar10Task(load_cifar10()), joint=False)
     assert len(batches) == 2 and torch.equal(batches[0], outliers) and torch.equal(batches[1], images)
     expected = first.momentum * normed[1].mean((0, 2, 3))  # the real images' pass alone moved them
     assert torch.allclose(first.running_mean, expected, atol=1e-6)
