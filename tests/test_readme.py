@@ -737,3 +737,22 @@ def test_cifar_defended_reading():
     assert defended["fooled_at_end"] > 0.99
     says(f"CPPN MAP-Elites from {plain['cppn_score']:.3f} to {defended['cppn_score']:.3f}")
     says(f"patch search from {plain['patch_score']:.3f} to {defended['patch_score']:.3f}")
+
+
+def test_v3_cifar_references_reading():
+    """The CIFAR-size suite's ranking of the references, as their rows have it, and the galleries the
+    prose points at are committed."""
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    v3 = board[board["protocol"] == "v3"].set_index("name")
+    at, plain = v3.loc["airnet-cifar10-at"], v3.loc["airnet-cifar10"]
+    says(f"`airnet-cifar10-at` ({at['accuracy'] * 100:.1f} %) scores {at['fooling_score']:.3f}")
+    says(f"({at['fooling_score_low']:.3f}–{at['fooling_score_high']:.3f}), above it")
+    assert at["fooling_score_low"] > plain["fooling_score_high"]  # "ranks it easier to fool"
+    says(f"Pixel gradient ascent decides it ({at['gradient_score']:.3f})")
+    says(
+        f"median {at['real_median'] * 100:.1f} % on those it gets right, plain {plain['real_median'] * 100:.1f} %"
+    )
+    says(f"at a median {at['cppn_median'] * 100:.1f} %")
+    says(f"CPPN MAP-Elites {at['cppn_score']:.3f} against {plain['cppn_score']:.3f}")
+    for name in ("airnet-cifar10-at", "airnet-cifar10"):
+        assert (ROOT / "reports" / "v3" / name / "gallery-gradient-s0.png").is_file()
