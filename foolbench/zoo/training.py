@@ -12,7 +12,9 @@ of it (`foolbench.zoo.robust.RECIPES`).
   eps is FGSM with a random start, "fast adversarial training" (Wong et al. 2020).
 - `oe`: next to each batch as many images that are no class (`foolbench.zoo.outliers`: uniform
   noise, smoothed noise, random CPPNs) are trained towards the flat softmax (Hendrycks et al. 2019).
-  With batch norm the outliers' pass leaves the running statistics to the real images.
+  They go through the network in their own pass, whose batch norm leaves the running statistics to
+  the real images, or (`joint_outliers`) in the same batch as the real images; `recalibrate`
+  recomputes the running statistics with the final weights.
 - `plain`: cross-entropy alone.
 
 Training is resumable: after every epoch the model, the optimiser's whole state and the schedule
