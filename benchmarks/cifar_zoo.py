@@ -18,7 +18,6 @@ A model rebuilt with another recipe (or not built any more) keeps its earlier fi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from common import RESULTS, load_average, write
 
 from foolbench.data.cifar10 import load_cifar10
+from foolbench.fileio import sha256_file
 from foolbench.models.load import load_model
 from foolbench.zoo.cifar import as_float
 from foolbench.zoo.registry import zoo_dir
@@ -52,7 +52,7 @@ def figures(path: Path, cifar) -> dict:
     text = path.with_suffix(".md").read_text() if path.with_suffix(".md").exists() else ""
     seconds = re.search(r"(?:Training|Build) time (\d+) s", text)  # the defence's: evolution and training
     return {
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "card_accuracy": card.accuracy,
         "measured_accuracy": round(measured, 4),
         "median_confidence_right": extra.get("median_confidence_right"),

@@ -361,13 +361,12 @@ def build_defended(
 
 def _open_work(b: _Build) -> None:
     """Keep `work`'s files only if they belong to this very build (base file, recipe, seed, versions).
-    The preset counts by its settings, not by the path of the file it came from, so that a build
-    resumes from another checkout."""
-    preset = {k: v for k, v in b.preset.as_dict().items() if k != "source"}
+    The preset counts by its tables (the recipe names it), not by the path of the file it came from,
+    so that a build resumes from another checkout."""
     fingerprint = {
         "base_sha256": sha256_file(b.base),
         "recipe": dataclasses.asdict(b.recipe),
-        "preset": preset,
+        "preset": b.preset.tables,
         "seed": b.seed,
         "data": b.kit.source,
         "torch": torch.__version__,
