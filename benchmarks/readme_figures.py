@@ -746,8 +746,10 @@ def _cifar_recipe(m: dict) -> str:
     method = recipe["method"]
     if method == "pgd":
         method = "FGSM, random start" if recipe["steps"] == 1 else f"PGD-{recipe['steps']}"
-    if recipe.get("joint_outliers"):
-        method += ", outliers in the same batches"
+    if method == "oe":
+        method = "outlier exposure" + (", in the same batches" if recipe.get("joint_outliers") else "")
+    if recipe.get("recalibrate"):
+        method += ", batch-norm statistics recomputed"
     return method + (f", whitening eps {recipe['whitening']:g}" if recipe.get("whitening") else "")
 
 

@@ -711,6 +711,18 @@ def test_cifar_at_reading():
     says(f"in {at['training_seconds_wall']:,} s on one thread")
 
 
+def test_cifar_oe_built_reading():
+    """The outlier-exposed reference's figures in the prose are its card's, beside plain's."""
+    models = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]
+    oe, plain = models["airnet-cifar10-oe"], models["airnet-cifar10"]
+    assert oe["recipe"]["joint_outliers"] and oe["recipe"]["recalibrate"] == 20
+    assert set(oe["confident_on_noise"].values()) == {0.0}  # "on none of"
+    says(f"It then keeps {FIGURES.pct(oe['card_accuracy'])} of the test images")
+    noise = " / ".join(f"{plain['confident_on_noise'][k] * 100:.2f}" for k in ("uniform", "smoothed", "cppn"))
+    says(f"(the plain model: {noise} %")
+    says(f"in {oe['training_seconds_wall']:,} s on one thread")
+
+
 def test_cifar_oe_reading():
     """The README says the first OE build was more often confident on noise than plain: its card said so."""
     results = json.loads((RESULTS / "cifar_zoo.json").read_text())

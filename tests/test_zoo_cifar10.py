@@ -24,7 +24,7 @@ from foolbench.models.card import CARD_METADATA_KEY, FOOLING, card_from_json
 from foolbench.models.load import load_model
 from foolbench.zoo import defended, robustness, training
 from foolbench.zoo.cifar import SHAPE, Cifar10Task, as_float
-from foolbench.zoo.robust import RECIPES
+from foolbench.zoo.robust import RECIPES, describe
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,14 @@ def test_adversarial_and_outlier_references_are_configurations_of_one_recipe(tmp
     assert card.extra["recipe"]["method"] == "pgd" and card.extra["recipe"]["step_size"] == 1.25
     assert card.extra["recipe"]["whitening"] == 1.0 and "eigenvalues + 1;" in card.extra["whitening"]
     assert "FGSM from a uniform random start" in path.with_suffix(".md").read_text()
+    told = describe(oe, 0, "SGD", "images")  # the OE card says how its outliers met batch norm
+    assert (
+        "random CPPNs; `foolbench.zoo.outliers`) in each batch of images, one forward pass for both" in told
+    )
+    assert "running statistics recomputed with the final weights over 20 training batches" in told
+    assert "beside each batch of digits, in a pass of their own" in describe(
+        RECIPES["lenet-mnist-oe"].recipe, 0, "Adam", "digits"
+    )
     task = Cifar10Task(load_cifar10())
     outliers = task.outliers(6, np.random.default_rng(0))
     assert outliers.shape == (6, *SHAPE) and outliers.min() >= 0 and outliers.max() <= 1

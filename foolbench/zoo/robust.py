@@ -239,10 +239,21 @@ def describe(recipe: Recipe, seed: int, optimiser: str, what: str) -> str:
             attack = f"L-inf eps {recipe.eps}, {recipe.steps} steps of {size}, random start"
         return f"{base}; every batch replaced by its PGD adversarial examples ({attack}){ramp}."
     if recipe.method == "oe":
+        where = (
+            f"in each batch of {what}, one forward pass for both"
+            if recipe.joint_outliers
+            else f"beside each batch of {what}, in a pass of their own"
+        )
+        after = (
+            f" Batch norm's running statistics recomputed with the final weights over {recipe.recalibrate} "
+            "training batches."
+            if recipe.recalibrate
+            else ""
+        )
         return (
-            f"{base}; beside each batch of {what} as many images of no class (uniform noise, smoothed noise, "
-            f"random CPPNs; `foolbench.zoo.outliers`), trained towards the flat softmax with weight "
-            f"{recipe.outlier_weight} (outlier exposure)."
+            f"{base}; as many images of no class (uniform noise, smoothed noise, random CPPNs; "
+            f"`foolbench.zoo.outliers`) {where}, trained towards the flat softmax with weight "
+            f"{recipe.outlier_weight} (outlier exposure).{after}"
         )
     return f"{base}; cross-entropy."
 
