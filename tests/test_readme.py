@@ -771,5 +771,23 @@ def test_v3_cifar_references_reading():
     )
     says(f"at a median {at['cppn_median'] * 100:.1f} %")
     says(f"CPPN MAP-Elites {at['cppn_score']:.3f} against {plain['cppn_score']:.3f}")
-    for name in ("airnet-cifar10-at", "airnet-cifar10"):
+    for name in ("airnet-cifar10-at", "airnet-cifar10", "airnet-cifar10-oe"):
         assert (ROOT / "reports" / "v3" / name / "gallery-gradient-s0.png").is_file()
+
+
+def test_v3_cifar_outlier_exposure_reading():
+    """OE's v3 row: tied with plain (ranges overlap), its CPPN and patch areas cut, gradient ascent deciding."""
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    v3 = board[board["protocol"] == "v3"].set_index("name")
+    oe, plain = v3.loc["airnet-cifar10-oe"], v3.loc["airnet-cifar10"]
+    assert oe["fooling_score_high"] >= plain["fooling_score_low"]  # "ties with plain"
+    assert oe["fooling_score_low"] <= plain["fooling_score_high"]
+    says(f"`airnet-cifar10-oe` ({oe['accuracy'] * 100:.1f} %) scores {oe['fooling_score']:.3f}")
+    says(f"({oe['fooling_score_low']:.3f}–{oe['fooling_score_high']:.3f}) and ties with plain")
+    for attack in ("cppn", "patch", "direct"):  # the two that fall, and direct, which rises
+        assert (oe[f"{attack}_score"] < plain[f"{attack}_score"]) == (attack != "direct")
+        says(f"from {plain[f'{attack}_score']:.3f} to {oe[f'{attack}_score']:.3f}")
+    attacks = ("cppn", "direct", "patch", "gradient", "gradient-cppn")
+    assert max(attacks, key=lambda a: oe[f"{a}_score"]) == "gradient"  # "decides its score again"
+    says(f"({oe['gradient_score']:.3f}; its champions, colour noise at a median {pct(oe['gradient_median'])}")
+    says(f"end above {math.floor(oe['fooled_at_end'] * 1000) / 10:.1f} % of its correctly classified")
