@@ -12,16 +12,20 @@ files is decided here.
                   as they were when the run's model queries first reached that count (champions/,
                   results.csv, snapshot.json), so a score can read the run's progress image by image
 
-Every file is written atomically (a killed run never leaves a half-written one). A run is
+Every file is written atomically (a killed run never leaves a half-written one), and one process at a
+time writes a run (`held`: a second one is refused, not let in to interleave checkpoints). A run is
 "the same run" as a request when everything that changes its result agrees (`identity`): this is
 the one check behind resuming, reusing and merging runs, in every command that does so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +70,37 @@ def new_run_dir(out: Path | None, model_name: str, attack: str, seed: int) -> Pa
         path, n = Path(f"{base}-{n}"), n + 1
     path.mkdir(parents=True)
     return path
+
+
+@contextlib.contextmanager
+def held(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` while this process writes it, so that a second foolbench process starting or
+    resuming the same run (the same command in two terminals, two sweeps sharing a folder) is
+    refused in one line instead of both writing its checkpoints and metrics. An advisory lock on the
+    folder (flock) that the system drops when the process ends, so a killed run can be resumed at
+    once; where the file system or platform has no flock (Windows, some network mounts) nothing is
+    held."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is None or not Path(run_dir).is_dir():  # no folder: the caller's own checks say so
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FoolbenchError(
+                f"{run_dir} is being written by another foolbench process; let it finish (or stop it and "
+                "run this again, which resumes it), or choose another --out"
+            ) from None
+        except OSError:  # no locks on this file system: go on unheld
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing the folder drops the lock
 
 
 def champion_file(cls: int, label: str) -> str:

@@ -123,28 +123,35 @@ def start_run(req: RunRequest, cache: ModelCache | None = None) -> Path:
     search = build_search(model, preset, classes, seed)  # before the run directory: it may refuse the model
     check_outputs(model, search.engine.encoding.channels, search.engine.encoding.resolution)
     run_dir = rundir.new_run_dir(req.out, model.name, preset.name, seed)
-    manifest = {
-        "foolbench": __version__,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": req.command or " ".join(["foolbench", *sys.argv[1:]]),
-        "attack": preset.name,
-        "preset": preset.as_dict(),
-        "seed": seed,
-        "classes": classes,
-        "budget": budget.__dict__,
-        "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
-        "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
-        "model": model.describe(),
-        "device": placement(model),
-        "versions": versions(),
-    }
-    rundir.write_manifest(run_dir, manifest)
-    return _loop(search, run_dir, manifest, budget, metrics=[], progress=req.progress)
+    with rundir.held(run_dir):  # from its manifest on, no other process writes this run
+        manifest = {
+            "foolbench": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": req.command or " ".join(["foolbench", *sys.argv[1:]]),
+            "attack": preset.name,
+            "preset": preset.as_dict(),
+            "seed": seed,
+            "classes": classes,
+            "budget": budget.__dict__,
+            "checkpoint_every": req.checkpoint_every or preset.search.get("checkpoint_every", 50),
+            "models": [_model_record(spec, m, req.model_options) for spec, m in _members(specs, model)],
+            "model": model.describe(),
+            "device": placement(model),
+            "versions": versions(),
+        }
+        rundir.write_manifest(run_dir, manifest)
+        return _loop(search, run_dir, manifest, budget, metrics=[], progress=req.progress)
 
 
 def resume_run(run_dir: Path, req: RunRequest | None = None, cache: ModelCache | None = None) -> Path:
     """Continue a killed run from its last checkpoint; budget flags in `req` extend the budget."""
     run_dir = Path(run_dir)
+    with rundir.held(run_dir):
+        return _resume(run_dir, req, cache)
+
+
+def _resume(run_dir: Path, req: RunRequest | None, cache: ModelCache | None) -> Path:
+    """`resume_run`'s work, once the run is held by this process."""
     manifest = rundir.read_manifest(run_dir)
     rundir.clear_temporaries(run_dir)
     preset = rundir.manifest_preset(manifest)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from conftest import export, tiny
 from foolbench import rundir
 from foolbench.errors import FoolbenchError
 from foolbench.models import ModelOptions
-from foolbench.runner import RunRequest, ensure_run, run_state
+from foolbench.runner import RunRequest, ensure_run, resume_run, run_state
 from foolbench.search.map_elites import MapElites
 
 
@@ -107,3 +109,44 @@ def test_without_out_a_new_run_directory_is_started(models, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     run, state = ensure_run(request(models[0], None, generations=0))
     assert state == "started" and run.parent == rundir.RUNS_DIR and rundir.is_finished(tmp_path / run)
+
+
+def hold_elsewhere(run_dir) -> subprocess.Popen:
+    """Another process holding `run_dir`, as a running `foolbench run` does, until its stdin gets a line."""
+    code = f"from foolbench import rundir\nwith rundir.held({str(run_dir)!r}):\n    print(1, flush=True)\n    input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "1"
+    return holder
+
+
+def test_a_run_another_process_is_writing_is_refused_in_one_line(models, tmp_path, monkeypatch):
+    """Two processes on one run folder would interleave its checkpoints: the second is refused, the
+    folder left as it was, and once the first is gone the run resumes."""
+    out = tmp_path / "run"
+    ask = MapElites.ask
+    monkeypatch.setattr(MapElites, "ask", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ensure_run(request(models[0], out))  # killed after its manifest: a run to resume
+    monkeypatch.setattr(MapElites, "ask", ask)
+    holder = hold_elsewhere(out)
+    try:
+        before = files(out)
+        for attempt in (lambda: ensure_run(request(models[0], out)), lambda: resume_run(out)):
+            with pytest.raises(FoolbenchError, match="is being written by another foolbench process") as e:
+                attempt()
+            assert "\n" not in str(e.value) and files(out) == before
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert ensure_run(request(models[0], out)) == (out, "resumed")
+
+
+def test_a_killed_holder_leaves_the_run_free(models, tmp_path):
+    """The hold ends with the process that had it: kill -9 leaves nothing to clean up."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = hold_elsewhere(out)
+    holder.kill()
+    holder.wait(timeout=30)
+    assert ensure_run(request(models[0], out)) == (out, "started")
