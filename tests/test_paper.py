@@ -158,6 +158,8 @@ def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_p
     cross = table[table["source"] != table["target"]]["fraction_at_99"]
     assert patch["ours"] == pytest.approx(float(np.median(cross)))
     assert "by the patch search" in patch["why"] and "not the paper's method" not in cppn["why"]
+    for row in (cppn, patch):  # set beside the paper's architecture figure, not the seed twins'
+        assert row["paper_text"] == REFERENCES[("transfer", "transfer-arch")].text == "about 20%"
 
     # the baselines: the labelled photos' medians, right and wrong, and which data they used
     for experiment, folder in (

@@ -304,7 +304,7 @@ def transfer_line(t: Transfer, runs: list[Run]) -> Line | None:
     ]
     budget = median([r.summary["evaluations"] for r in sources]) if sources else None
     detail = f"on the model they were evolved on: {share_text(float(np.median(own)))}" if len(own) else ""
-    methods = sorted({name for r in sources if (name := method_name(r.method))})
+    methods = sorted({m for r in sources if (m := method_name(r.method))})  # not `name`: := binds out here
     return Line(
         "transfer",
         transfer_title(t),
@@ -368,9 +368,7 @@ def defence_line(d: Defence, owned: list[Run] | None = None) -> Line:
             f"its first iteration is not fooled (median {percent(medians[0])} < {FOOLED:.0%}), so there is "
             "no fooling for retraining to take away"
         )
-    methods = sorted(
-        {name for r in owned or [] if _inside(r.path, [d.path]) and (name := method_name(r.method))}
-    )
+    methods = sorted({m for r in owned or [] if _inside(r.path, [d.path]) and (m := method_name(r.method))})
     ours = min(medians) if every else medians[-1]
     shown = medians if len(medians) <= 4 else [medians[0], medians[-1]]
     text = " → ".join(percent(m) for m in shown)
@@ -434,7 +432,7 @@ def baseline_line(b: Baseline, runs: list[Run] | None = None) -> Line:
         detail += f", {r['correct']:,} right"
     detail += f"; fooling-vs-real AUROC {auroc:.2f}" if auroc is not None else ""
     sources = [found for x in versus.get("runs", []) if (found := find_run(str(x.get("path")), runs or []))]
-    methods = sorted({name for run in sources if (name := method_name(run.method))})
+    methods = sorted({m for run in sources if (m := method_name(run.method))})
     attacks = sorted({str(x.get("attack")) for x in versus.get("runs", []) if x.get("attack")})
     data = str(r.get("data_name") or r.get("data") or "real images")
     name = REAL_IMAGES.get(data, f"photos ({data})")
