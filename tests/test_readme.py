@@ -427,6 +427,31 @@ def test_zoo_references_table_is_what_robust_zoo_json_says():
         ], f"zoo/README.md's {name} row differs from results/robust_zoo.json"
 
 
+def test_zoo_cifar_cost_reading():
+    """zoo/README.md's cost paragraph quotes cifar_recipe.json's epochs and the cards' build times."""
+    zoo_readme = re.sub(r"\s+", " ", (ROOT / "zoo" / "README.md").read_text(encoding="utf-8"))
+    rows = json.loads((RESULTS / "cifar_recipe.json").read_text())["rows"]
+    by = {(r["recipe"], tuple(r["widths"])): r for r in rows}
+    full, half, quarter = (by[("airnet-cifar10", w)] for w in ((64, 256, 256), (32, 128, 128), (16, 64, 64)))
+    at, oe = by[("airnet-cifar10-at", (32, 128, 128))], by[("airnet-cifar10-oe", (32, 128, 128))]
+
+    def minutes(r: dict) -> str:
+        return f"{r['cpu_minutes_per_build']:.0f}"
+
+    for text in (
+        f"full width takes {full['cpu_seconds_per_epoch']} s an epoch ({minutes(full)} minutes",
+        f"half width the zoo builds {half['cpu_seconds_per_epoch']} s ({minutes(half)} minutes",
+        f"quarter width {quarter['cpu_seconds_per_epoch']} s",
+        f"FGSM training takes {at['cpu_seconds_per_epoch']} s an epoch ({minutes(at)} minutes)",
+        f"{oe['cpu_seconds_per_epoch']} s ({minutes(oe)} minutes)",
+    ):
+        assert text in zoo_readme, f"zoo/README.md should say {text!r}"
+    assert half["cpu_minutes_per_build"] <= 60 and at["cpu_minutes_per_build"] <= 120  # the issue's budgets
+    cards = json.loads((RESULTS / "cifar_zoo.json").read_text())["models"]
+    for name in ("airnet-cifar10-at", "airnet-cifar10-oe", "airnet-cifar10-defended", "airnet-cifar10"):
+        assert f"{cards[name]['training_seconds_wall']:,} s" in zoo_readme, name
+
+
 def _v3_grey():
     board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
     return board[(board["protocol"] == "v3") & (board["suite"] == "grey")].set_index("name")
