@@ -261,6 +261,15 @@ def test_protocol_v2_reading():
     assert plain["fooling_score_low"].min() > max(oe.fooling_score_high, defended.fooling_score_high)
 
 
+def test_paper_time_reading():
+    """The paper section's time of the new plan is a run's wall time the benchmark JSON keeps."""
+    direct = json.loads((RESULTS / "imagenet_reach.json").read_text())["imagenet"][
+        "map-elites-direct/cpu/e40000/s0"
+    ]
+    assert direct["evaluations"] == 40_000 and direct["made_by"].startswith("foolbench paper --scale cpu")
+    says(f"its direct-encoding run alone took {direct['wall_seconds']:,.0f} s on two cores")
+
+
 def test_patch_search_prose():
     """The patch search's section: the paper's MAP-Elites runs, the earlier stop's and MNIST's."""
     data = json.loads((RESULTS / "imagenet_reach.json").read_text())
