@@ -307,12 +307,11 @@ def test_patch_search_prose():
         f"planned over 40,000 evaluations, had {pct(data['earlier']['runs']['patch/s0']['median_at']['10000'])} at 10,000"
     )
     direct, cppn = runs["map-elites-direct/cpu/e40000/s0"], runs["map-elites/cpu/e40000/s0"]
-    assert direct["finished"] and not cppn["finished"]
+    assert direct["finished"] and cppn["finished"]
     says(f"(`imagenet-direct`, seed 0) the median ends at {pct(direct['median_at']['40000'])}")
-    says(f"was stopped at {count(cppn['evaluations'])} evaluations")
-    says(f"at {pct(cppn['median_at']['10000'])} after 10,000")
+    says(f"ends at {pct(cppn['median_at']['40000'])} ({cppn['classes_at_90']} class ≥ 90 %)")
     earlier = data["earlier"]["runs"]
-    assert all(earlier["map-elites/s0"]["median_at"][n] == cppn["median_at"][n] for n in ("4000", "10000"))
+    assert earlier["map-elites/s0"]["median_at"] == cppn["median_at"]  # "to every digit", at all four marks
     elites = [r["median_at"]["40000"] for k, r in earlier.items() if k.startswith("map-elites/")]
     patch = [r["median_at"]["40000"] for k, r in earlier.items() if k.startswith("patch/")]
     says(f"MAP-Elites reached {span(elites, pct)} at 40,000 evaluations (seeds 0–2)")
