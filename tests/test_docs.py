@@ -46,3 +46,31 @@ def test_design_lists_the_layers_the_layer_test_enforces():
     assert len(rows) == len(LAYERS)
     for row, modules in zip(rows, LAYERS, strict=True):
         assert re.findall(r"`(\w+)`", row.split("|")[2]) == modules, row
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation but hyphens and
+    underscores dropped, spaces as hyphens, repeats numbered -1, -2, ... (headings in code blocks
+    are not headings)."""
+    anchors, seen, fenced = set(), {}, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"#{1,6}\s+(.*)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            anchors.add(f"{slug}-{count}" if count else slug)
+            seen[slug] = count + 1
+    return anchors
+
+
+def test_every_link_to_a_section_finds_it():
+    """A `(#anchor)` link in the README or another doc names a heading of that file, as GitHub
+    renders it: a renamed heading must take its links along."""
+    broken = []
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "zoo" / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        anchors = heading_anchors(text)
+        broken += [f"{path.name}#{a}" for a in re.findall(r"\]\(#([^)\s]+)\)", text) if a not in anchors]
+    assert not broken, f"these links name no heading: {broken}"

@@ -818,6 +818,25 @@ def test_v3_cifar_references_reading():
         assert (ROOT / "reports" / "v3" / name / "gallery-gradient-s0.png").is_file()
 
 
+def test_cifar_references_summary_reading():
+    """The CIFAR-10 section's one-paragraph summary of the references' v3 order is their rows' order."""
+    board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
+    v3 = board[board["protocol"] == "v3"].set_index("name")
+    plain = v3.loc["airnet-cifar10"]
+
+    def relation(name: str) -> str:
+        row = v3.loc[name]
+        if row["fooling_score_high"] < plain["fooling_score_low"]:
+            return "harder"
+        return "easier" if row["fooling_score_low"] > plain["fooling_score_high"] else "tied"
+
+    assert [relation(f"airnet-cifar10-{r}") for r in ("defended", "oe", "at")] == ["harder", "tied", "easier"]
+    says("the suite ranks the retraining defence harder to fool than plain, beyond seed noise; it ties the")
+    says("outlier-exposed model with plain")
+    says("ranks the adversarially trained model easier")
+    assert "#protocol-v3-fooling-measured-against-the-models-own-real-images---protocol-v3" in README
+
+
 def test_v3_cifar_outlier_exposure_reading():
     """OE's v3 row: tied with plain (ranges overlap), its CPPN and patch areas cut, gradient ascent deciding."""
     board = pd.read_csv(ROOT / "reports" / "leaderboard.csv", dtype={"ranked": str})
