@@ -853,3 +853,6 @@ def test_v3_cifar_outlier_exposure_reading():
     assert max(attacks, key=lambda a: oe[f"{a}_score"]) == "gradient"  # "decides its score again"
     says(f"({oe['gradient_score']:.3f}; its champions, colour noise at a median {pct(oe['gradient_median'])}")
     says(f"end above {math.floor(oe['fooled_at_end'] * 1000) / 10:.1f} % of its correctly classified")
+    digits = v3.loc["lenet-mnist-oe"]
+    assert digits["suite"] == "grey" and f"{digits['gradient_score']:.3f}" == "0.000"
+    says("(`lenet-mnist-oe`'s gradient area 0.000, above); on colour images it does not")
