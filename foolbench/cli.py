@@ -762,9 +762,17 @@ def merge_cmd(run_dirs, out):
     "baseline and the defence's clean accuracy. Default: $FOOLBENCH_DATA/imagenet-sample, else "
     "scikit-image's 8 unlabelled photos.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Make the runs no step waits on (the searches, the ensemble, transfer and gradient runs) in N "
+    "worker processes side by side, one thread each (the visible GPUs shared round-robin) first.",
+)
 @progress_option
 @device_option
-def paper_cmd(scale, out, seed, imagenet_model, generations, data, progress):
+def paper_cmd(scale, out, seed, imagenet_model, generations, data, jobs, progress):
     """Run every experiment of the paper and write the report, our figures beside the paper's.
 
     Finished steps are reused and killed runs resumed, so running it again continues where it stopped.
@@ -780,6 +788,7 @@ def paper_cmd(scale, out, seed, imagenet_model, generations, data, progress):
         log=say,
         generations=generations,
         data=data,
+        jobs=jobs,
     )
     click.echo(markdown_table(out))
     click.echo(f"report: {index}")

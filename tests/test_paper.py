@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -91,7 +92,8 @@ def imagenet(tmp_path_factory):
     return SimpleNamespace(models=models, photos=photos)
 
 
-def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_path, monkeypatch, jobs):
     """The ImageNet part of `foolbench paper --scale cpu` at 1 generation per run: two seeds of the
     paper's two searches and of the patch search; the patch search on the ensemble; transfer among the
     three models, whose first model's runs are the seed runs (not evolved twice); the baselines on the
@@ -109,12 +111,20 @@ def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_p
     steps = (paper_module.imagenet_runs, paper_module.ensemble, paper_module.transfers)
     monkeypatch.setattr(paper_module, "STEPS", (*steps, paper_module.imagenet_baselines))
     monkeypatch.setattr(paper_module, "ENSEMBLE", tuple(imagenet.models))
+    monkeypatch.setattr(paper_module, "MNIST_RUNS", [])  # with --jobs, only this test's ImageNet runs
+    monkeypatch.setattr(paper_module, "GRADIENTS", ())
     out = tmp_path / "paper"
     log = []
     paper_module.paper(
-        out, "cpu", 0, imagenet.models[0], False, log.append, generations=1, data=imagenet.photos
+        out, "cpu", 0, imagenet.models[0], False, log.append, generations=1, data=imagenet.photos, jobs=jobs
     )
     runs = out / "work" / "runs"
+    if jobs > 1:  # side by side first, in worker processes: 4 searches, the ensemble, 4 transfer runs
+        assert "9 independent runs, 2 at a time" in log
+        assert sum(line.endswith(" s)") and ": started (" in line for line in log) == 9
+        transfer_lines = [line for line in log if line.startswith("transfer-arch: ")]
+        assert len(transfer_lines) == 6 and all(line.endswith("(finished)") for line in transfer_lines)
+
     rows = {r["experiment"]: r for r in json.loads((out / "paper.json").read_text())["rows"]}
 
     # the paper's searches and the patch search: the median over seeds, each seed's in the detail
@@ -192,3 +202,28 @@ def test_missing_photos_are_one_line_before_anything_is_written(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("foolbench: error: --data ")
     assert "labelled ImageNet photos" in proc.stderr and not out.exists()
+
+
+def test_the_cpu_plans_independent_runs_are_the_runs_its_steps_make(tmp_path):
+    """`--jobs` makes exactly the runs the steps would make before the defences, each once: the
+    ImageNet model's own transfer runs are its seed-0 search runs, not made twice."""
+    ctx = paper_module.Context(tmp_path, "cpu", 0, "efficientnet-lite0", False, print)
+    outs = [str(r.out.relative_to(tmp_path / "work")) for r in paper_module.independent_runs(ctx)]
+    assert len(outs) == len(set(outs))
+    searches = {f"runs/{a}-s{s}" for a, n in paper_module.IMAGENET["cpu"].seeds.items() for s in range(n)}
+    lites = {
+        f"transfer-arch/runs/imagenet/efficientnet-lite{i}-{a}"
+        for i in (1, 2)
+        for a in ("imagenet-cppn", "imagenet-patch")
+    }
+    assert searches | lites | {"runs/imagenet-patch-ensemble"} <= set(outs)
+    assert not any("efficientnet-lite0-imagenet" in o for o in outs)  # reused from runs/, not evolved again
+    assert {o for o in outs if o.startswith("runs/gradient")} == {f"runs/{g}" for g in paper_module.GRADIENTS}
+    transfer_runs = [o for o in outs if o.startswith("transfer-")]
+    assert len(transfer_runs) == 6 + 4 + 4  # LeNet's seed twins, LeNet and the MLP, lite1 and lite2
+    evaluations = {
+        r.evaluations for r in paper_module.independent_runs(ctx) if str(r.attack).startswith("imagenet-")
+    }
+    assert evaluations == {40_000}
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert f"the transfer and gradient runs: {len(outs)} at cpu scale)" in readme

@@ -27,8 +27,10 @@ from foolbench.text import safe_name
 
 SCALES = ("cpu", "full")
 MNIST_MODEL = "lenet-mnist"
+MNIST_RUNS = [(a, a, [MNIST_MODEL]) for a in ("mnist-direct", "mnist-cppn")]  # evolve's (key, attack, models)
 ENSEMBLE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 GRADIENT_PRESETS = ("gradient", "gradient-decay", "gradient-regularised", "gradient-blur")
+GRADIENTS = (*GRADIENT_PRESETS, "gradient-imagenet")  # the MNIST presets, and ImageNet's
 DEFENCE_ITERATIONS = {"cpu": (3, 1), "full": (5, 3)}  # (MNIST, ImageNet)
 TRANSFERS = ("transfer-seeds", "transfer-arch")
 PHOTOS = "imagenet-sample"  # labelled ImageNet photos: --data DIR or $FOOLBENCH_DATA/imagenet-sample
@@ -104,26 +106,34 @@ class Context:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def evolve(
+def request(
     ctx: Context, key: str, attack: str, models: list[str], seed: int | None = None, evaluations=None
-) -> Path:
-    """One run directory at OUT/work/runs/KEY: started, resumed, or reused when it already finished."""
-    from foolbench.runner import RunRequest, ensure_run
+):
+    """The run at OUT/work/runs/KEY, as a runner.RunRequest."""
+    from foolbench.runner import RunRequest
 
-    run_dir = ctx.work / "runs" / key
-    req = RunRequest(
+    return RunRequest(
         models=list(models),
         attack=attack,
         scale=ctx.scale,
         seed=ctx.seed if seed is None else seed,
         generations=ctx.generations,
         evaluations=evaluations,
-        out=run_dir,
+        out=ctx.work / "runs" / key,
         progress=ctx.progress,
     )
-    ctx.log(f"{attack} on {' + '.join(models)} -> {run_dir}")
+
+
+def evolve(
+    ctx: Context, key: str, attack: str, models: list[str], seed: int | None = None, evaluations=None
+) -> Path:
+    """One run directory at OUT/work/runs/KEY: started, resumed, or reused when it already finished."""
+    from foolbench.runner import ensure_run
+
+    req = request(ctx, key, attack, models, seed, evaluations)
+    ctx.log(f"{attack} on {' + '.join(models)} -> {req.out}")
     ensure_run(req)
-    return run_dir
+    return Path(req.out)
 
 
 def imagenet_key(attack: str, seed: int) -> str:
@@ -131,17 +141,19 @@ def imagenet_key(attack: str, seed: int) -> str:
 
 
 def imagenet_run(ctx: Context, attack: str, seed: int) -> Path:
-    return evolve(
-        ctx, imagenet_key(attack, seed), attack, [ctx.imagenet_model], seed, ctx.imagenet_evaluations
-    )
+    return evolve(ctx, *_imagenet_args(ctx, attack, seed))
+
+
+def _imagenet_args(ctx: Context, attack: str, seed: int) -> tuple:
+    return imagenet_key(attack, seed), attack, [ctx.imagenet_model], seed, ctx.imagenet_evaluations
 
 
 # -- the experiments ---------------------------------------------------------------------------------
 # Each step writes its outputs under OUT/work/; the report finds them there and sets each beside the
 # paper's figure (foolbench.report.headline), so `foolbench report OUT/work` gives the same page.
 def mnist_runs(ctx: Context) -> None:
-    for attack in ("mnist-direct", "mnist-cppn"):
-        evolve(ctx, attack, attack, [MNIST_MODEL])
+    for args in MNIST_RUNS:
+        evolve(ctx, *args)
 
 
 def imagenet_runs(ctx: Context) -> None:
@@ -152,8 +164,12 @@ def imagenet_runs(ctx: Context) -> None:
 
 
 def ensemble(ctx: Context) -> None:
+    evolve(ctx, *_ensemble_args(ctx))
+
+
+def _ensemble_args(ctx: Context) -> tuple:
     attack = ctx.plan.ensemble
-    evolve(ctx, f"{attack}-ensemble", attack, list(ENSEMBLE), evaluations=ctx.imagenet_evaluations)
+    return f"{attack}-ensemble", attack, list(ENSEMBLE), None, ctx.imagenet_evaluations
 
 
 def transfers(ctx: Context) -> None:
@@ -161,26 +177,28 @@ def transfers(ctx: Context) -> None:
     The ImageNet model's own runs are those of `imagenet_runs` (its first seed), not evolved again."""
     from foolbench.experiments.transfer import run_experiment
 
-    imagenet = list(dict.fromkeys([ctx.imagenet_model, *ENSEMBLE]))
     for name in TRANSFERS:
         out = ctx.work / name
         ctx.log(f"{name} -> {out}")
-        run_experiment(
-            name,
-            out,
-            seed=ctx.seed,
-            generations=ctx.generations,
-            scale=ctx.scale,
-            imagenet=True,
-            progress=ctx.progress,
-            log=ctx.log,
-            models={"imagenet": imagenet} if name == "transfer-arch" else None,
-            evaluations={"imagenet": ctx.imagenet_evaluations} if ctx.imagenet_evaluations else None,
-            reuse={
-                (ctx.imagenet_model, attack): ctx.work / "runs" / imagenet_key(attack, ctx.seed)
-                for attack in ("imagenet-cppn", "imagenet-patch")
-            },
-        )
+        run_experiment(name, out, **_transfer_args(ctx, name), log=ctx.log)
+
+
+def _transfer_args(ctx: Context, name: str) -> dict:
+    """How the paper runs transfer experiment `name` (`run_experiment`'s keyword arguments)."""
+    imagenet = list(dict.fromkeys([ctx.imagenet_model, *ENSEMBLE]))
+    return {
+        "seed": ctx.seed,
+        "generations": ctx.generations,
+        "scale": ctx.scale,
+        "imagenet": True,
+        "progress": ctx.progress,
+        "models": {"imagenet": imagenet} if name == "transfer-arch" else None,
+        "evaluations": {"imagenet": ctx.imagenet_evaluations} if ctx.imagenet_evaluations else None,
+        "reuse": {
+            (ctx.imagenet_model, attack): ctx.work / "runs" / imagenet_key(attack, ctx.seed)
+            for attack in ("imagenet-cppn", "imagenet-patch")
+        },
+    }
 
 
 def defences(ctx: Context) -> None:
@@ -219,9 +237,12 @@ def defences(ctx: Context) -> None:
 
 
 def gradients(ctx: Context) -> None:
-    for attack in (*GRADIENT_PRESETS, "gradient-imagenet"):
-        model = ctx.imagenet_model if attack == "gradient-imagenet" else MNIST_MODEL
-        evolve(ctx, attack, attack, [model])
+    for args in _gradient_args(ctx):
+        evolve(ctx, *args)
+
+
+def _gradient_args(ctx: Context) -> list[tuple]:
+    return [(a, a, [ctx.imagenet_model if a == "gradient-imagenet" else MNIST_MODEL]) for a in GRADIENTS]
 
 
 def baselines(ctx: Context) -> None:
@@ -248,6 +269,44 @@ def imagenet_baselines(ctx: Context) -> None:
 
 
 STEPS = (mnist_runs, imagenet_runs, ensemble, transfers, gradients, baselines, imagenet_baselines, defences)
+
+
+def independent_runs(ctx: Context) -> list:
+    """The plan's runs that need no other step's output, as runner.RunRequests: the MNIST and
+    ImageNet searches, the ensemble, every transfer run the ImageNet searches do not make, and
+    gradient ascent. The defences' runs wait for their retrained models."""
+    from foolbench.experiments.transfer import experiment_requests
+
+    planned = [request(ctx, *args) for args in MNIST_RUNS]
+    planned += [
+        request(ctx, *_imagenet_args(ctx, a, s)) for a in ctx.plan.seeds for s in ctx.imagenet_seeds(a)
+    ]
+    planned.append(request(ctx, *_ensemble_args(ctx)))
+    for name in TRANSFERS:
+        args = _transfer_args(ctx, name)
+        made = {Path(d) for d in args["reuse"].values()}
+        for group in experiment_requests(name, ctx.work / name, **args).values():
+            planned += [req for req in group if Path(req.out) not in made]
+    return planned + [request(ctx, *args) for args in _gradient_args(ctx)]
+
+
+def run_side_by_side(ctx: Context, jobs: int) -> None:
+    """Make `independent_runs` in `jobs` worker processes (one thread each; the visible GPUs shared
+    round-robin, as `foolbench sweep` does), so that the steps find them finished. A run that fails
+    is named in one line once the others are done."""
+    from foolbench.sweep.executors import run_local
+    from foolbench.sweep.plan import Job
+
+    planned = [Job(str(req.out), "paper", req.seed, req) for req in independent_runs(ctx)]
+    ctx.log(f"{len(planned)} independent runs, {jobs} at a time")
+    failed = []
+    for result in run_local(planned, jobs):
+        if "error" in result:
+            failed.append(f"{result['out']}: {result['error']}")
+        else:
+            ctx.log(f"{result['out']}: {result['state']} ({result['seconds']:,.0f} s)")
+    if failed:
+        raise FoolbenchError(f"{len(failed)} of the paper's runs failed: {'; '.join(failed)}")
 
 
 def locate_photos(data: str | Path | None, log: Callable[[str], None]) -> Path | None:
@@ -278,8 +337,10 @@ def paper(
     log: Callable[[str], None] = print,
     generations: int | None = None,
     data: str | Path | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Run every step (reusing finished work), then write the report; returns the index.html path.
+    `jobs` > 1 first makes the runs no step waits on in that many worker processes (`run_side_by_side`).
 
     `data` is the folder of labelled ImageNet photos (default: $FOOLBENCH_DATA/imagenet-sample, else
     scikit-image's unlabelled photos). The headline rows (ours, the paper's, both budgets, the
@@ -291,6 +352,8 @@ def paper(
         raise FoolbenchError(f"unknown scale '{scale}'; choose one of {', '.join(SCALES)}")
     photos = locate_photos(data, log)
     ctx = Context(Path(out), scale, seed, imagenet_model, progress, log, generations, photos)
+    if jobs > 1:
+        run_side_by_side(ctx, jobs)
     for step in STEPS:
         step(ctx)
     plan = ctx.plan

@@ -279,7 +279,7 @@ def _stem(spec: str) -> str:
     return safe_name(path.stem if path.suffix else spec)
 
 
-def run_experiment(
+def experiment_requests(
     name: str,
     out: str | Path,
     *,
@@ -290,62 +290,81 @@ def run_experiment(
     models: dict[str, Sequence[str]] | None = None,
     model_options: ModelOptions | None = None,
     progress: bool = True,
-    log=print,
     evaluations: dict[str, int] | None = None,
     reuse: dict[tuple[str, str], Path] | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Evolve every (model, attack) of the experiment into DIR/runs/, then write DIR/transfer/<group>/.
+) -> dict[str, list]:
+    """The runs `run_experiment` makes or reuses, by group: one RunRequest per (model, attack), in
+    its order, the run directory of each in `reuse` or under OUT/runs/GROUP/. A caller may make them
+    first (side by side: `foolbench paper --jobs`); the experiment then finds them finished.
 
     `models` replaces a group's models (by group name); `evaluations` sets a group's budget per run
     (by group name; default: the presets'). `reuse` names run directories made elsewhere for some
-    (model, attack): they are used where they hold the run this experiment asks for (a different run
-    there is an error), so a run is not evolved twice. A run directory that already holds a finished
-    run with the same settings is reused and an unfinished one is resumed, so a killed experiment
-    continues. Returns the pooled transfer table of each group.
-    """
-    from foolbench.runner import RunRequest, ensure_run, run_state
+    (model, attack)."""
+    from foolbench.runner import RunRequest
 
     if name not in EXPERIMENTS:
         raise FoolbenchError(f"unknown experiment '{name}'; known: {', '.join(EXPERIMENTS)}")
-    exp = EXPERIMENTS[name]
-    out = Path(out)
+    exp, out, models = EXPERIMENTS[name], Path(out), dict(models or {})
     groups = [g for g in exp.groups if imagenet or not g.imagenet]
-    models = dict(models or {})
     unknown = set(models) - {g.name for g in groups}
     if unknown:
         raise FoolbenchError(
             f"{name} has no group {', '.join(sorted(unknown))}; its groups: {[g.name for g in groups]}"
         )
-    tables, record = {}, {"experiment": exp.name, "description": exp.description, "paper": exp.paper}
-    record |= {"seed": seed, "generations": generations, "scale": scale, "groups": []}
-    record |= {"evaluations": evaluations} if evaluations else {}
+    planned = {}
     for group in groups:
         specs = list(models.get(group.name, group.models))
         if len(specs) < 2:
             raise FoolbenchError(f"{name}: group {group.name} needs at least two models to transfer between")
+        planned[group.name] = [
+            RunRequest(
+                models=[spec],
+                attack=attack,
+                scale=scale,
+                generations=generations,
+                evaluations=(evaluations or {}).get(group.name),
+                seed=seed,
+                out=(reuse or {}).get((spec, attack))
+                or out / "runs" / group.name / f"{_stem(spec)}-{attack}",
+                model_options=model_options or ModelOptions(),
+                progress=progress,
+            )
+            for spec in specs
+            for attack in group.attacks
+        ]
+    return planned
+
+
+def run_experiment(name: str, out: str | Path, *, log=print, **settings) -> dict[str, pd.DataFrame]:
+    """Evolve every (model, attack) of the experiment into DIR/runs/, then write DIR/transfer/<group>/.
+
+    `settings` are `experiment_requests`'s (seed, generations, scale, imagenet, models,
+    model_options, progress, evaluations, reuse). A run directory named in `reuse` is used where it
+    holds the run this experiment asks for (a different run there is an error), so a run is not
+    evolved twice. A run directory that already holds a finished run with the same settings is
+    reused and an unfinished one is resumed, so a killed experiment continues. Returns the pooled
+    transfer table of each group.
+    """
+    from foolbench.runner import ensure_run, run_state
+
+    planned = experiment_requests(name, out, **settings)
+    exp, out = EXPERIMENTS[name], Path(out)
+    groups = [g for g in exp.groups if g.name in planned]
+    tables, record = {}, {"experiment": exp.name, "description": exp.description, "paper": exp.paper}
+    record |= {k: settings.get(k) for k in ("seed", "generations")} | {"scale": settings.get("scale", "cpu")}
+    record |= {"groups": []} | (
+        {"evaluations": settings["evaluations"]} if settings.get("evaluations") else {}
+    )
+    for group in groups:
         run_dirs = []
-        for spec in specs:
-            for attack in group.attacks:
-                run_dir = (reuse or {}).get(
-                    (spec, attack)
-                ) or out / "runs" / group.name / f"{_stem(spec)}-{attack}"
-                req = RunRequest(
-                    models=[spec],
-                    attack=attack,
-                    scale=scale,
-                    generations=generations,
-                    evaluations=(evaluations or {}).get(group.name),
-                    seed=seed,
-                    out=run_dir,
-                    model_options=model_options or ModelOptions(),
-                    progress=progress,
-                )
-                state = run_state(req)
-                log(f"{name}: {attack} on {spec} -> {run_dir}" + (f" ({state})" if state else ""))
-                ensure_run(req)
-                run_dirs.append(run_dir)
+        for req in planned[group.name]:
+            state = run_state(req)
+            log(f"{name}: {req.attack} on {req.models[0]} -> {req.out}" + (f" ({state})" if state else ""))
+            ensure_run(req)
+            run_dirs.append(Path(req.out))
+        specs = list(dict.fromkeys(req.models[0] for req in planned[group.name]))
         runs = [rundir.read_champions(d) for d in run_dirs]
-        images, targets = checked_scores(runs, specs, model_options)
+        images, targets = checked_scores(runs, specs, settings.get("model_options"))
         names = [m.name for m in targets]
         folder = out / "transfer" / group.name
         meta = {
