@@ -89,15 +89,16 @@ def held(run_dir: Path) -> Iterator[None]:
         return
     fd = os.open(run_dir, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FoolbenchError(
-                f"{run_dir} is being written by another foolbench process; let it finish (or stop it and "
-                "run this again, which resumes it), or choose another --out"
-            ) from None
-        except OSError:  # no locks on this file system: go on unheld
-            pass
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FoolbenchError(
+            f"{run_dir} is being written by another foolbench process; let it finish (or stop it and "
+            "run this again, which resumes it), or choose another --out"
+        ) from None
+    except OSError:  # no locks on this file system: go on unheld
+        pass
+    try:
         yield
     finally:
         os.close(fd)  # closing the folder drops the lock

@@ -111,7 +111,7 @@ def test_imagenet_steps_searches_ensemble_transfer_and_baselines(imagenet, tmp_p
     steps = (paper_module.imagenet_runs, paper_module.ensemble, paper_module.transfers)
     monkeypatch.setattr(paper_module, "STEPS", (*steps, paper_module.imagenet_baselines))
     monkeypatch.setattr(paper_module, "ENSEMBLE", tuple(imagenet.models))
-    monkeypatch.setattr(paper_module, "MNIST_RUNS", [])  # with --jobs, only this test's ImageNet runs
+    monkeypatch.setattr(paper_module, "MNIST_ATTACKS", ())  # with --jobs, only this test's ImageNet runs
     monkeypatch.setattr(paper_module, "GRADIENTS", ())
     out = tmp_path / "paper"
     log = []

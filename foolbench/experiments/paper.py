@@ -27,7 +27,7 @@ from foolbench.text import safe_name
 
 SCALES = ("cpu", "full")
 MNIST_MODEL = "lenet-mnist"
-MNIST_RUNS = [(a, a, [MNIST_MODEL]) for a in ("mnist-direct", "mnist-cppn")]  # evolve's (key, attack, models)
+MNIST_ATTACKS = ("mnist-direct", "mnist-cppn")
 ENSEMBLE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 GRADIENT_PRESETS = ("gradient", "gradient-decay", "gradient-regularised", "gradient-blur")
 GRADIENTS = (*GRADIENT_PRESETS, "gradient-imagenet")  # the MNIST presets, and ImageNet's
@@ -124,14 +124,11 @@ def request(
     )
 
 
-def evolve(
-    ctx: Context, key: str, attack: str, models: list[str], seed: int | None = None, evaluations=None
-) -> Path:
-    """One run directory at OUT/work/runs/KEY: started, resumed, or reused when it already finished."""
+def evolve(ctx: Context, req) -> Path:
+    """One run directory (a `request`): started, resumed, or reused when it already finished."""
     from foolbench.runner import ensure_run
 
-    req = request(ctx, key, attack, models, seed, evaluations)
-    ctx.log(f"{attack} on {' + '.join(models)} -> {req.out}")
+    ctx.log(f"{req.attack} on {' + '.join(req.models)} -> {req.out}")
     ensure_run(req)
     return Path(req.out)
 
@@ -140,36 +137,39 @@ def imagenet_key(attack: str, seed: int) -> str:
     return f"{attack}-s{seed}"
 
 
-def imagenet_run(ctx: Context, attack: str, seed: int) -> Path:
-    return evolve(ctx, *_imagenet_args(ctx, attack, seed))
-
-
-def _imagenet_args(ctx: Context, attack: str, seed: int) -> tuple:
-    return imagenet_key(attack, seed), attack, [ctx.imagenet_model], seed, ctx.imagenet_evaluations
-
-
 # -- the experiments ---------------------------------------------------------------------------------
 # Each step writes its outputs under OUT/work/; the report finds them there and sets each beside the
 # paper's figure (foolbench.report.headline), so `foolbench report OUT/work` gives the same page.
 def mnist_runs(ctx: Context) -> None:
-    for args in MNIST_RUNS:
-        evolve(ctx, *args)
+    for req in mnist_requests(ctx):
+        evolve(ctx, req)
+
+
+def mnist_requests(ctx: Context) -> list:
+    return [request(ctx, a, a, [MNIST_MODEL]) for a in MNIST_ATTACKS]
 
 
 def imagenet_runs(ctx: Context) -> None:
     """The paper's two searches and the patch search, each for every seed of the scale."""
-    for attack in ctx.plan.seeds:
-        for seed in ctx.imagenet_seeds(attack):
-            imagenet_run(ctx, attack, seed)
+    for req in imagenet_requests(ctx):
+        evolve(ctx, req)
+
+
+def imagenet_requests(ctx: Context) -> list:
+    return [
+        request(ctx, imagenet_key(a, s), a, [ctx.imagenet_model], s, ctx.imagenet_evaluations)
+        for a in ctx.plan.seeds
+        for s in ctx.imagenet_seeds(a)
+    ]
 
 
 def ensemble(ctx: Context) -> None:
-    evolve(ctx, *_ensemble_args(ctx))
+    evolve(ctx, ensemble_request(ctx))
 
 
-def _ensemble_args(ctx: Context) -> tuple:
+def ensemble_request(ctx: Context):
     attack = ctx.plan.ensemble
-    return f"{attack}-ensemble", attack, list(ENSEMBLE), None, ctx.imagenet_evaluations
+    return request(ctx, f"{attack}-ensemble", attack, list(ENSEMBLE), evaluations=ctx.imagenet_evaluations)
 
 
 def transfers(ctx: Context) -> None:
@@ -237,12 +237,15 @@ def defences(ctx: Context) -> None:
 
 
 def gradients(ctx: Context) -> None:
-    for args in _gradient_args(ctx):
-        evolve(ctx, *args)
+    for req in gradient_requests(ctx):
+        evolve(ctx, req)
 
 
-def _gradient_args(ctx: Context) -> list[tuple]:
-    return [(a, a, [ctx.imagenet_model if a == "gradient-imagenet" else MNIST_MODEL]) for a in GRADIENTS]
+def gradient_requests(ctx: Context) -> list:
+    return [
+        request(ctx, a, a, [ctx.imagenet_model if a == "gradient-imagenet" else MNIST_MODEL])
+        for a in GRADIENTS
+    ]
 
 
 def baselines(ctx: Context) -> None:
@@ -277,17 +280,13 @@ def independent_runs(ctx: Context) -> list:
     gradient ascent. The defences' runs wait for their retrained models."""
     from foolbench.experiments.transfer import experiment_requests
 
-    planned = [request(ctx, *args) for args in MNIST_RUNS]
-    planned += [
-        request(ctx, *_imagenet_args(ctx, a, s)) for a in ctx.plan.seeds for s in ctx.imagenet_seeds(a)
-    ]
-    planned.append(request(ctx, *_ensemble_args(ctx)))
+    planned = [*mnist_requests(ctx), *imagenet_requests(ctx), ensemble_request(ctx)]
     for name in TRANSFERS:
         args = _transfer_args(ctx, name)
-        made = {Path(d) for d in args["reuse"].values()}
+        made = {Path(d) for d in args["reuse"].values()}  # the ImageNet model's own: imagenet_requests
         for group in experiment_requests(name, ctx.work / name, **args).values():
             planned += [req for req in group if Path(req.out) not in made]
-    return planned + [request(ctx, *args) for args in _gradient_args(ctx)]
+    return planned + gradient_requests(ctx)
 
 
 def run_side_by_side(ctx: Context, jobs: int) -> None:
