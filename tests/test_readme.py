@@ -314,7 +314,14 @@ def test_patch_search_prose():
     assert earlier["map-elites/s0"]["median_at"] == cppn["median_at"]  # "to every digit", at all four marks
     elites = [r["median_at"]["40000"] for k, r in earlier.items() if k.startswith("map-elites/")]
     patch = [r["median_at"]["40000"] for k, r in earlier.items() if k.startswith("patch/")]
-    says(f"MAP-Elites reached {span(elites, pct)} at 40,000 evaluations (seeds 0–2)")
+    rerun = [runs[f"map-elites/cpu/e40000/s{s}"] for s in (1, 2)]
+    assert all(r["finished"] for r in rerun)
+    for s, r in enumerate(rerun, start=1):  # "and so do that stop's"
+        assert math.isclose(
+            earlier[f"map-elites/s{s}"]["median_at"]["40000"], r["median_at"]["40000"], rel_tol=1e-12
+        )
+    says(f"end at {pct(rerun[0]['median_at']['40000'])} and {pct(rerun[1]['median_at']['40000'])}, and so do")
+    says(f"MAP-Elites reached {span(elites, pct)} at 40,000 evaluations (seeds 0–2) both times")
     says(f"over 40,000 evaluations, {span(patch, pct)}")
     first = {
         s: [r["evaluations_to_all_9999"] for k, r in data["mnist"].items() if k.startswith(f"{s}/")]
