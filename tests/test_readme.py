@@ -322,7 +322,7 @@ def test_patch_search_prose():
         )
     says(f"end at {pct(rerun[0]['median_at']['40000'])} and {pct(rerun[1]['median_at']['40000'])}, and so do")
     says(f"MAP-Elites reached {span(elites, pct)} at 40,000 evaluations (seeds 0–2) both times")
-    says(f"over 40,000 evaluations, {span(patch, pct)}")
+    says(f"over 40,000 evaluations, reached {span(patch, pct)}")
     first = {
         s: [r["evaluations_to_all_9999"] for k, r in data["mnist"].items() if k.startswith(f"{s}/")]
         for s in ("patch", "map-elites")
