@@ -78,6 +78,7 @@ def results(tmp_path_factory) -> Path:
     settings = {
         "settings": {"attack": "imagenet-cppn"},
         "dataset": "imagenet",
+        "iterations": [{"iteration": 0, "run_dirs": [str(root / "runs" / "plain")]}],  # a reused run
     }  # as `foolbench defend` writes
     (root / "defence" / "defence.json").write_text(json.dumps(settings))
     return root
@@ -136,10 +137,17 @@ def test_transfer_defence_baseline_tables(results, report):
     assert "model_sha256" not in d and "model_path" not in d
     assert list(d["fooled_share"]) == [0.7, 0.4] and list(d["clean_accuracy"]) == [0.95, 0.94]
     assert (report.out / "plots" / "defence_defence.png").stat().st_size > 5000
+    # class counts are means over an iteration's runs, and their header says so
+    assert list(d["classes_at_99_mean_of_runs"]) == [4, 2]
+    assert "≥ 99% (mean of runs)" in (report.out / "defence_defence.md").read_text()
+    # the first iteration's gallery, although its run lives outside the defence folder
+    section = report.html[report.html.index('id="defence-defence"') :]
+    assert "Iteration 0, against the model given" in section
     b = pd.read_csv(report.out / "baselines.csv")
     result = json.loads((results / "baseline" / "baseline.json").read_text())
     assert b["median_confidence"][0] == result["median_confidence"]
-    assert b["auroc"][0] == result["fooling_vs_real"]["auroc"]
+    assert b["auroc"][0] == result["fooling_vs_real"]["auroc"]  # the CSV at full precision
+    assert f"| {result['fooling_vs_real']['auroc']:.3f} |" in (report.out / "baselines.md").read_text()
 
 
 # -- the headline --------------------------------------------------------------------------------------
@@ -294,8 +302,8 @@ def test_labels_are_escaped_in_html_and_markdown_and_name_no_file(report):
 def test_every_image_is_embedded(report):
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report.html)
     pngs = sorted((report.out / "plots").glob("*.png")) + sorted((report.out / "galleries").glob("*.png"))
-    assert len(uris) == len(pngs) == report.html.count("<img ")
-    assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
+    assert len(set(uris)) == len(pngs) and len(uris) == report.html.count("<img ")  # a run shown twice
+    assert sorted(base64.b64decode(u) for u in set(uris)) == sorted(p.read_bytes() for p in pngs)
     gallery = Image.open(io.BytesIO((report.out / "galleries" / "evil.png").read_bytes()))
     assert gallery.size == (10 * 108, 108 + 34)  # 10 champions in one row
 

@@ -47,6 +47,15 @@ HEADERS = {
     "share_at_99_on_their_own": "≥ 99% on their own",
     "median_confidence_on_another_model": "median confidence on another model",
 }
+# defence.csv's class counts are means over an iteration's runs (a count of 0.5 reads wrong bare)
+DEFENCE_MEANS = {
+    "classes_at_99": "classes_at_99_mean_of_runs",
+    "classes_at_9999": "classes_at_9999_mean_of_runs",
+}
+HEADERS |= {
+    "classes_at_99_mean_of_runs": "≥ 99% (mean of runs)",
+    "classes_at_9999_mean_of_runs": "≥ 99.99% (mean of runs)",
+}
 RUN_COLUMNS = [
     "model",
     "attack",
@@ -139,7 +148,7 @@ def transfer_summary(transfers: Sequence[Transfer], titles: Sequence[str]) -> pd
 def defence_table(d: Defence) -> pd.DataFrame:
     """defence.csv's numeric columns (whatever `foolbench defend` writes), with the model's name."""
     keep = [c for c in d.table.columns if c in DEFENCE_TEXT or pd.api.types.is_numeric_dtype(d.table[c])]
-    return d.table[keep].copy()
+    return d.table[keep].rename(columns=DEFENCE_MEANS)
 
 
 def baselines_table(baselines: Sequence[Baseline]) -> pd.DataFrame:
@@ -188,6 +197,8 @@ def cell(value, column) -> str:
             return percent(float(value))
         if column == "seconds":
             return f"{value:,.1f}"
+        if column == "auroc":
+            return f"{value:.3f}"
         if math.isinf(value):
             return str(value)
         if float(value).is_integer() and abs(value) < 1e15:

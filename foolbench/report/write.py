@@ -32,7 +32,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path, read_json, write_json, write_text
 from foolbench.images import load_png
 from foolbench.report import html, people, plots, tables
-from foolbench.report.collect import GALLERY_LIMIT, Inputs, Run, Transfer, collect
+from foolbench.report.collect import GALLERY_LIMIT, Defence, Inputs, Run, Transfer, collect, read_run
 from foolbench.report.gallery import gallery
 from foolbench.report.headline import RULE, Line, budget_text
 from foolbench.report.sections import (
@@ -266,14 +266,27 @@ def _defence_section(section: Section, writer: _Writer, shown: set) -> str:
             parts.append(html.figure(png, f"defence over iterations: {d.key}"))
         else:
             writer.written.discard(png)
-        runs = [r for r in section.owned if d.path.resolve() in r.path.resolve().parents]
-        iterations = sorted({_iteration(r) for r in runs} - {None})
-        for k in dict.fromkeys(iterations[:1] + iterations[-1:]):
-            first = min((r for r in runs if _iteration(r) == k), key=lambda r: r.key)
+        runs = {k: min(rs, key=lambda r: r.key) for k, rs in _defence_runs(d, section.owned).items()}
+        for k in dict.fromkeys([*list(runs)[:1], *list(runs)[-1:]]):
             what = "the model given" if k == 0 else f"the model retrained {k} time{'s' * (k > 1)}"
-            parts.append(_gallery(first, writer, SECTION_GALLERY, f"Iteration {k}, against {what}", shown))
+            parts.append(_gallery(runs[k], writer, SECTION_GALLERY, f"Iteration {k}, against {what}", shown))
         body.append(html.section(f"defence-{d.key}", defence_title(d), "\n".join(parts), level=3))
     return html.section(section.key, section.title, "\n".join(body))
+
+
+def _defence_runs(d: Defence, owned: list[Run]) -> dict[int, list[Run]]:
+    """The defence's runs by iteration, in order: those in its iter-k folders, and the runs it reused
+    from elsewhere (`foolbench paper` lets the first iteration take the search's own runs), which
+    defence.json names by path."""
+    by: dict[int, list[Run]] = {}
+    for r in owned:
+        if d.path.resolve() in r.path.resolve().parents and _iteration(r) is not None:
+            by.setdefault(_iteration(r), []).append(r)
+    for it in d.meta.get("iterations", []):
+        k, dirs = it.get("iteration"), [Path(p) for p in it.get("run_dirs", [])]
+        if k not in by and dirs and all((p / "summary.json").is_file() for p in dirs):
+            by[k] = [read_run(p) for p in dirs]
+    return dict(sorted(by.items()))
 
 
 def _iteration(run: Run) -> int | None:
