@@ -351,7 +351,8 @@ def run_experiment(name: str, out: str | Path, *, log=print, **settings) -> dict
     exp, out = EXPERIMENTS[name], Path(out)
     groups = [g for g in exp.groups if g.name in planned]
     tables, record = {}, {"experiment": exp.name, "description": exp.description, "paper": exp.paper}
-    record |= {k: settings.get(k) for k in ("seed", "generations")} | {"scale": settings.get("scale", "cpu")}
+    first = next(iter(planned.values()))[0]  # every run of the experiment has the same settings
+    record |= {"seed": first.seed, "generations": first.generations, "scale": first.scale}
     record |= {"groups": []} | (
         {"evaluations": settings["evaluations"]} if settings.get("evaluations") else {}
     )

@@ -46,15 +46,13 @@ HEADERS = {
     "share_at_99_on_another_model": "≥ 99% on another model (median of pairs)",
     "share_at_99_on_their_own": "≥ 99% on their own",
     "median_confidence_on_another_model": "median confidence on another model",
+    "classes_at_99_mean_of_runs": "≥ 99% (mean of runs)",
+    "classes_at_9999_mean_of_runs": "≥ 99.99% (mean of runs)",
 }
 # defence.csv's class counts are means over an iteration's runs (a count of 0.5 reads wrong bare)
 DEFENCE_MEANS = {
     "classes_at_99": "classes_at_99_mean_of_runs",
     "classes_at_9999": "classes_at_9999_mean_of_runs",
-}
-HEADERS |= {
-    "classes_at_99_mean_of_runs": "≥ 99% (mean of runs)",
-    "classes_at_9999_mean_of_runs": "≥ 99.99% (mean of runs)",
 }
 RUN_COLUMNS = [
     "model",

@@ -32,7 +32,7 @@ from foolbench.errors import FoolbenchError
 from foolbench.fileio import atomic_path, read_json, write_json, write_text
 from foolbench.images import load_png
 from foolbench.report import html, people, plots, tables
-from foolbench.report.collect import GALLERY_LIMIT, Defence, Inputs, Run, Transfer, collect, read_run
+from foolbench.report.collect import GALLERY_LIMIT, Defence, Inputs, Run, Transfer, collect
 from foolbench.report.gallery import gallery
 from foolbench.report.headline import RULE, Line, budget_text
 from foolbench.report.sections import (
@@ -73,7 +73,7 @@ def write_report(
     rated = people.read(inputs.runs, inputs.ratings)
     sections = arrange(inputs)
     writer = _Writer(out)
-    writer.people = rated
+    writer.people, writer.runs = rated, inputs.runs
     for t in headline_transfers(inputs.transfers):
         writer.transfer_images[t.key] = _transfer_champions(t, inputs.runs)
     lines = [line for s in sections for line in s.lines]
@@ -266,7 +266,8 @@ def _defence_section(section: Section, writer: _Writer, shown: set) -> str:
             parts.append(html.figure(png, f"defence over iterations: {d.key}"))
         else:
             writer.written.discard(png)
-        runs = {k: min(rs, key=lambda r: r.key) for k, rs in _defence_runs(d, section.owned).items()}
+        by_iteration = _defence_runs(d, section.owned, writer.runs)
+        runs = {k: min(rs, key=lambda r: r.key) for k, rs in by_iteration.items()}
         for k in dict.fromkeys([*list(runs)[:1], *list(runs)[-1:]]):
             what = "the model given" if k == 0 else f"the model retrained {k} time{'s' * (k > 1)}"
             parts.append(_gallery(runs[k], writer, SECTION_GALLERY, f"Iteration {k}, against {what}", shown))
@@ -274,18 +275,18 @@ def _defence_section(section: Section, writer: _Writer, shown: set) -> str:
     return html.section(section.key, section.title, "\n".join(body))
 
 
-def _defence_runs(d: Defence, owned: list[Run]) -> dict[int, list[Run]]:
-    """The defence's runs by iteration, in order: those in its iter-k folders, and the runs it reused
-    from elsewhere (`foolbench paper` lets the first iteration take the search's own runs), which
-    defence.json names by path."""
+def _defence_runs(d: Defence, owned: list[Run], runs: list[Run]) -> dict[int, list[Run]]:
+    """The defence's runs by iteration, in order: those in its iter-k folders, and the collected runs
+    it reused from elsewhere (`foolbench paper` lets the first iteration take the search's own runs),
+    which defence.json names by path."""
     by: dict[int, list[Run]] = {}
     for r in owned:
         if d.path.resolve() in r.path.resolve().parents and _iteration(r) is not None:
             by.setdefault(_iteration(r), []).append(r)
     for it in d.meta.get("iterations", []):
-        k, dirs = it.get("iteration"), [Path(p) for p in it.get("run_dirs", [])]
-        if k not in by and dirs and all((p / "summary.json").is_file() for p in dirs):
-            by[k] = [read_run(p) for p in dirs]
+        found = [find_run(str(p), runs) for p in it.get("run_dirs", [])]
+        if it.get("iteration") not in by and found and None not in found:
+            by[it["iteration"]] = found
     return dict(sorted(by.items()))
 
 
@@ -385,6 +386,7 @@ class _Writer:
         self.drawn: set[Path] = set()  # galleries already drawn (a run's may be shown twice)
         self.transfer_images: dict[str, tuple[list, list]] = {}  # read before anything is written
         self.people = None  # people's ratings of the runs (report/people.py), where there are any
+        self.runs: list[Run] = []  # every collected run, for results that name runs by path
 
     def path(self, relative: str) -> Path:
         p = self.out / relative
